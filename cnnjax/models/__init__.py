@@ -1,0 +1,4 @@
+"""The model zoo: every family registers its models here; `create` builds any of them by name."""
+
+from cnnjax.models.registry import ModelSpec, create, get_spec, list_models, register
+from cnnjax.models.torch_weights import from_torch

@@ -1,0 +1,3 @@
+"""Flax layers and blocks, each computing through `cnnjax.ops` (and `cnnjax.kernels`)."""
+
+from cnnjax.nn.layers import BatchNorm, Conv, Dense, Dropout

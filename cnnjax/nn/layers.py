@@ -1,0 +1,108 @@
+"""Flax layers over `cnnjax.ops`: parameters in `params`, running statistics in `batch_stats`.
+
+Every layer takes `dtype` (the compute dtype, e.g. bfloat16 for mixed precision; None keeps the
+input's) and `param_dtype` (float32 by default), so models get mixed precision by passing `dtype`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnnjax import ops
+from cnnjax.ops.shapes import Padding, pair
+
+Initializer = Callable[..., jax.Array]
+Dtype = Any
+
+# Dense layers need nothing beyond a matrix product; flax's own keeps `kernel` (in, out) and `bias`.
+Dense = nn.Dense
+
+
+class Conv(nn.Module):
+    """2-D convolution: `kernel` (kh, kw, C_in // groups, features) and optional `bias` (features,).
+
+    The default initialiser is He et al.'s (2015) normal with fan-in scaling, right for ReLU nets;
+    models that follow another paper pass their own.
+    """
+
+    features: int
+    kernel_size: int | tuple[int, int]
+    stride: int | tuple[int, int] = 1
+    padding: Padding = 0
+    dilation: int | tuple[int, int] = 1
+    groups: int = 1
+    use_bias: bool = True
+    padding_mode: str = "zeros"
+    kernel_init: Initializer = nn.initializers.he_normal()
+    bias_init: Initializer = nn.initializers.zeros
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = pair(self.kernel_size, "kernel_size")
+        in_ch = x.shape[-1]
+        if in_ch % self.groups:
+            raise ValueError(f"Conv {self.name}: groups={self.groups} does not divide the "
+                             f"{in_ch} input channels")
+        kernel = self.param("kernel", self.kernel_init,
+                            (kh, kw, in_ch // self.groups, self.features), self.param_dtype)
+        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+                if self.use_bias else None)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return ops.conv2d(x, kernel, bias, stride=self.stride, padding=self.padding,
+                          dilation=self.dilation, groups=self.groups,
+                          padding_mode=self.padding_mode)
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation over N, H, W: `scale`/`bias` params, `mean`/`var` batch_stats.
+
+    Running statistics follow running = momentum * running + (1 - momentum) * batch; Flax's 0.9
+    equals PyTorch's momentum=0.1. `axis_name` synchronises statistics across a mapped axis.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+    scale_init: Initializer = nn.initializers.ones
+    bias_init: Initializer = nn.initializers.zeros
+    axis_name: str | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c = x.shape[-1]
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        scale = self.param("scale", self.scale_init, (c,), self.param_dtype) if self.use_scale else None
+        bias = self.param("bias", self.bias_init, (c,), self.param_dtype) if self.use_bias else None
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        y, mean, var = ops.batch_norm(x, scale, bias, mean=running_mean.value,
+                                      var=running_var.value, train=train, eps=self.epsilon,
+                                      axis_name=self.axis_name)
+        if train and not self.is_initializing():
+            m = self.momentum
+            running_mean.value = m * running_mean.value + (1.0 - m) * mean
+            running_var.value = m * running_var.value + (1.0 - m) * var
+        return y
+
+
+class Dropout(nn.Module):
+    """Inverted dropout, active only when `train` is True; draws from the `dropout` RNG stream."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if not train or self.rate == 0.0:
+            return x
+        return ops.dropout(self.make_rng("dropout"), x, self.rate, deterministic=False)
