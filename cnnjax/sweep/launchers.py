@@ -1,0 +1,153 @@
+"""Runs the points of a sweep, each as `launch.py --workdir=ROOT/<name> --config.KEY=VALUE ...`.
+
+A point is finished when its workdir holds `sweep_status.json` with status "done", written only
+after `launch.py` exited 0; a relaunch skips finished points and reruns the others, which resume
+from their own checkpoints (`launch.py` restores the latest one in its workdir).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from cnnjax.sweep.grid import Point
+
+STATUS_FILE = "sweep_status.json"
+POINT_FILE = "sweep_point.json"
+LAUNCH_PY = pathlib.Path(__file__).resolve().parents[2] / "launch.py"
+
+
+def is_finished(workdir: pathlib.Path) -> bool:
+    """True when the run in `workdir` completed successfully under a sweep."""
+    status = workdir / STATUS_FILE
+    return status.is_file() and json.loads(status.read_text()).get("status") == "done"
+
+
+def _write_json(path: pathlib.Path, payload: dict) -> None:
+    # Write-then-rename: a reader never sees a half-written status.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def point_command(config_spec: str, root: pathlib.Path, point: Point,
+                  extra_flags: Sequence[str]) -> list[str]:
+    """The full command line running one point."""
+    return [sys.executable, str(LAUNCH_PY), f"--config={config_spec}",
+            f"--workdir={root / point.name}", *extra_flags, *point.flags()]
+
+
+def prepare_point(root: pathlib.Path, point: Point) -> pathlib.Path:
+    """Creates the point's workdir and records its overrides (read back by the summary)."""
+    workdir = root / point.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_json(workdir / POINT_FILE, {"name": point.name, "overrides": point.overrides})
+    return workdir
+
+
+def run_point(command: Sequence[str], workdir: str) -> int:
+    """Runs one point to completion and marks it done on success. Also the SLURM job body.
+
+    In a multi-task SLURM job every task runs this; only task 0 writes the status.
+    """
+    path = pathlib.Path(workdir)
+    with open(path / f"launch.{os.environ.get('SLURM_PROCID', '0')}.log", "ab") as log:
+        returncode = subprocess.call(list(command), stdout=log, stderr=subprocess.STDOUT)
+    if os.environ.get("SLURM_PROCID", "0") == "0":
+        _write_json(path / STATUS_FILE, {"status": "done" if returncode == 0 else "failed",
+                                          "returncode": returncode, "time": time.time()})
+    return returncode
+
+
+def run_local(config_spec: str, root: pathlib.Path, points: Sequence[Point],
+              extra_flags: Sequence[str] = (), parallel: int = 1) -> dict[str, int]:
+    """Runs the unfinished points as local processes, `parallel` at a time; returns exit codes."""
+    if parallel < 1:
+        raise ValueError(f"--parallel must be >= 1, got {parallel}")
+    todo = [p for p in points if not is_finished(root / p.name)]
+    running: dict[str, subprocess.Popen] = {}
+    codes: dict[str, int] = {}
+    helper = [sys.executable, "-c",
+              "import sys, json; from cnnjax.sweep.launchers import run_point; "
+              "sys.exit(run_point(json.loads(sys.argv[1]), sys.argv[2]))"]
+    while todo or running:
+        while todo and len(running) < parallel:
+            point = todo.pop(0)
+            workdir = prepare_point(root, point)
+            command = point_command(config_spec, root, point, extra_flags)
+            running[point.name] = subprocess.Popen(helper + [json.dumps(command), str(workdir)])
+        for name, proc in list(running.items()):
+            if proc.poll() is not None:
+                codes[name] = proc.returncode
+                del running[name]
+        time.sleep(0.2)
+    return codes
+
+
+@dataclasses.dataclass
+class SlurmOptions:
+    """Resources of each job of the array (one job per sweep point)."""
+
+    partition: str | None = None
+    account: str | None = None
+    nodes: int = 1
+    tasks_per_node: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    time_minutes: int = 60
+    max_parallel: int = 0  # 0: no limit on simultaneously running array tasks
+
+
+def submit_slurm(config_spec: str, root: pathlib.Path, points: Sequence[Point],
+                 extra_flags: Sequence[str], options: SlurmOptions, wait: bool = False) -> list:
+    """Submits the unfinished points as one SLURM job array through submitit.
+
+    Each job runs `tasks_per_node * nodes` tasks (one per GPU); every task starts `launch.py`,
+    whose `jax.distributed.initialize()` reads the cluster from SLURM's environment.
+    Returns the submitit jobs; with `wait`, blocks until they end and raises if any failed.
+    """
+    import submitit  # Only a SLURM sweep needs it.
+
+    todo = [p for p in points if not is_finished(root / p.name)]
+    if not todo:
+        return []
+    executor = submitit.AutoExecutor(folder=str(root / ".submitit" / "%j"), cluster="slurm")
+    params = dict(nodes=options.nodes, tasks_per_node=options.tasks_per_node,
+                  cpus_per_task=options.cpus_per_task, timeout_min=options.time_minutes,
+                  name=f"cnnjax-sweep-{root.name}")
+    if options.gpus_per_node:
+        params["gpus_per_node"] = options.gpus_per_node
+    if options.partition:
+        params["slurm_partition"] = options.partition
+    if options.account:
+        params["slurm_account"] = options.account
+    if options.max_parallel:
+        params["slurm_array_parallelism"] = options.max_parallel
+    executor.update_parameters(**params)
+    commands = [point_command(config_spec, root, p, extra_flags) for p in todo]
+    workdirs = [str(prepare_point(root, p)) for p in todo]
+    try:
+        jobs = executor.map_array(run_point, commands, workdirs)
+    except Exception as e:  # submitit raises its own types for sbatch failures
+        raise RuntimeError(f"SLURM submission of {len(todo)} sweep points failed: {e}") from e
+    for point, job in zip(todo, jobs):
+        print(f"submitted {point.name} as SLURM job {job.job_id}", flush=True)
+    if wait:
+        failed = [(p.name, j.job_id) for p, j in zip(todo, jobs) if _job_code(j) != 0]
+        if failed:
+            raise RuntimeError(f"sweep points failed: {failed}; logs in {root}/<name>/launch.*.log")
+    return jobs
+
+
+def _job_code(job) -> int:
+    try:
+        codes = job.results()
+    except Exception:  # the job itself failed (cancelled, node failure): not a finished point
+        return 1
+    return max(int(c) for c in codes)

@@ -1,0 +1,114 @@
+"""Gathers the runs of a sweep root into a Markdown and CSV table and a learning-curve plot.
+
+Reads every `ROOT/<name>/metrics.jsonl` (one JSON object per line with `step`, `split` and
+metrics) and `sweep_point.json` (the point's overrides, which become the table's columns).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+from typing import Any
+
+from cnnjax.sweep.launchers import POINT_FILE, is_finished
+
+METRIC_COLUMNS = ("final_accuracy", "best_accuracy", "best_step", "final_loss", "final_step")
+
+
+def read_metrics(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file; a torn last line (a run killed mid-write) is skipped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def run_row(workdir: pathlib.Path) -> dict[str, Any] | None:
+    """One table row for a run directory, or None if it has no eval line yet."""
+    metrics = workdir / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    evals = [r for r in read_metrics(metrics) if r.get("split") == "eval" and "accuracy" in r]
+    if not evals:
+        return None
+    best = max(evals, key=lambda r: r["accuracy"])
+    point = workdir / POINT_FILE
+    overrides = json.loads(point.read_text())["overrides"] if point.is_file() else {}
+    return {"run": workdir.name, **overrides, "final_accuracy": evals[-1]["accuracy"],
+            "best_accuracy": best["accuracy"], "best_step": best["step"],
+            "final_loss": evals[-1].get("loss"), "final_step": evals[-1]["step"],
+            "finished": is_finished(workdir)}
+
+
+def collect(root: pathlib.Path) -> list[dict[str, Any]]:
+    """Rows for every run under `root` that has at least one eval, sorted by name."""
+    if not root.is_dir():
+        raise ValueError(f"sweep root {str(root)!r} does not exist")
+    rows = [run_row(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    return [r for r in rows if r is not None]
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    hyper = [k for r in rows for k in r if k not in METRIC_COLUMNS + ("run", "finished")]
+    return ["run", *dict.fromkeys(hyper), *METRIC_COLUMNS, "finished"]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def write_tables(rows: list[dict[str, Any]], root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """Writes ROOT/summary.md and ROOT/summary.csv; returns their paths."""
+    columns = _columns(rows)
+    md = root / "summary.md"
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    md.write_text("\n".join(lines) + "\n")
+    path_csv = root / "summary.csv"
+    with open(path_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({c: r.get(c) for c in columns} for r in rows)
+    return md, path_csv
+
+
+def plot_curves(root: pathlib.Path, names: list[str]) -> pathlib.Path:
+    """Train and eval error against step for every run on one figure: ROOT/curves.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in names:
+        records = read_metrics(root / name / "metrics.jsonl")
+        for ax, split in ((ax_train, "train"), (ax_eval, "eval")):
+            points = [(r["step"], 100 * (1 - r["accuracy"])) for r in records
+                      if r.get("split") == split and "accuracy" in r]
+            if points:
+                ax.plot(*zip(*points), label=name, marker="." if split == "eval" else None)
+    for ax, title in ((ax_train, "train error (%)"), (ax_eval, "eval error (%)")):
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax_eval.legend(fontsize=7)
+    fig.tight_layout()
+    out = root / "curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def summarize(root: pathlib.Path) -> list[dict[str, Any]]:
+    """Writes summary.md, summary.csv and curves.png under `root`; returns the rows."""
+    rows = collect(root)
+    if not rows:
+        raise ValueError(f"no run under {str(root)!r} has an eval line in metrics.jsonl yet")
+    write_tables(rows, root)
+    plot_curves(root, [r["run"] for r in rows])
+    return rows

@@ -1,0 +1,53 @@
+"""The sweep summary on run directories written by the test (hand-computed expectations)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnjax.sweep import __main__ as cli
+from cnnjax.sweep import summary
+from cnnjax.sweep.launchers import POINT_FILE, STATUS_FILE
+
+
+def _write_run(root, name, overrides, evals, done=True):
+    d = root / name
+    d.mkdir(parents=True)
+    lines = []
+    for step, acc in evals:
+        lines.append({"step": step, "split": "train", "loss": 1.0, "accuracy": acc - 0.05})
+        lines.append({"step": step, "split": "eval", "loss": 1.0 - acc, "accuracy": acc})
+    text = "\n".join(json.dumps(r) for r in lines) + "\n{\"step\": 9"  # torn last line
+    (d / "metrics.jsonl").write_text(text)
+    (d / POINT_FILE).write_text(json.dumps({"name": name, "overrides": overrides}))
+    if done:
+        (d / STATUS_FILE).write_text(json.dumps({"status": "done"}))
+
+
+def test_summary_tables_and_plot(tmp_path):
+    _write_run(tmp_path, "lr=0.1", {"optimizer.learning_rate": 0.1}, [(10, 0.5), (20, 0.9), (30, 0.8)])
+    _write_run(tmp_path, "lr=0.01", {"optimizer.learning_rate": 0.01}, [(10, 0.3), (20, 0.6)], done=False)
+    (tmp_path / "no_eval_yet").mkdir()
+    assert cli.main(["summarize", str(tmp_path)]) == 0
+
+    with open(tmp_path / "summary.csv") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"lr=0.1", "lr=0.01"}
+    assert float(rows["lr=0.1"]["final_accuracy"]) == 0.8
+    assert float(rows["lr=0.1"]["best_accuracy"]) == 0.9 and rows["lr=0.1"]["best_step"] == "20"
+    assert rows["lr=0.1"]["finished"] == "True" and rows["lr=0.01"]["finished"] == "False"
+    assert rows["lr=0.01"]["optimizer.learning_rate"] == "0.01"
+    md = (tmp_path / "summary.md").read_text().splitlines()
+    assert len(md) == 4 and "optimizer.learning_rate" in md[0]
+
+    png = np.asarray(Image.open(tmp_path / "curves.png").convert("L"), dtype=float)
+    assert png.shape[0] > 100 and png.std() > 5  # a drawn figure, not a blank canvas
+
+
+def test_summary_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        summary.summarize(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no run"):
+        summary.summarize(tmp_path)
