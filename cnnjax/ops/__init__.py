@@ -3,6 +3,11 @@
 from cnnjax.ops.activations import (ACTIVATIONS, SELU_ALPHA, SELU_LAMBDA, elu, get_activation,
                                     leaky_relu, log_softmax, prelu, relu, selu, sigmoid, softmax,
                                     tanh)
-from cnnjax.ops.conv import PADDING_MODES, conv2d, pad_spatial
-from cnnjax.ops.norm import batch_norm, dropout, local_response_norm
-from cnnjax.ops.shapes import explicit_padding, pair
+from cnnjax.ops.conv import (PADDING_MODES, conv1d, conv2d, conv_transpose2d, convolve2d,
+                             correlate2d, depthwise_conv2d, pad_spatial, separable_conv2d)
+from cnnjax.ops.losses import softmax_cross_entropy, top_k_accuracy, top_k_correct
+from cnnjax.ops.norm import (batch_norm, dropout, group_norm, layer_norm, local_response_norm,
+                             weight_standardize)
+from cnnjax.ops.pool import (adaptive_avg_pool, avg_pool, global_avg_pool, global_max_pool,
+                             lp_pool, max_pool)
+from cnnjax.ops.shapes import conv_output_size, explicit_padding, pair

@@ -76,3 +76,123 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride=1,
     if b is not None:
         y = y + b.astype(y.dtype)
     return y
+
+
+def conv1d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: int = 1,
+           padding: int | str | tuple[int, int] = 0, dilation: int = 1, groups: int = 1,
+           padding_mode: str = "zeros") -> jax.Array:
+    """1-D convolution for sequences (text CNNs): x (N, W, C_in), w (k, C_in // groups, C_out).
+
+    `padding` is an int, a (left, right) pair, or "VALID"/"SAME"/"FULL". Returns (N, W_out, C_out).
+    """
+    _check_conv_args(x, w, groups, 3)
+    if isinstance(padding, str):
+        pad2d: Padding = padding
+    elif isinstance(padding, int):
+        pad2d = ((0, 0), (padding, padding))
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        pad2d = ((0, 0), tuple(padding))
+    else:
+        raise ValueError(f"conv1d padding must be an int, a (left, right) pair or one of "
+                         f"VALID/SAME/FULL, got {padding!r}")
+    y = conv2d(x[:, None], w[None], b, stride=(1, stride), padding=pad2d, dilation=(1, dilation),
+               groups=groups, padding_mode=padding_mode)
+    return y[:, 0]
+
+
+def conv_transpose2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride=1,
+                     padding=0, output_padding=0, dilation=1, groups: int = 1) -> jax.Array:
+    """Transposed ("fractionally strided") convolution with PyTorch's ConvTranspose2d semantics.
+
+    Args:
+      x: (N, H, W, C_in).
+      w: (kh, kw, C_in, C_out // groups): note C_in, the channels of ITS input, comes first.
+      padding: int or (h, w): crops `padding` pixels from each side of the full transposed
+        output, as PyTorch does.
+      output_padding: int or (h, w), < max(stride, dilation): extra rows/columns at the bottom/right
+        that resolve the size ambiguity of strided convolution.
+    Returns:
+      (N, H_out, W_out, C_out), H_out = (H - 1) s - 2 p + d (kh - 1) + output_padding + 1. It is
+      exactly the adjoint (the input gradient) of `conv2d` with kernel `w.transpose(0, 1, 3, 2)` at
+      the same stride, padding and dilation.
+    """
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"conv_transpose2d expects NHWC input and (kh, kw, C_in, C_out // groups) "
+                         f"kernel, got shapes {tuple(x.shape)} and {tuple(w.shape)}")
+    if not isinstance(groups, int) or groups < 1 or x.shape[-1] % groups:
+        raise ValueError(f"groups={groups!r} must be a positive int dividing the "
+                         f"{x.shape[-1]} input channels")
+    if w.shape[2] != x.shape[-1]:
+        raise ValueError(f"conv_transpose2d kernel expects {w.shape[2]} input channels, input has "
+                         f"{x.shape[-1]} (x shape {tuple(x.shape)}, kernel shape {tuple(w.shape)})")
+    (sh, sw), (dh, dw) = pair(stride, "stride"), pair(dilation, "dilation")
+    (ph, pw), (oph, opw) = pair(padding, "padding", minimum=0), pair(output_padding, "output_padding", minimum=0)
+    if oph >= max(sh, dh) or opw >= max(sw, dw):
+        raise ValueError(f"output_padding {output_padding!r} must be smaller than max(stride, "
+                         f"dilation) = {(max(sh, dh), max(sw, dw))}")
+    kh, kw, cin, cout_g = w.shape
+    # Regroup (kh, kw, C_in, C_out/g) into a forward HWIO kernel (C_in/g, C_out) and flip it.
+    wf = w.reshape(kh, kw, groups, cin // groups, cout_g).transpose(0, 1, 3, 2, 4)
+    wf = wf.reshape(kh, kw, cin // groups, groups * cout_g)[::-1, ::-1]
+    lo_h, lo_w = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+    pads = ((lo_h, lo_h + oph), (lo_w, lo_w + opw))
+    y = lax.conv_general_dilated(
+        x, wf.astype(x.dtype), window_strides=(1, 1),
+        padding=tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads), lhs_dilation=(sh, sw),
+        rhs_dilation=(dh, dw), dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups)
+    # Padding larger than the kernel extent crops the output instead of padding it.
+    crop_h = (max(-pads[0][0], 0), max(-pads[0][1], 0))
+    crop_w = (max(-pads[1][0], 0), max(-pads[1][1], 0))
+    y = y[:, crop_h[0]:y.shape[1] - crop_h[1], crop_w[0]:y.shape[2] - crop_w[1]]
+    if b is not None:
+        y = y + b.astype(y.dtype)
+    return y
+
+
+def depthwise_conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride=1,
+                     padding: Padding = 0, dilation=1, padding_mode: str = "zeros") -> jax.Array:
+    """Depthwise convolution: each input channel convolved with its own `multiplier` filters.
+
+    x (N, H, W, C), w (kh, kw, 1, C * multiplier); output channel c * multiplier + m is filter m of
+    input channel c (PyTorch's order for groups=C). Returns (N, H', W', C * multiplier).
+    """
+    if w.ndim != 4 or w.shape[2] != 1 or x.ndim != 4 or w.shape[3] % x.shape[-1]:
+        raise ValueError(f"depthwise_conv2d expects x (N, H, W, C) and w (kh, kw, 1, C * multiplier),"
+                         f" got shapes {tuple(x.shape)} and {tuple(w.shape)}")
+    return conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=x.shape[-1],
+                  padding_mode=padding_mode)
+
+
+def separable_conv2d(x: jax.Array, w_depthwise: jax.Array, w_pointwise: jax.Array,
+                     b: jax.Array | None = None, *, stride=1, padding: Padding = 0,
+                     dilation=1) -> jax.Array:
+    """Depthwise-separable convolution (MobileNet v1): a depthwise kxk convolution
+    (w_depthwise (kh, kw, 1, C * m)) then a pointwise 1x1 convolution (w_pointwise (1, 1, C * m, C_out))."""
+    y = depthwise_conv2d(x, w_depthwise, stride=stride, padding=padding, dilation=dilation)
+    return conv2d(y, w_pointwise, b)
+
+
+def _single_2d(a: jax.Array, k: jax.Array, mode: str, op: str) -> tuple[jax.Array, jax.Array, str]:
+    if a.ndim != 2 or k.ndim != 2:
+        raise ValueError(f"{op} works on single 2-D arrays, got shapes {tuple(a.shape)} and "
+                         f"{tuple(k.shape)}")
+    modes = {"valid": "VALID", "same": "SAME", "full": "FULL"}
+    if mode not in modes:
+        raise ValueError(f"{op} mode must be one of {sorted(modes)}, got {mode!r}")
+    return a[None, :, :, None], k[:, :, None, None], modes[mode]
+
+
+def correlate2d(a: jax.Array, k: jax.Array, mode: str = "valid") -> jax.Array:
+    """Cross-correlation of a 2-D array with a 2-D kernel: out[i, j] = sum a[i + u, j + v] k[u, v].
+
+    This is what CNNs call "convolution" (and what `conv2d` computes). `mode` is "valid", "same"
+    or "full", as in scipy.signal.correlate2d.
+    """
+    x, w, padding = _single_2d(a, k, mode, "correlate2d")
+    return conv2d(x, w, padding=padding)[0, :, :, 0]
+
+
+def convolve2d(a: jax.Array, k: jax.Array, mode: str = "valid") -> jax.Array:
+    """Mathematical 2-D convolution: correlation with the kernel rotated by 180 degrees,
+    out[i, j] = sum a[i - u, j - v] k[u, v]; commutative, unlike correlation."""
+    return correlate2d(a, k[::-1, ::-1], mode)

@@ -77,3 +77,59 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
     window = (1,) * (x.ndim - 1) + (size,)
     summed = lax.reduce_window(jnp.pad(sq, widths), 0.0, lax.add, window, (1,) * x.ndim, "VALID")
     return (x.astype(jnp.float32) / (k + alpha * summed) ** beta).astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
+               eps: float = 1e-6) -> jax.Array:
+    """Normalises each example over its last axis (Ba et al. 2016): (..., D) -> (..., D);
+    `scale`/`bias` are (D,) or None. Statistics in float32 whatever x's dtype."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    y = (x32 - mean) * lax.rsqrt(var + eps)
+    if scale is not None:
+        y = y * scale.astype(jnp.float32)
+    if bias is not None:
+        y = y + bias.astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+def group_norm(x: jax.Array, num_groups: int, scale: jax.Array | None, bias: jax.Array | None,
+               *, eps: float = 1e-5) -> jax.Array:
+    """Group normalisation (Wu & He 2018): NHWC, statistics per example over H, W and each group
+    of C / num_groups channels; `scale`/`bias` are (C,) or None."""
+    n, *spatial, c = x.shape
+    if num_groups < 1 or c % num_groups:
+        raise ValueError(f"group_norm: num_groups={num_groups!r} must divide the {c} channels")
+    g = x.astype(jnp.float32).reshape(n, *spatial, num_groups, c // num_groups)
+    axes = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
+    mean = jnp.mean(g, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(g - mean), axis=axes, keepdims=True)
+    y = ((g - mean) * lax.rsqrt(var + eps)).reshape(x.shape)
+    if scale is not None:
+        y = y * scale.astype(jnp.float32)
+    if bias is not None:
+        y = y + bias.astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+def weight_standardize(w: jax.Array, gain: jax.Array | None = None, *,
+                       eps: float = 1e-6) -> jax.Array:
+    """Scaled weight standardisation (Brock et al. 2021, NFNets, eq. 3).
+
+    Each output filter of w (..., C_out) is standardised over all other axes (its fan-in N),
+    then scaled by gain / sqrt(N): W_hat = gain * (W - mean) / (sqrt(var + eps) * sqrt(N)).
+    `gain` is (C_out,) or None (1). The result preserves activation variance for a unit-variance
+    input, which is what lets NFNets drop batch norm.
+    """
+    axes = tuple(range(w.ndim - 1))
+    fan_in = 1
+    for a in axes:
+        fan_in *= w.shape[a]
+    w32 = w.astype(jnp.float32)
+    mean = jnp.mean(w32, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(w32 - mean), axis=axes, keepdims=True)
+    scale = lax.rsqrt(var + eps) / jnp.sqrt(float(fan_in))
+    if gain is not None:
+        scale = scale * gain.astype(jnp.float32)
+    return ((w32 - mean) * scale).astype(w.dtype)

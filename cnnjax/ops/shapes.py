@@ -68,3 +68,25 @@ def explicit_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence[
     raise ValueError(
         f"padding must be an int, {nd} ints, {nd} (lo, hi) pairs or one of {PADDING_STRINGS}, "
         f"got {padding!r}")
+
+
+def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                     *, exact: bool = False) -> int:
+    """Output length of a convolution or pooling along one axis: floor((n + 2p - d(k-1) - 1)/s + 1).
+
+    With `exact=True` a stride that does not tile the padded input (the lectures' 7x7 input,
+    3x3 kernel, stride 3) raises ValueError instead of silently dropping the last rows.
+    """
+    for name, v, lo in (("n", n, 1), ("kernel", kernel, 1), ("stride", stride, 1),
+                        ("padding", padding, 0), ("dilation", dilation, 1)):
+        if not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    span = n + 2 * padding - dilation * (kernel - 1) - 1
+    if span < 0:
+        raise ValueError(f"kernel extent {dilation * (kernel - 1) + 1} exceeds the padded input "
+                         f"{n + 2 * padding}")
+    if exact and span % stride:
+        raise ValueError(f"stride {stride} does not fit: (n + 2p - d(k-1) - 1) / s = "
+                         f"({n} + {2 * padding} - {dilation * (kernel - 1)} - 1) / {stride} = "
+                         f"{span / stride:.3g} is not an integer")
+    return span // stride + 1
