@@ -1,0 +1,94 @@
+"""Normalisation and dropout against float64 NumPy formulas and PyTorch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from cnnjax import ops
+
+
+def test_batch_norm_train_and_eval():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((4, 5, 5, 3)) * 3 + 2).astype(np.float32)
+    scale, bias = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    y, mean, var = ops.batch_norm(jnp.asarray(x), jnp.asarray(scale), jnp.asarray(bias), train=True, eps=1e-5)
+    m, v = x.astype(np.float64).mean((0, 1, 2)), x.astype(np.float64).var((0, 1, 2))
+    np.testing.assert_allclose(np.asarray(mean), m, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(var), v, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(y), (x - m) / np.sqrt(v + 1e-5) * scale + bias, rtol=1e-4, atol=1e-4)
+    rm, rv = rng.standard_normal(3).astype(np.float32), rng.uniform(0.5, 2, 3).astype(np.float32)
+    y_eval, m_eval, _ = ops.batch_norm(jnp.asarray(x), jnp.asarray(scale), jnp.asarray(bias),
+                                       mean=jnp.asarray(rm), var=jnp.asarray(rv), train=False)
+    np.testing.assert_allclose(np.asarray(y_eval), (x - rm) / np.sqrt(rv + 1e-5) * scale + bias, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(m_eval), rm)
+
+
+def test_batch_norm_statistics_are_float32_for_bf16_and_stable_for_large_means():
+    x = jnp.asarray(1e4 + np.random.default_rng(1).standard_normal((64, 4, 4, 2)), jnp.float32)
+    _, _, var = ops.batch_norm(x, None, None, train=True)
+    np.testing.assert_allclose(np.asarray(var), np.asarray(x, np.float64).var((0, 1, 2)), rtol=1e-3)
+    y, mean, _ = ops.batch_norm(x.astype(jnp.bfloat16), None, None, train=True)
+    assert y.dtype == jnp.bfloat16 and mean.dtype == jnp.float32
+
+
+def test_batch_norm_errors():
+    with pytest.raises(ValueError, match="running mean"):
+        ops.batch_norm(jnp.ones((2, 3)), None, None, train=False)
+    with pytest.raises(ValueError, match=r"scale must have shape \(3,\)"):
+        ops.batch_norm(jnp.ones((2, 3)), jnp.ones(4), None, train=True)
+
+
+def test_local_response_norm_paper_formula_and_pytorch():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 3, 9)).astype(np.float32) * 10
+    got = np.asarray(ops.local_response_norm(jnp.asarray(x)))
+    want = np.empty_like(x, dtype=np.float64)
+    for c in range(9):
+        lo, hi = max(0, c - 2), min(8, c + 2)
+        want[..., c] = x[..., c] / (2.0 + 1e-4 * np.sum(x[..., lo:hi + 1].astype(np.float64) ** 2, -1)) ** 0.75
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # PyTorch divides alpha by the window size: alpha_torch = size * alpha_paper gives the same map.
+    t = torch.nn.functional.local_response_norm(torch.tensor(x).permute(0, 3, 1, 2), 5, alpha=5e-4, beta=0.75, k=2.0)
+    np.testing.assert_allclose(got, t.permute(0, 2, 3, 1).numpy(), rtol=1e-5)
+
+
+def test_layer_and_group_norm_match_pytorch():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
+    s, b = rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    ln = ops.layer_norm(jnp.asarray(x), jnp.asarray(s), jnp.asarray(b), eps=1e-6)
+    tln = torch.nn.functional.layer_norm(torch.tensor(x), (6,), torch.tensor(s), torch.tensor(b), eps=1e-6)
+    np.testing.assert_allclose(np.asarray(ln), tln.numpy(), rtol=1e-4, atol=1e-5)
+    gn = ops.group_norm(jnp.asarray(x), 3, jnp.asarray(s), jnp.asarray(b))
+    tgn = torch.nn.functional.group_norm(torch.tensor(x).permute(0, 3, 1, 2), 3, torch.tensor(s), torch.tensor(b))
+    np.testing.assert_allclose(np.asarray(gn), tgn.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="num_groups=4"):
+        ops.group_norm(jnp.asarray(x), 4, None, None)
+
+
+def test_scaled_weight_standardization():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((3, 3, 8, 5)).astype(np.float32) * 0.3 + 0.1
+    gain = rng.uniform(0.5, 2, 5).astype(np.float32)
+    got = np.asarray(ops.weight_standardize(jnp.asarray(w), jnp.asarray(gain), eps=0.0))
+    w64 = w.reshape(-1, 5).astype(np.float64)
+    want = (w64 - w64.mean(0)) / (w64.std(0) * np.sqrt(72)) * gain
+    np.testing.assert_allclose(got.reshape(-1, 5), want, rtol=1e-4, atol=1e-6)
+    # Signal propagation: a unit-gain standardised conv keeps unit-variance inputs at unit variance.
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 16, 16, 64))
+    ws = ops.weight_standardize(jax.random.normal(jax.random.PRNGKey(1), (3, 3, 64, 64)))
+    assert abs(float(jnp.var(ops.conv2d(x, ws, padding="SAME"))) - 1.0) < 0.1
+
+
+def test_dropout_scaling_rate_and_determinism():
+    x = jnp.ones((200_000,))
+    key = jax.random.PRNGKey(0)
+    y = np.asarray(ops.dropout(key, x, 0.3, deterministic=False))
+    np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.7], rtol=1e-6)
+    assert abs((y == 0).mean() - 0.3) < 0.005 and abs(y.mean() - 1.0) < 0.01
+    np.testing.assert_array_equal(y, np.asarray(ops.dropout(key, x, 0.3, deterministic=False)))
+    assert ops.dropout(key, x, 0.3, deterministic=True) is x
+    with pytest.raises(ValueError, match="rate"):
+        ops.dropout(key, x, 1.0, deterministic=False)

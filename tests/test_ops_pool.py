@@ -1,0 +1,107 @@
+"""Pooling against float64 window loops (tests/reference.py) and PyTorch's functional pooling."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import reference as ref
+from cnnjax import ops
+
+CASES = [(7, 7, 3, 2, 1), (8, 9, 2, 2, 0), (10, 7, 3, 2, 1), (5, 5, 3, 1, 1), (14, 14, 3, 2, 0),
+         (6, 11, (2, 3), (1, 2), (1, 0))]
+
+
+def _torch(x):
+    return torch.tensor(x).permute(0, 3, 1, 2)
+
+
+def _back(t):
+    return t.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("h,w,k,s,p", CASES)
+def test_max_and_avg_pool_match_loops(h, w, k, s, p):
+    x = np.random.default_rng(h * w).standard_normal((2, h, w, 3)).astype(np.float32)
+    k2, s2, p2 = ((k, k) if isinstance(k, int) else k), ((s, s) if isinstance(s, int) else s), \
+        ((p, p) if isinstance(p, int) else p)
+    pads = ((p2[0], p2[0]), (p2[1], p2[1]))
+    want_max = ref.pool2d(x, k2, s2, pads, lambda win: np.nanmax(win, axis=(1, 2)))
+    want_avg = ref.pool2d(x, k2, s2, pads, lambda win: np.nansum(win, axis=(1, 2)) / (k2[0] * k2[1]))
+    want_avg_excl = ref.pool2d(x, k2, s2, pads, lambda win: np.nanmean(win, axis=(1, 2)))
+    np.testing.assert_allclose(np.asarray(ops.max_pool(jnp.asarray(x), k, stride=s, padding=p)), want_max, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ops.avg_pool(jnp.asarray(x), k, stride=s, padding=p)), want_avg, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ops.avg_pool(jnp.asarray(x), k, stride=s, padding=p, count_include_pad=False)),
+                               want_avg_excl, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w,k,s,p", CASES)
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_pooling_matches_pytorch(h, w, k, s, p, ceil_mode):
+    x = np.random.default_rng(h + w).standard_normal((2, h, w, 3)).astype(np.float32)
+    got = ops.max_pool(jnp.asarray(x), k, stride=s, padding=p, ceil_mode=ceil_mode)
+    np.testing.assert_array_equal(np.asarray(got), _back(F.max_pool2d(_torch(x), k, s, p, ceil_mode=ceil_mode)))
+    for cip in (True, False):
+        got = ops.avg_pool(jnp.asarray(x), k, stride=s, padding=p, ceil_mode=ceil_mode, count_include_pad=cip)
+        want = _back(F.avg_pool2d(_torch(x), k, s, p, ceil_mode=ceil_mode, count_include_pad=cip))
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
+def test_stride_defaults_to_window_and_same_padding():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 9, 9, 2)), jnp.float32)
+    assert ops.max_pool(x, 3).shape == (1, 3, 3, 2)
+    assert ops.max_pool(x, 3, stride=2, padding="SAME").shape == (1, 5, 5, 2)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0])
+def test_lp_pool_matches_pytorch_on_nonnegative_input(p):
+    x = np.abs(np.random.default_rng(1).standard_normal((2, 8, 8, 3))).astype(np.float32)
+    got = ops.lp_pool(jnp.asarray(x), p, 2, stride=2)
+    want = _back(F.lp_pool2d(_torch(x), p, 2, stride=2))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+def test_lp_pool_with_infinite_p_is_max_pool_and_large_p_approaches_it():
+    x = jnp.asarray(np.abs(np.random.default_rng(2).standard_normal((1, 6, 6, 2))) + 0.1, jnp.float32)
+    np.testing.assert_array_equal(np.asarray(ops.lp_pool(x, float("inf"), 2)), np.asarray(ops.max_pool(x, 2)))
+    np.testing.assert_allclose(np.asarray(ops.lp_pool(x, 60.0, 2)), np.asarray(ops.max_pool(x, 2)), rtol=0.03)
+
+
+def test_global_and_adaptive_pools():
+    x = np.random.default_rng(3).standard_normal((2, 10, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(ops.global_avg_pool(jnp.asarray(x))), x.mean((1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ops.global_max_pool(jnp.asarray(x))), x.max((1, 2)))
+    assert ops.global_avg_pool(jnp.asarray(x), keepdims=True).shape == (2, 1, 1, 3)
+    for size in [(4, 3), (1, 1), (10, 7), (3, 5)]:
+        got = ops.adaptive_avg_pool(jnp.asarray(x), size)
+        np.testing.assert_allclose(np.asarray(got), _back(F.adaptive_avg_pool2d(_torch(x), size)), rtol=1e-5, atol=1e-6)
+
+
+def test_average_pooling_is_a_convolution_with_constant_weights():
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 8, 8, 3)), jnp.float32)
+    w = jnp.full((2, 2, 1, 3), 1 / 4, jnp.float32)
+    np.testing.assert_allclose(np.asarray(ops.avg_pool(x, 2)),
+                               np.asarray(ops.conv2d(x, w, stride=2, groups=3)), rtol=1e-6, atol=1e-7)
+
+
+def test_max_pooling_ignores_a_one_pixel_shift_inside_a_window():
+    # The lectures' example: the maximum moves by one pixel but stays in its 2x2 window.
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    x[0, 0, 0, 0], x[0, 2, 3, 0] = 5.0, 7.0
+    shifted = np.zeros_like(x)
+    shifted[0, 1, 1, 0], shifted[0, 3, 2, 0] = 5.0, 7.0
+    np.testing.assert_array_equal(np.asarray(ops.max_pool(jnp.asarray(x), 2)),
+                                  np.asarray(ops.max_pool(jnp.asarray(shifted), 2)))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda: ops.max_pool(jnp.ones((4, 4, 3)), 2), "4-D"),
+    (lambda: ops.max_pool(jnp.ones((1, 4, 4, 3)), 2, padding=2), "half the window"),
+    (lambda: ops.avg_pool(jnp.ones((1, 4, 4, 3)), 0), "window"),
+    (lambda: ops.max_pool(jnp.ones((1, 2, 2, 3)), 3), "larger than"),
+    (lambda: ops.lp_pool(jnp.ones((1, 4, 4, 3)), 0.0, 2), "p > 0"),
+])
+def test_bad_pool_arguments(bad, match):
+    with pytest.raises(ValueError, match=match):
+        bad()
