@@ -105,3 +105,16 @@ def test_max_pooling_ignores_a_one_pixel_shift_inside_a_window():
 def test_bad_pool_arguments(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_pooling_gradients_under_jit_match_pytorch(pool):
+    import jax
+    x = np.random.default_rng(5).standard_normal((2, 7, 7, 3)).astype(np.float32)
+    g = np.random.default_rng(6).standard_normal((2, 4, 4, 3)).astype(np.float32)
+    fn = {"max": ops.max_pool, "avg": ops.avg_pool}[pool]
+    grad = jax.jit(jax.grad(lambda z: jnp.vdot(fn(z, 3, stride=2, padding=1), jnp.asarray(g))))(jnp.asarray(x))
+    tx = _torch(x).requires_grad_()
+    tfn = {"max": F.max_pool2d, "avg": F.avg_pool2d}[pool]
+    (tfn(tx, 3, 2, 1) * _torch(g)).sum().backward()
+    np.testing.assert_allclose(np.asarray(grad), _back(tx.grad), rtol=1e-5, atol=1e-6)

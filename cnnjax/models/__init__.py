@@ -2,3 +2,6 @@
 
 from cnnjax.models.registry import ModelSpec, create, get_spec, list_models, register
 from cnnjax.models.torch_weights import from_torch
+
+# Importing a family module registers its models.
+import cnnjax.models.simple_cnn  # noqa: F401,E402

@@ -57,7 +57,8 @@ def max_pool(x: jax.Array, window, *, stride=None, padding: Padding = 0,
              ceil_mode: bool = False) -> jax.Array:
     """Max over each window; padding counts as -inf, so it never wins. (N, H, W, C) -> (N, H', W', C)."""
     dims, strides, pads, extra = _windows(x, window, stride, padding, ceil_mode, "max_pool")
-    init = jnp.array(-jnp.inf, x.dtype)
+    # A concrete (NumPy) init value lets JAX recognise the max monoid, which it can differentiate.
+    init = np.array(-np.inf, x.dtype)
     return lax.reduce_window(x, init, lax.max, dims, strides, _full_pads(pads, extra))
 
 
@@ -67,7 +68,7 @@ def avg_pool(x: jax.Array, window, *, stride=None, padding: Padding = 0,
     divisor (PyTorch's default); the overhang added by `ceil_mode` never does."""
     dims, strides, pads, extra = _windows(x, window, stride, padding, ceil_mode, "avg_pool")
     full = _full_pads(pads, extra)
-    sums = lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, dims, strides, full)
+    sums = lax.reduce_window(x, np.array(0, x.dtype), lax.add, dims, strides, full)
     # Divisor per output position: reduce a map of the positions that count (static shapes only).
     h, w = x.shape[1:3]
     counted = np.ones((1, h, w, 1), np.float32)

@@ -1,0 +1,46 @@
+"""A small LeNet-5-style CNN for small images (the default experiment's model).
+
+conv 3x3 (32) -> ReLU -> max-pool 2 -> conv 3x3 (64) -> ReLU -> max-pool 2 -> dense 128 -> ReLU ->
+dropout -> dense num_classes. On 8x8x1 digits: 8 -> 4 -> 2 spatially, 2*2*64 = 256 features.
+He-normal initialisation (ReLU network).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnnjax import ops
+from cnnjax.models.registry import register
+from cnnjax.nn import Conv, Dense, Dropout
+
+
+class SimpleCNN(nn.Module):
+    num_classes: int = 10
+    widths: tuple[int, ...] = (32, 64)
+    hidden: int = 128
+    dropout_rate: float = 0.25
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        min_size = 2 ** len(self.widths)
+        if min(x.shape[1:3]) < min_size:
+            raise ValueError(f"simple_cnn needs inputs of at least {min_size}x{min_size}, got "
+                             f"{x.shape[1]}x{x.shape[2]}")
+        x = x.astype(self.dtype or x.dtype)
+        for width in self.widths:
+            x = ops.relu(Conv(width, 3, padding="SAME", dtype=self.dtype)(x))
+            x = ops.max_pool(x, 2)
+        x = x.reshape(x.shape[0], -1)
+        x = ops.relu(Dense(self.hidden, dtype=self.dtype)(x))
+        x = Dropout(self.dropout_rate)(x, train)
+        return Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+@register("simple_cnn", input_shape=(8, 8, 1), num_classes=10)
+def simple_cnn(*, num_classes: int, **overrides) -> SimpleCNN:
+    return SimpleCNN(num_classes=num_classes, **overrides)

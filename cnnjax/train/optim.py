@@ -1,0 +1,129 @@
+"""Optimisers and learning-rate schedules from `config.optimizer` / `config.schedule` (optax).
+
+Weight decay is either coupled L2 (added to the gradient before the optimiser's own scaling, as
+the ResNet/VGG/AlexNet papers did with SGD) or decoupled (added to the update after it, AdamW).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "lars", "lamb")
+SCHEDULES = ("constant", "piecewise", "warmup_cosine", "exponential", "reduce_on_plateau")
+
+
+def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                  total_steps: int) -> optax.Schedule:
+    """The learning rate as a function of the step.
+
+    piecewise: `boundaries_epochs` (or `boundaries_steps`) with multiplicative `scales`
+      (He et al.'s CIFAR recipe: 0.1, x0.1 at 32k and 48k iterations).
+    warmup_cosine: linear warm-up over `warmup_epochs`, then cosine to 0.
+    exponential: x `decay_rate` every `decay_epochs` (EfficientNet: 0.97 every 2.4 epochs), with
+      optional warm-up.
+    reduce_on_plateau: constant here; the reduction is a transformation in `make_optimizer`.
+    """
+    base, s = config.optimizer.learning_rate, config.schedule
+    name = s.name
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; expected one of {SCHEDULES}")
+    warmup = int(round(s.get("warmup_epochs", 0.0) * steps_per_epoch))
+    if name in ("constant", "reduce_on_plateau"):
+        sched = optax.constant_schedule(base)
+    elif name == "piecewise":
+        if "boundaries_steps" in s:
+            bounds = list(s.boundaries_steps)
+        else:
+            bounds = [int(round(e * steps_per_epoch)) for e in s.boundaries_epochs]
+        if len(bounds) != len(s.scales):
+            raise ValueError(f"piecewise schedule: {len(bounds)} boundaries but {len(s.scales)} scales")
+        sched = optax.piecewise_constant_schedule(base, dict(zip(bounds, s.scales)))
+    elif name == "warmup_cosine":
+        if warmup:
+            return optax.warmup_cosine_decay_schedule(0.0, base, warmup,
+                                                      max(total_steps, warmup + 1), end_value=0.0)
+        return optax.cosine_decay_schedule(base, max(total_steps, 1))
+    else:  # exponential
+        sched = optax.exponential_decay(base, int(round(s.decay_epochs * steps_per_epoch)),
+                                        s.decay_rate, staircase=s.get("staircase", True))
+    if warmup and name != "warmup_cosine":
+        # join_schedules restarts the count at the boundary; the main schedule wants the true step.
+        main = sched
+        sched = optax.join_schedules([optax.linear_schedule(0.0, base, warmup),
+                                      lambda step: main(step + warmup)], [warmup])
+    return sched
+
+
+def _decay_mask(decay_norm_and_bias: bool) -> Callable:
+    # Biases and norm scales are 1-D; most papers decay them too, modern recipes do not.
+    return lambda params: jax.tree_util.tree_map(
+        lambda p: decay_norm_and_bias or p.ndim > 1, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
+                   steps_per_epoch: int) -> optax.GradientTransformation:
+    """The optax chain: clipping, coupled L2 or decoupled decay, the optimiser, the schedule."""
+    o = config.optimizer
+    if o.name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {o.name!r}; expected one of {OPTIMIZERS}")
+    chain = []
+    if o.get("agc_clip", 0.0):
+        # NFNets clip every layer but the final classifier (Brock et al. 2021, sec. 4.1).
+        exclude = tuple(o.get("agc_exclude", ("head",)))
+        mask = lambda params: {k: jax.tree_util.tree_map(lambda _: k not in exclude, v)
+                               for k, v in params.items()}
+        chain.append(optax.masked(optax.adaptive_grad_clip(o.agc_clip), mask))
+    if o.get("grad_clip_norm", 0.0):
+        chain.append(optax.clip_by_global_norm(o.grad_clip_norm))
+    wd, mask = o.get("weight_decay", 0.0), _decay_mask(o.get("decay_norm_and_bias", True))
+    decoupled = o.get("decoupled_weight_decay", False) or o.name in ("adamw", "lamb")
+    if wd and not decoupled:
+        chain.append(optax.add_decayed_weights(wd, mask))
+    if o.name == "sgd":
+        if o.get("momentum", 0.0):
+            chain.append(optax.trace(decay=o.momentum, nesterov=o.get("nesterov", False)))
+    elif o.name in ("adam", "adamw"):
+        chain.append(optax.scale_by_adam(b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
+                                         eps=o.get("eps", 1e-8)))
+    elif o.name == "lars":
+        return _finish(chain + [optax.lars(schedule, weight_decay=wd if decoupled else 0.0,
+                                           weight_decay_mask=mask, momentum=o.get("momentum", 0.9),
+                                           nesterov=o.get("nesterov", False))], config, steps_per_epoch)
+    elif o.name == "lamb":
+        return _finish(chain + [optax.lamb(schedule, weight_decay=wd, mask=mask)], config,
+                       steps_per_epoch)
+    if wd and decoupled:
+        # Decoupled decay is scaled by the learning rate, as in AdamW (Loshchilov & Hutter 2019).
+        chain.append(optax.add_decayed_weights(wd, mask))
+    chain.append(optax.scale_by_learning_rate(schedule))
+    return _finish(chain, config, steps_per_epoch)
+
+
+def _finish(chain: list, config: ml_collections.ConfigDict,
+            steps_per_epoch: int) -> optax.GradientTransformation:
+    s = config.schedule
+    if s.name == "reduce_on_plateau":
+        # AlexNet's recipe: divide the rate by 10 when the (epoch-averaged) loss stops improving.
+        chain.append(optax.contrib.reduce_on_plateau(
+            factor=s.get("factor", 0.1), patience=s.get("patience", 5),
+            accumulation_size=steps_per_epoch, min_scale=s.get("min_scale", 1e-3)))
+    return optax.chain(*chain)
+
+
+def needs_loss_value(config: ml_collections.ConfigDict) -> bool:
+    """Whether the optimiser's update must be given the loss (reduce-on-plateau)."""
+    return config.schedule.name == "reduce_on_plateau"
+
+
+def current_scale(opt_state) -> jax.Array:
+    """The reduce-on-plateau multiplier inside an optimiser state (1 when there is none)."""
+    for leaf_state in jax.tree_util.tree_leaves(
+            opt_state, is_leaf=lambda s: hasattr(s, "scale") and hasattr(s, "plateau_count")):
+        if hasattr(leaf_state, "scale"):
+            return jnp.asarray(leaf_state.scale, jnp.float32)
+    return jnp.ones((), jnp.float32)

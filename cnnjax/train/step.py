@@ -1,0 +1,111 @@
+"""The pure train and eval steps, compiled once with jax.jit by the trainer.
+
+Model outputs: logits (N, K), or a tuple (logits, aux_logits...) in training for models with
+auxiliary heads (GoogLeNet), whose losses are added with weight 0.3 as in Szegedy et al. 2015.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import PartitionSpec as P
+
+from cnnjax import ops
+from cnnjax.train.optim import current_scale, needs_loss_value
+from cnnjax.train.state import TrainState
+
+AUX_LOSS_WEIGHT = 0.3
+
+
+def _loss_and_metrics(model, params, batch_stats, batch, dropout_key, label_smoothing):
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+    out, updates = model.apply(variables, batch["image"], train=True,
+                               rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+    loss = jnp.mean(ops.softmax_cross_entropy(logits, batch["label"],
+                                              label_smoothing=label_smoothing))
+    for a in aux:
+        loss = loss + AUX_LOSS_WEIGHT * jnp.mean(ops.softmax_cross_entropy(
+            a, batch["label"], label_smoothing=label_smoothing))
+    accuracy = ops.top_k_accuracy(logits, batch["label"], 1)
+    return loss, (updates.get("batch_stats", {}), accuracy)
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, seed: int, label_smoothing: float, ema_decay: float,
+               pass_loss: bool, mesh=None) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD step on a global batch; returns the new state and scalar metrics.
+
+    With `mesh`, gradients and batch statistics are computed per device under shard_map (the
+    original ResNet's per-GPU batch norm) and averaged; otherwise the whole global batch is one
+    batch-norm batch (synchronised BN), which is what jit over a sharded batch computes.
+    """
+    dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+    grad_fn = jax.value_and_grad(
+        functools.partial(_loss_and_metrics, model, label_smoothing=label_smoothing), has_aux=True)
+    if mesh is None:
+        (loss, (batch_stats, accuracy)), grads = grad_fn(state.params, state.batch_stats, batch,
+                                                         dropout_key)
+    else:
+        def local(params, stats, local_batch, key):
+            # Each device draws its own dropout mask, as separate GPUs would.
+            key = jax.random.fold_in(key, jax.lax.axis_index("data"))
+            (l, (s, a)), g = grad_fn(params, stats, local_batch, key)
+            return jax.lax.pmean((l, s, a, g), "data")
+
+        loss, batch_stats, accuracy, grads = _shard_map(
+            local, mesh, in_specs=(P(), P(), P("data"), P()), out_specs=P())(
+                state.params, state.batch_stats, batch, dropout_key)
+    extra = {"value": loss} if pass_loss else {}
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema_decay:
+        ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state, ema_params=ema)
+    lr = schedule(state.step) * current_scale(opt_state)
+    return new_state, {"loss": loss, "accuracy": accuracy, "learning_rate": lr}
+
+
+def _shard_map(f, mesh, in_specs, out_specs):
+    # jax.shard_map's replication-check flag has been renamed across versions; we pmean by hand.
+    try:
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    except (AttributeError, TypeError):
+        from jax.experimental.shard_map import shard_map
+        return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
+
+
+def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool,
+              num_classes: int) -> dict[str, jax.Array]:
+    """Sums over the real (mask=True) examples of a padded eval batch: loss, top-1, top-5, count."""
+    logits = model.apply(state.variables(use_ema), batch["image"], train=False)
+    mask = batch["mask"].astype(jnp.float32)
+    sums = {"loss": jnp.sum(ops.softmax_cross_entropy(logits, batch["label"]) * mask),
+            "correct": jnp.sum(ops.top_k_correct(logits, batch["label"], 1) * mask),
+            "count": jnp.sum(mask)}
+    if num_classes >= 10:
+        sums["correct5"] = jnp.sum(ops.top_k_correct(logits, batch["label"], 5) * mask)
+    return sums
+
+
+def compile_steps(model, tx, schedule, config, num_classes: int, mesh, data_sharding,
+                  replicated) -> tuple[Any, Any]:
+    """jit-compiled (train_step, eval_step) with the state donated and batches sharded."""
+    train = functools.partial(
+        train_step, model=model, tx=tx, schedule=schedule, seed=config.seed,
+        label_smoothing=config.optimizer.get("label_smoothing", 0.0),
+        ema_decay=config.optimizer.get("ema_decay", 0.0), pass_loss=needs_loss_value(config),
+        mesh=mesh if config.get("per_device_batch_norm", False) else None)
+    evaluate = functools.partial(eval_step, model=model,
+                                 use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
+                                 num_classes=num_classes)
+    train_jit = jax.jit(train, in_shardings=(replicated, data_sharding),
+                        out_shardings=(replicated, replicated), donate_argnums=0)
+    eval_jit = jax.jit(evaluate, in_shardings=(replicated, data_sharding), out_shardings=replicated)
+    return train_jit, eval_jit

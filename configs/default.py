@@ -1,0 +1,67 @@
+"""Default experiment: a LeNet-5-style CNN on scikit-learn's 8x8 handwritten digits.
+
+    python launch.py --config=configs/default.py --workdir=runs/default
+    make run                     # the same, after creating .venv
+
+Needs no download (the 1,797 digits ship with scikit-learn; fixed 1,437 / 360 split, see
+cnnjax/data/digits.py). Reaches >= 97% test accuracy in well under 3 minutes on 2 CPU cores;
+the measured figure is in experiments/digits_default/README.md.
+`configs/default.py:smoke` runs a few steps for the tests.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Data.
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = "digits"
+    c.dataset.data_dir = ""  # in-memory dataset: no data_dir
+    c.dataset.augment = "none"
+    c.batch_size = 64
+    c.num_epochs = 40
+    c.num_train_steps = -1  # -1: num_epochs * steps_per_epoch
+
+    # Model.
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "simple_cnn"
+    c.model.dropout_rate = 0.25
+    c.dtype = "float32"
+    c.kernels = "xla"
+    c.remat = False
+    c.per_device_batch_norm = False
+
+    # Optimiser: SGD with Nesterov momentum and coupled L2, cosine decay after a short warm-up.
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.05
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = True
+    c.optimizer.weight_decay = 5e-4
+    c.optimizer.decoupled_weight_decay = False
+    c.optimizer.decay_norm_and_bias = False
+    c.optimizer.grad_clip_norm = 0.0
+    c.optimizer.agc_clip = 0.0
+    c.optimizer.ema_decay = 0.0
+    c.optimizer.label_smoothing = 0.0
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "warmup_cosine"
+    c.schedule.warmup_epochs = 1.0
+
+    # Evaluation, logging and checkpoints.
+    c.log_every_steps = 50
+    c.eval_every_steps = 220  # every 10 epochs of 22 steps
+    c.checkpoint_every_steps = 220
+    c.keep_checkpoints = 2
+
+    if arg == "smoke":
+        c.num_epochs = 2
+        c.log_every_steps = 10
+        c.eval_every_steps = 22
+        c.checkpoint_every_steps = 22
+    elif arg:
+        raise ValueError(f"configs/default.py takes no argument or 'smoke', got {arg!r}")
+    return c
