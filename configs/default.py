@@ -29,6 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "simple_cnn"
     c.model.dropout_rate = 0.25
+    c.model.batch_norm = False
     c.dtype = "float32"
     c.kernels = "xla"
     c.remat = False

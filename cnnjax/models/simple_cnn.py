@@ -1,7 +1,7 @@
 """A small LeNet-5-style CNN for small images (the default experiment's model).
 
-conv 3x3 (32) -> ReLU -> max-pool 2 -> conv 3x3 (64) -> ReLU -> max-pool 2 -> dense 128 -> ReLU ->
-dropout -> dense num_classes. On 8x8x1 digits: 8 -> 4 -> 2 spatially, 2*2*64 = 256 features.
+conv 3x3 (32) -> [batch norm] -> ReLU -> max-pool 2 -> conv 3x3 (64) -> [batch norm] -> ReLU ->
+max-pool 2 -> dense 128 -> ReLU -> dropout -> dense num_classes (batch norm off by default). On 8x8x1 digits: 8 -> 4 -> 2 spatially, 2*2*64 = 256 features.
 He-normal initialisation (ReLU network).
 """
 
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from cnnjax import ops
 from cnnjax.models.registry import register
-from cnnjax.nn import Conv, Dense, Dropout
+from cnnjax.nn import BatchNorm, Conv, Dense, Dropout
 
 
 class SimpleCNN(nn.Module):
@@ -23,6 +23,7 @@ class SimpleCNN(nn.Module):
     widths: tuple[int, ...] = (32, 64)
     hidden: int = 128
     dropout_rate: float = 0.25
+    batch_norm: bool = False
     dtype: Any = None
 
     @nn.compact
@@ -33,7 +34,10 @@ class SimpleCNN(nn.Module):
                              f"{x.shape[1]}x{x.shape[2]}")
         x = x.astype(self.dtype or x.dtype)
         for width in self.widths:
-            x = ops.relu(Conv(width, 3, padding="SAME", dtype=self.dtype)(x))
+            x = Conv(width, 3, padding="SAME", use_bias=not self.batch_norm, dtype=self.dtype)(x)
+            if self.batch_norm:
+                x = BatchNorm(dtype=self.dtype)(x, train)
+            x = ops.relu(x)
             x = ops.max_pool(x, 2)
         x = x.reshape(x.shape[0], -1)
         x = ops.relu(Dense(self.hidden, dtype=self.dtype)(x))

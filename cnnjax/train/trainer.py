@@ -7,6 +7,7 @@ relaunched ends with the same parameters and the same eval lines as an uninterru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import signal
@@ -34,6 +35,14 @@ EXIT_PREEMPTED = 143
 # Keys of a run's config that may change between launches of the same workdir.
 _RESUMABLE_CHANGES = ("num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps",
                       "checkpoint_every_steps", "keep_checkpoints")
+
+
+def params_fingerprint(params: Any) -> str:
+    """A short SHA-256 of the parameters' bytes: equal only for bit-identical parameters."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(jax.device_get(params)):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class Preempted(Exception):
@@ -219,6 +228,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
         sigterm.restore()
         ckpt.close()
         writer.close()
+    # Every process prints it, so multi-process runs can be checked to end identical.
+    print(f"process {pid}: params fingerprint {params_fingerprint(state.params)}", flush=True)
     if pid == 0:
         print(f"done: test accuracy {last_eval['accuracy']:.4f} after {total} steps; metrics in "
               f"{(workdir / 'metrics.jsonl').resolve()}, checkpoints in "

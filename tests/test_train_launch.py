@@ -1,0 +1,60 @@
+"""launch.py's contract: outputs in the workdir, clear errors before anything is written."""
+
+import json
+
+import train_helpers as th
+
+
+def test_workdir_outputs_and_eval_mode(tmp_path):
+    out = th.run(tmp_path).stdout
+    assert "done: test accuracy" in out and str(tmp_path) in out
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"]["name"] == "simple_cnn" and config["dataset"]["name"] == "digits"
+    records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    evals = [r for r in records if r["split"] == "eval"]
+    assert train and evals
+    assert {"step", "split", "loss", "accuracy", "learning_rate", "images_per_sec"} <= set(train[0])
+    assert {"step", "split", "loss", "accuracy", "top5_accuracy"} <= set(evals[-1])
+    assert evals[-1]["step"] == 44  # 2 epochs of 1,437 // 64 = 22 steps
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # --mode=eval restores the latest checkpoint and reproduces the final eval exactly.
+    th.run(tmp_path, "--mode=eval")
+    result = json.loads((tmp_path / "eval_step_44.json").read_text())
+    assert result["accuracy"] == evals[-1]["accuracy"] and result["loss"] == evals[-1]["loss"]
+
+
+def test_unknown_override_key_fails_before_writing(tmp_path):
+    proc = th.run(tmp_path / "w", "--config.optimizer.lr=0.1", check=False)
+    assert proc.returncode != 0 and "lr" in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_wrong_override_type_fails_before_writing(tmp_path):
+    proc = th.run(tmp_path / "w", "--config.batch_size=big", check=False)
+    assert proc.returncode != 0 and "batch_size" in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_unknown_model_and_dataset_list_what_exists(tmp_path):
+    proc = th.run(tmp_path / "m", "--config.model.name=simple_cnm", check=False)
+    assert proc.returncode == 2 and "simple_cnn" in proc.stderr and not (tmp_path / "m").exists()
+    proc = th.run(tmp_path / "d", "--config.dataset.name=digitz", check=False)
+    assert proc.returncode == 2 and "digits" in proc.stderr and not (tmp_path / "d").exists()
+
+
+def test_workdir_of_another_run_is_refused_and_kept(tmp_path):
+    th.run(tmp_path, "--config.num_epochs=1")
+    before = (tmp_path / "metrics.jsonl").read_text()
+    proc = th.run(tmp_path, "--config.dataset.name=synthetic", check=False)
+    assert proc.returncode == 2 and "holds a run of dataset 'digits'" in proc.stderr
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
+    proc = th.run(tmp_path, "--config.optimizer.learning_rate=1e12", "--config.checkpoint_every_steps=1",
+                  "--config.log_every_steps=1", check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert "at step" in proc.stderr and "last good checkpoint" in proc.stderr
+    kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept, "the last good checkpoint must be kept"
