@@ -11,6 +11,8 @@ the measured figure is in experiments/digits_default/README.md.
 
 import ml_collections
 
+from cnnjax.sweep import product
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -66,3 +68,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif arg:
         raise ValueError(f"configs/default.py takes no argument or 'smoke', got {arg!r}")
     return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+    """Learning rate x seed, 4 points: `launch.py --config=configs/default.py --sweep --workdir=ROOT`."""
+    del arg  # the same grid for every variant
+    return product(**{"optimizer.learning_rate": [0.02, 0.05], "seed": [0, 1]})

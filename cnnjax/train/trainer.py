@@ -62,13 +62,23 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return overrides
 
 
+def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int,
+                              steps_per_epoch: int):
+    """(model, schedule, tx, total_steps) of a config; raises ValueError on bad names."""
+    if config.get("kernels", "xla") not in KERNELS:
+        raise ValueError(f"unknown kernels {config.kernels!r}; expected one of {KERNELS}")
+    model = models.create(config.model.name, num_classes=num_classes, **model_overrides(config))
+    total = config.num_train_steps if config.num_train_steps > 0 else int(
+        round(config.num_epochs * steps_per_epoch))
+    schedule = make_schedule(config, steps_per_epoch, total)
+    return model, schedule, make_optimizer(config, schedule, steps_per_epoch), total
+
+
 def build(config: ml_collections.ConfigDict, process_index: int = 0, process_count: int = 1):
     """Datasets, model, schedule and optimiser of a config; raises ValueError on bad names.
 
     Returns (train_ds, eval_ds, model, schedule, tx, total_steps).
     """
-    if config.get("kernels", "xla") not in KERNELS:
-        raise ValueError(f"unknown kernels {config.kernels!r}; expected one of {KERNELS}")
     ds = config.dataset
     common = dict(batch_size=config.batch_size, seed=config.seed, data_dir=ds.get("data_dir") or None,
                   process_index=process_index, process_count=process_count,
@@ -77,13 +87,8 @@ def build(config: ml_collections.ConfigDict, process_index: int = 0, process_cou
     train_ds = data.create(ds.name, ds.get("train_split", "train"), train=True,
                            **({"augment": augment} if augment != "none" else {}), **common)
     eval_ds = data.create(ds.name, ds.get("eval_split", "test"), train=False, **common)
-    model = models.create(config.model.name, num_classes=train_ds.num_classes,
-                          **model_overrides(config))
-    steps_per_epoch = train_ds.steps_per_epoch
-    total = config.num_train_steps if config.num_train_steps > 0 else int(
-        round(config.num_epochs * steps_per_epoch))
-    schedule = make_schedule(config, steps_per_epoch, total)
-    tx = make_optimizer(config, schedule, steps_per_epoch)
+    model, schedule, tx, total = build_model_and_optimizer(config, train_ds.num_classes,
+                                                           train_ds.steps_per_epoch)
     return train_ds, eval_ds, model, schedule, tx, total
 
 

@@ -1,0 +1,41 @@
+"""A real local sweep of the default experiment through launch.py, its relaunch, and its summary."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import train_helpers as th
+from cnnjax.sweep import __main__ as cli
+from conftest import REPO_ROOT
+
+
+def _sweep(root, *flags):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "launch.py"), f"--config={th.SMOKE}",
+                           "--sweep", f"--workdir={root}", "--parallel=2", "--config.num_epochs=1",
+                           *flags], env=th.env(), capture_output=True, text=True, timeout=900)
+
+
+def test_local_sweep_runs_every_point_then_skips_finished_ones(tmp_path):
+    proc = _sweep(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert names == ["learning_rate=0.02,seed=0", "learning_rate=0.02,seed=1",
+                     "learning_rate=0.05,seed=0", "learning_rate=0.05,seed=1"]
+    config = json.loads((tmp_path / "learning_rate=0.05,seed=1" / "config.json").read_text())
+    assert config["optimizer"]["learning_rate"] == 0.05 and config["seed"] == 1
+    assert config["num_epochs"] == 1  # the sweep command's own override reaches every point
+    mtimes = {n: (tmp_path / n / "metrics.jsonl").stat().st_mtime for n in names}
+    assert _sweep(tmp_path).returncode == 0
+    assert {n: (tmp_path / n / "metrics.jsonl").stat().st_mtime for n in names} == mtimes
+
+    assert cli.main(["summarize", str(tmp_path)]) == 0
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(0.2 < float(r["final_accuracy"]) <= 1.0 for r in rows)  # chance: 0.1
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_sweep_errors_launch_nothing(tmp_path):
+    proc = _sweep(tmp_path / "bad", "--parallel=0")
+    assert proc.returncode != 0

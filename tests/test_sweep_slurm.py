@@ -1,0 +1,84 @@
+"""Sweeps and multi-process training on a REAL single-node SLURM cluster (.ci/slurm_up.sh).
+
+Marked `cluster`: `make test-cluster` runs them; .ci/run does when it runs as root.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+import train_helpers as th
+from cnnjax.sweep import __main__ as cli
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    if shutil.which("sinfo") is None or subprocess.run(["sinfo"], capture_output=True).returncode:
+        pytest.fail("no SLURM cluster: run `sudo .ci/slurm_up.sh` first")
+
+
+def _launch(*flags, timeout=900):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "launch.py"), *flags], env=th.env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_slurm_sweep_of_the_default_experiment(tmp_path):
+    proc = _launch(f"--config={th.SMOKE}", "--sweep", "--launcher=slurm", "--wait",
+                   f"--workdir={tmp_path}", "--config.num_epochs=1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("as SLURM job") == 4
+    assert cli.main(["summarize", str(tmp_path)]) == 0
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(float(r["final_accuracy"]) > 0.2 for r in rows)
+    assert all(r["finished"] == "True" for r in rows)
+
+
+def test_two_slurm_tasks_train_as_one_multi_process_run(tmp_path):
+    cmd = ["srun", "--ntasks=2", "--cpus-per-task=1", "--kill-on-bad-exit=1",
+           *th.launch_cmd(tmp_path, "--config.num_train_steps=12", "--config.eval_every_steps=12",
+                          "--config.checkpoint_every_steps=12")]
+    proc = subprocess.run(cmd, env=th.env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    prints = th.fingerprints(proc.stdout)
+    assert len(prints) == 2 and prints[0] == prints[1], proc.stdout
+
+
+def test_scancel_then_resubmit_resumes_from_the_checkpoint(tmp_path):
+    flags = (f"--config={th.SMOKE}", "--sweep", "--launcher=slurm", f"--workdir={tmp_path}",
+             "--config.num_epochs=30", "--config.checkpoint_every_steps=22",
+             "--config.eval_every_steps=220")
+    # Cancel every job of the array once one point has a checkpoint; check that point.
+    proc = _launch(*flags)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    job_ids = sorted({line.rsplit(" ", 1)[-1].split("_")[0] for line in proc.stdout.splitlines()
+                      if "as SLURM job" in line})
+    point = tmp_path / "learning_rate=0.02,seed=0"
+    deadline = time.time() + 600
+    while not (point / "checkpoints" / "22").is_dir():
+        assert time.time() < deadline, "no checkpoint before the deadline"
+        time.sleep(0.5)
+    subprocess.run(["scancel", *job_ids], check=True)
+    deadline = time.time() + 300
+    while subprocess.run(["squeue", "-h", "-j", ",".join(job_ids)], capture_output=True,
+                         text=True).stdout.strip():
+        assert time.time() < deadline, "jobs did not end after scancel"
+        time.sleep(0.5)
+    status = json.loads((point / "sweep_status.json").read_text())
+    assert status["status"] == "failed" and status["returncode"] == 143  # SIGTERM save, resumable
+    saved = max(int(p.name) for p in (point / "checkpoints").iterdir() if p.name.isdigit())
+
+    proc = _launch(*flags, "--wait", timeout=1800)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = (point / "launch.0.log").read_text()
+    assert f"resuming at step {saved}" in log
+    assert json.loads((point / "sweep_status.json").read_text())["status"] == "done"
