@@ -5,3 +5,4 @@ from cnnjax.models.torch_weights import from_torch
 
 # Importing a family module registers its models.
 import cnnjax.models.simple_cnn  # noqa: F401,E402
+import cnnjax.models.resnet  # noqa: F401,E402

@@ -10,4 +10,8 @@ from cnnjax.ops.norm import (batch_norm, dropout, group_norm, layer_norm, local_
                              weight_standardize)
 from cnnjax.ops.pool import (adaptive_avg_pool, avg_pool, global_avg_pool, global_max_pool,
                              lp_pool, max_pool)
+from cnnjax.ops.residual import (basic_block, bottleneck_block, init_basic_block,
+                                 init_bottleneck_block, init_preact_block,
+                                 init_preact_bottleneck_block, preact_block,
+                                 preact_bottleneck_block, shortcut_a)
 from cnnjax.ops.shapes import conv_output_size, explicit_padding, pair
