@@ -57,8 +57,8 @@ def from_torch(name: str, state_dict: Mapping[str, Any], *, num_classes: int | N
     if spec.torch_keys is None:
         raise ValueError(f"model {name!r} has no PyTorch weight mapping")
     model = create(name, num_classes=num_classes, **overrides)
-    x = jax.ShapeDtypeStruct((1,) + spec.input_shape, jnp.float32)
-    template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+    template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                 jnp.zeros((1,) + spec.input_shape), train=False))
     flat = traverse_util.flatten_dict(unfreeze(template))
     used, out = set(), {}
     for (collection, *path), leaf_shape in flat.items():

@@ -149,14 +149,15 @@ init_preact_bottleneck_block = _initializer(preact_bottleneck_block_shapes)
 
 # --- The blocks ---------------------------------------------------------------------------
 
-def _check_params(params: Params, expected: dict, where: str) -> None:
+def _check_params(params: Params, expected: dict, where: str, prefix: str = "") -> None:
     for name, sub in expected.items():
+        path = f"{prefix}{name}"
         if name not in params:
-            raise ValueError(f"{where}: params lack {name!r} (expected keys {sorted(expected)})")
+            raise ValueError(f"{where}: params lack {path!r} (expected keys {sorted(expected)})")
         if isinstance(sub, dict):
-            _check_params(params[name], sub, f"{where}.{name}")
+            _check_params(params[name], sub, where, f"{path}.")
         elif tuple(params[name].shape) != tuple(sub):
-            raise ValueError(f"{where}: parameter {name!r} has shape {tuple(params[name].shape)}, "
+            raise ValueError(f"{where}: parameter {path!r} has shape {tuple(params[name].shape)}, "
                              f"expected {tuple(sub)}")
 
 

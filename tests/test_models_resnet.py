@@ -1,0 +1,112 @@
+"""The ResNet family: the papers' parameter counts, PyTorch equivalence, shapes, BN modes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import torch_resnet as tr
+from cnnjax import models
+
+COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+          "resnet101": 44_549_160, "resnet152": 60_192_808, "plain18": 11_515_688,
+          "plain34": 21_623_848, "cifar_resnet20": 269_722, "cifar_resnet32": 464_154,
+          "cifar_resnet44": 658_586, "cifar_resnet56": 853_018, "cifar_resnet110": 1_727_962,
+          "preact_resnet18": 11_687_720, "preact_resnet50": 25_549_352,
+          "wide_resnet50_2": 68_883_240, "resnext50_32x4d": 25_028_904}
+
+
+def count_params(name, **overrides):
+    spec = models.get_spec(name)
+    model = models.create(name, **overrides)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *spec.input_shape)),
+                                               train=False))
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes["params"]))
+
+
+@pytest.mark.parametrize("name,count", COUNTS.items())
+def test_parameter_counts(name, count):
+    assert count_params(name) == count
+
+
+def test_cifar_plain_nets_differ_from_resnets_only_by_having_no_shortcut():
+    # Option-A shortcuts are parameter-free, so plain and residual CIFAR nets have equal counts.
+    for depth in (20, 56, 110):
+        assert count_params(f"cifar_plain{depth}") == count_params(f"cifar_resnet{depth}")
+
+
+@pytest.mark.parametrize("name,block,layers,kw", [
+    ("resnet18", tr.BasicBlock, (2, 2, 2, 2), {}),
+    ("resnext50_32x4d", tr.Bottleneck, (3, 4, 6, 3), {"groups": 32, "width_per_group": 4}),
+])
+def test_from_torch_matches_pytorch_logits(name, block, layers, kw):
+    torch.manual_seed(0)
+    net = tr.ResNet(block, layers, num_classes=10, **kw)
+    tr.randomize_batch_norm(net)
+    net.eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.tensor(x)).numpy()
+    variables = models.from_torch(name, net.state_dict(), num_classes=10)
+    got = models.create(name, num_classes=10).apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)), train=False)
+    assert np.linalg.norm(np.asarray(got) - want) / np.linalg.norm(want) < 1e-4
+
+
+def test_from_torch_names_the_first_mismatch():
+    net = tr.ResNet(tr.BasicBlock, (2, 2, 2, 2), num_classes=10)
+    with pytest.raises(ValueError, match=r"shape"):
+        models.from_torch("resnet34", net.state_dict(), num_classes=10)  # 34 expects more blocks
+    sd = net.state_dict()
+    sd["layer1.0.conv1.weight"] = torch.zeros(64, 64, 5, 5)
+    with pytest.raises(ValueError, match=r"layer1\.0\.conv1\.weight.*\(5, 5, 64, 64\)"):
+        models.from_torch("resnet18", sd, num_classes=10)
+
+
+def test_train_and_eval_batch_norm_and_shapes():
+    model = models.create("cifar_resnet20")
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3)) * 2 + 1
+    v = model.init(jax.random.PRNGKey(1), x, train=False)
+    logits, updates = model.apply(v, x, train=True, mutable=["batch_stats"])
+    assert logits.shape == (4, 10)
+    # Training updates the running statistics; evaluation leaves them alone and uses them.
+    before = v["batch_stats"]["bn1"]["mean"]
+    assert not np.allclose(updates["batch_stats"]["bn1"]["mean"], before)
+    eval_a = model.apply(v, x, train=False)
+    eval_b = model.apply(v, x[:1], train=False)  # inference is per example: batch-independent
+    np.testing.assert_allclose(np.asarray(eval_a[:1]), np.asarray(eval_b), rtol=1e-5, atol=1e-5)
+
+
+def test_larger_inputs_work_and_too_small_inputs_say_the_minimum():
+    model = models.create("resnet18", num_classes=5)
+    v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)), train=False))
+    out = jax.eval_shape(lambda v_: model.apply(v_, jnp.zeros((1, 320, 288, 3)), train=False), v)
+    assert out.shape == (1, 5)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        jax.eval_shape(lambda v_: model.apply(v_, jnp.zeros((1, 16, 16, 3)), train=False), v)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    model = models.create("cifar_resnet20", dtype=jnp.bfloat16)
+    x = jnp.ones((2, 32, 32, 3))
+    v = model.init(jax.random.PRNGKey(0), x, train=False)
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(v["params"]))
+    ref = models.create("cifar_resnet20").apply(v, x, train=False)
+    out = model.apply(v, x, train=False)
+    assert np.linalg.norm(np.asarray(out) - np.asarray(ref)) / np.linalg.norm(np.asarray(ref)) < 5e-2
+
+
+def test_remat_gives_identical_gradients():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+    y = jnp.array([1, 2])
+    plain, remat = models.create("cifar_resnet20"), models.create("cifar_resnet20", remat=True)
+    v = plain.init(jax.random.PRNGKey(1), x, train=False)
+
+    def grads(m):
+        def loss(p):
+            out, _ = m.apply({**v, "params": p}, x, train=True, mutable=["batch_stats"])
+            return jnp.mean(jax.nn.log_softmax(out)[jnp.arange(2), y])
+        return jax.jit(jax.grad(loss))(v["params"])
+
+    for a, b in zip(jax.tree_util.tree_leaves(grads(plain)), jax.tree_util.tree_leaves(grads(remat))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
