@@ -21,29 +21,34 @@ TorchKeyFn = Callable[[str, tuple[str, ...]], str]
 class ModelSpec:
     """What the registry knows about a model besides how to build it.
 
-    input_shape: the paper's (H, W, C) input, used for parameter counts and conversion.
+    input_shape: the paper's input without the batch axis ((H, W, C) for images, (L,) for token
+      ids), used for parameter counts and conversion.
     num_classes: the paper's default class count.
     torch_keys: for models with PyTorch weights (torchvision/timm), the key mapping.
+    input_dtype: "float32" for images, "int32" for token ids.
     """
 
     name: str
     builder: Callable[..., nn.Module]
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     num_classes: int
     torch_keys: TorchKeyFn | None
+    input_dtype: str = "float32"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, *, input_shape: tuple[int, int, int] = (224, 224, 3),
-             num_classes: int = 1000, torch_keys: TorchKeyFn | None = None):
+def register(name: str, *, input_shape: tuple[int, ...] = (224, 224, 3),
+             num_classes: int = 1000, torch_keys: TorchKeyFn | None = None,
+             input_dtype: str = "float32"):
     """Decorator registering `builder(num_classes=..., **overrides) -> nn.Module` under `name`."""
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, builder, tuple(input_shape), num_classes, torch_keys)
+        _REGISTRY[name] = ModelSpec(name, builder, tuple(input_shape), num_classes, torch_keys,
+                                    input_dtype)
         return builder
 
     return decorate
@@ -71,3 +76,10 @@ def create(name: str, *, num_classes: int | None = None, **overrides) -> nn.Modu
 def list_models() -> list[str]:
     """Every registered model name, sorted."""
     return sorted(_REGISTRY)
+
+
+def require_min_size(x, minimum: int, model: str) -> None:
+    """Raises ValueError naming the minimum when an NHWC input is smaller than minimum x minimum."""
+    if min(x.shape[1:3]) < minimum:
+        raise ValueError(f"{model} needs inputs of at least {minimum}x{minimum}, got "
+                         f"{x.shape[1]}x{x.shape[2]}")

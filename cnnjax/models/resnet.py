@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import ops
-from cnnjax.models.registry import register
+from cnnjax.models.registry import register, require_min_size
 from cnnjax.models.torch_weights import default_torch_key
 from cnnjax.nn import BatchNorm, Conv, Dense
 from cnnjax.nn.residual import BasicBlock, BottleneckBlock, PreActBlock, PreActBottleneckBlock
@@ -66,9 +66,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if min(x.shape[1:3]) < self.min_input_size:
-            raise ValueError(f"{self.block} ResNet with a {self.stem} stem needs inputs of at least "
-                             f"{self.min_input_size}x{self.min_input_size}, got {x.shape[1]}x{x.shape[2]}")
+        require_min_size(x, self.min_input_size, f"{self.block} ResNet ({self.stem} stem)")
         preact = self.block.startswith("preact")
         x = x.astype(self.dtype or x.dtype)
         if self.stem == "imagenet":

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import ops
-from cnnjax.models.registry import register
+from cnnjax.models.registry import register, require_min_size
 from cnnjax.nn import BatchNorm, Conv, Dense, Dropout
 
 
@@ -28,10 +28,7 @@ class SimpleCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        min_size = 2 ** len(self.widths)
-        if min(x.shape[1:3]) < min_size:
-            raise ValueError(f"simple_cnn needs inputs of at least {min_size}x{min_size}, got "
-                             f"{x.shape[1]}x{x.shape[2]}")
+        require_min_size(x, 2 ** len(self.widths), "simple_cnn")
         x = x.astype(self.dtype or x.dtype)
         for width in self.widths:
             x = Conv(width, 3, padding="SAME", use_bias=not self.batch_norm, dtype=self.dtype)(x)

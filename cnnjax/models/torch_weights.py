@@ -7,6 +7,7 @@ scale/bias/mean/var. Each family supplies only the key mapping (ModelSpec.torch_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,13 @@ def default_torch_key(collection: str, path: tuple[str, ...]) -> str:
     leaf = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
             "var": "running_var"}.get(path[-1], path[-1])
     return ".".join(path[:-1] + (leaf,))
+
+
+def sequential_torch_key(collection: str, path: tuple[str, ...]) -> str:
+    """For models whose Flax modules are named after torch nn.Sequential slots: `features_3`
+    -> `features.3`, `classifier_6` -> `classifier.6`."""
+    key = default_torch_key(collection, path)
+    return re.sub(r"(^|\.)([A-Za-z]\w*?)_(\d+)(?=\.)", r"\1\2.\3", key)
 
 
 def torch_to_jax_layout(value: np.ndarray, leaf: str, target_ndim: int) -> np.ndarray:
