@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "lars", "lamb")
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "lars", "lamb")
 SCHEDULES = ("constant", "piecewise", "warmup_cosine", "exponential", "reduce_on_plateau")
 
 
@@ -87,6 +87,12 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
     if o.name == "sgd":
         if o.get("momentum", 0.0):
             chain.append(optax.trace(decay=o.momentum, nesterov=o.get("nesterov", False)))
+    elif o.name == "rmsprop":
+        # TensorFlow's RMSProp as EfficientNet/MobileNet trained with it: decay 0.9, eps 1e-3,
+        # momentum 0.9 (Tan & Le 2019, sec. 5.2).
+        chain.append(optax.scale_by_rms(decay=o.get("rms_decay", 0.9), eps=o.get("eps", 1e-3)))
+        if o.get("momentum", 0.0):
+            chain.append(optax.trace(decay=o.momentum))
     elif o.name in ("adam", "adamw"):
         chain.append(optax.scale_by_adam(b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
                                          eps=o.get("eps", 1e-8)))
