@@ -94,7 +94,7 @@ def test_layerwise_optimizers_scale_by_trust_ratio(name):
 
 
 def test_rmsprop_first_step_by_hand():
-    # scale_by_rms: nu = 0.1 g^2 (decay 0.9 from 0), update = -lr g / (sqrt(nu) + eps).
+    # TF1 RMSPropOptimizer: ms starts at 1, ms = 0.9 * 1 + 0.1 g^2, update = -lr g / sqrt(ms + eps).
     p, g = {"w": jnp.zeros(())}, {"w": jnp.full((), 2.0)}
     u = _one_update({"name": "rmsprop", "learning_rate": 0.01, "eps": 1e-3}, p, g)
-    assert float(u["w"]) == pytest.approx(-0.01 * 2.0 / (np.sqrt(0.1 * 4.0) + 1e-3), rel=1e-4)
+    assert float(u["w"]) == pytest.approx(-0.01 * 2.0 / np.sqrt(0.9 + 0.1 * 4.0 + 1e-3), rel=1e-6)

@@ -11,3 +11,6 @@ import cnnjax.models.alexnet  # noqa: F401,E402
 import cnnjax.models.lenet  # noqa: F401,E402
 import cnnjax.models.mlp  # noqa: F401,E402
 import cnnjax.models.vgg  # noqa: F401,E402
+import cnnjax.models.googlenet  # noqa: F401,E402
+import cnnjax.models.unet  # noqa: F401,E402
+import cnnjax.models.textcnn  # noqa: F401,E402

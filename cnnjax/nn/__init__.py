@@ -1,4 +1,7 @@
 """Flax layers and blocks, each computing through `cnnjax.ops` (and `cnnjax.kernels`)."""
 
 from cnnjax.nn.layers import BatchNorm, Conv, Dense, Dropout
+from cnnjax.nn.conv1d import Conv1D
+from cnnjax.nn.inception import BasicConv, Inception, InceptionAux, NaiveInception
+from cnnjax.nn.unet import DoubleConv, DownBlock, UpBlock, UpConv
 from cnnjax.nn.residual import BasicBlock, BottleneckBlock, PreActBlock, PreActBottleneckBlock

@@ -88,9 +88,11 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
         if o.get("momentum", 0.0):
             chain.append(optax.trace(decay=o.momentum, nesterov=o.get("nesterov", False)))
     elif o.name == "rmsprop":
-        # TensorFlow's RMSProp as EfficientNet/MobileNet trained with it: decay 0.9, eps 1e-3,
-        # momentum 0.9 (Tan & Le 2019, sec. 5.2).
-        chain.append(optax.scale_by_rms(decay=o.get("rms_decay", 0.9), eps=o.get("eps", 1e-3)))
+        # TensorFlow 1's RMSPropOptimizer, which EfficientNet/MobileNet trained with (Tan & Le
+        # 2019, sec. 5.2: decay 0.9, eps 1e-3, momentum 0.9): the mean square starts at 1, not 0,
+        # and eps sits inside the square root; with eps 1e-3 both matter in the first steps.
+        chain.append(optax.scale_by_rms(decay=o.get("rms_decay", 0.9), eps=o.get("eps", 1e-3),
+                                        initial_scale=1.0, eps_in_sqrt=True))
         if o.get("momentum", 0.0):
             chain.append(optax.trace(decay=o.momentum))
     elif o.name in ("adam", "adamw"):
