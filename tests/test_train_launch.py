@@ -58,3 +58,21 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp
     assert "at step" in proc.stderr and "last good checkpoint" in proc.stderr
     kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert kept, "the last good checkpoint must be kept"
+
+
+def test_host_and_device_augmentation_and_mixing_train(tmp_path):
+    # The digits are 8x8 and not mirror-symmetric: shifts by up to 1 pixel, no flips.
+    for where in ("host", "device"):
+        th.run(tmp_path / where, "--config.dataset.augment=pad_crop",
+               "--config.dataset.augment_pad=1",
+               f"--config.dataset.augment_on={where}", "--config.dataset.mix=cutmix",
+               "--config.dataset.mix_alpha=0.4")
+        assert th.eval_lines(tmp_path / where)[-1]["accuracy"] > 0.3
+
+
+def test_unknown_augmentation_or_mixing_fails_before_writing(tmp_path):
+    proc = th.run(tmp_path / "a", "--config.dataset.augment=crop", check=False)
+    assert proc.returncode == 2 and "unknown augmentation 'crop'" in proc.stderr
+    proc = th.run(tmp_path / "m", "--config.dataset.mix=mixup", check=False)
+    assert proc.returncode == 2 and "mix_alpha > 0" in proc.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "m").exists()

@@ -21,6 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cnnjax import data, models
+from cnnjax.data.augment import get_device_augment, get_host_augment
 from cnnjax.train.checkpoint import Checkpointer
 from cnnjax.train.metrics import MetricsWriter, Progress
 from cnnjax.train.optim import make_optimizer, make_schedule
@@ -84,8 +85,19 @@ def build(config: ml_collections.ConfigDict, process_index: int = 0, process_cou
                   process_index=process_index, process_count=process_count,
                   **dict(ds.get("options", {})))
     augment = ds.get("augment", "none")
+    if ds.get("augment_on", "host") not in ("host", "device"):
+        raise ValueError(f"dataset.augment_on must be 'host' or 'device', got {ds.augment_on!r}")
+    # Device-side augmentation runs in the train step (cnnjax.train.step.device_augment).
+    on_host = augment != "none" and ds.get("augment_on", "host") == "host"
     train_ds = data.create(ds.name, ds.get("train_split", "train"), train=True,
-                           **({"augment": augment} if augment != "none" else {}), **common)
+                           **({"augment": get_host_augment(augment, pad=ds.get("augment_pad", 4))}
+                              if on_host else {}), **common)
+    if augment != "none" and not on_host:
+        get_device_augment(augment)  # an unknown name fails here, before anything is written
+    mix, alpha = ds.get("mix", "none"), ds.get("mix_alpha", 0.0)
+    if mix not in ("none", "mixup", "cutmix") or (mix != "none" and not alpha > 0):
+        raise ValueError(f"dataset.mix must be 'none', 'mixup' or 'cutmix' with mix_alpha > 0, "
+                         f"got mix={mix!r}, mix_alpha={alpha!r}")
     eval_ds = data.create(ds.name, ds.get("eval_split", "test"), train=False, **common)
     model, schedule, tx, total = build_model_and_optimizer(config, train_ds.num_classes,
                                                            train_ds.steps_per_epoch)

@@ -1,0 +1,205 @@
+"""Augmentations: shapes and ranges, crops are true windows, flips really flip, the papers'
+formulas (PCA lighting, mixup, cutmix, 10-crop) against hand computations, and the wiring into
+the train step (device side, deterministic per step) and the 10-crop eval step."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cnnjax import models
+from cnnjax.data import augment as A
+from cnnjax.train.state import init_state
+from cnnjax.train.step import eval_step, train_step
+
+
+def _images(n=16, h=8, w=8, c=3, seed=0):
+    return np.random.default_rng(seed).uniform(0.05, 1.0, (n, h, w, c)).astype(np.float32)
+
+
+def _find_window(out: np.ndarray, padded: np.ndarray) -> list[tuple[int, int, bool]]:
+    """Every (top, left, mirrored) whose window of `padded` equals `out`, by brute force."""
+    h, w = out.shape[:2]
+    found = []
+    for t in range(padded.shape[0] - h + 1):
+        for l in range(padded.shape[1] - w + 1):
+            win = padded[t:t + h, l:l + w]
+            for mirrored in (False, True):
+                if np.array_equal(win[:, ::-1] if mirrored else win, out):
+                    found.append((t, l, mirrored))
+    return found
+
+
+@pytest.mark.parametrize("device", [False, True])
+def test_pad_crop_flip_gives_true_windows_of_the_padded_image(device):
+    x, pad = _images(n=64), 2
+    if device:
+        out = np.asarray(A.pad_crop_flip_device(jnp.asarray(x), jax.random.PRNGKey(3), pad=pad))
+    else:
+        out = A.pad_crop_flip(x, np.random.default_rng(3), pad=pad)
+    assert out.shape == x.shape and out.dtype == np.float32
+    offsets, flips = set(), 0
+    for i in range(len(x)):
+        padded = np.zeros((x.shape[1] + 2 * pad, x.shape[2] + 2 * pad, 3), np.float32)
+        padded[pad:-pad, pad:-pad] = x[i]
+        found = _find_window(out[i], padded)
+        assert len(found) == 1, f"image {i}: not a (unique) window of the padded input"
+        t, l, mirrored = found[0]
+        offsets.add((t, l))
+        flips += mirrored
+    assert out.min() >= 0.0 and out.max() <= x.max()  # zero padding, no new values
+    assert len(offsets) > 15  # 25 possible offsets, 64 draws
+    assert 16 < flips < 48
+
+
+def test_pad_crop_flip_is_deterministic_in_its_rng_and_rejects_bad_input():
+    x = _images()
+    a = A.pad_crop_flip(x, np.random.default_rng(7))
+    b = A.pad_crop_flip(x, np.random.default_rng(7))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="NHWC"):
+        A.pad_crop_flip(x[0], np.random.default_rng(0))
+    with pytest.raises(ValueError, match="pad must be >= 0, got -1"):
+        A.pad_crop_flip(x, np.random.default_rng(0), pad=-1)
+
+
+def test_named_flip_mirrors_exactly():
+    x = _images(n=200)
+    out = A.get_host_augment("flip")({"image": x, "label": np.zeros(200)},
+                                     np.random.default_rng(0))["image"]
+    same = np.all(out == x, axis=(1, 2, 3))
+    mirrored = np.all(out == x[:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same | mirrored) and 60 < mirrored.sum() < 140
+    with pytest.raises(ValueError, match="unknown augmentation 'flipp'.*pad_crop_flip"):
+        A.get_host_augment("flipp")
+
+
+def test_inception_crop_boxes_respect_area_and_aspect_ratio():
+    rng = np.random.default_rng(0)
+    h, w = 300, 400
+    for _ in range(500):
+        top, left, ch, cw = A.sample_crop_box(h, w, rng)
+        assert 0 <= top and top + ch <= h and 0 <= left and left + cw <= w
+        # Rounding to whole pixels moves area and ratio slightly off the sampled values.
+        assert 0.08 * 0.97 <= ch * cw / (h * w) <= 1.0
+        assert 3 / 4 * 0.97 <= cw / ch <= 4 / 3 * 1.03
+    out = A.random_resized_crop(np.full((300, 400, 3), 0.25, np.float32), rng, 224)
+    assert out.shape == (224, 224, 3)
+    np.testing.assert_allclose(out, 0.25, atol=1e-6)  # resizing a constant keeps it
+
+
+def test_crop_box_falls_back_to_a_centred_box_for_impossible_ratios():
+    # A 10x1000 strip: no box of aspect <= 4/3 and area >= 8% fits, so the fallback applies.
+    top, left, h, w = A.sample_crop_box(10, 1000, np.random.default_rng(0))
+    assert (h, w) == (10, 13) and top == 0 and left == (1000 - 13) // 2
+
+
+def test_resize_center_crop_and_scale_jitter_shapes():
+    img = np.random.default_rng(0).uniform(size=(300, 400, 3)).astype(np.float32)
+    assert A.resize_shorter(img, 256).shape == (256, 341, 3)
+    assert A.resize_center_crop(img).shape == (224, 224, 3)
+    rng = np.random.default_rng(1)
+    assert A.scale_jitter_crop(img, rng).shape == (224, 224, 3)
+    with pytest.raises(ValueError, match="smaller than the crop 224x224"):
+        A.center_crop(img[:100], 224)
+
+
+def test_ten_crop_views_by_hand():
+    img = np.arange(5 * 6 * 1, dtype=np.float32).reshape(5, 6, 1)
+    views = A.ten_crop(img, 3)
+    assert views.shape == (10, 3, 3, 1)
+    expected_corners = [img[0:3, 0:3], img[0:3, 3:6], img[2:5, 0:3], img[2:5, 3:6], img[1:4, 1:4]]
+    for i, e in enumerate(expected_corners):
+        np.testing.assert_array_equal(views[i], e)
+        np.testing.assert_array_equal(views[i + 5], e[:, ::-1])
+
+
+def test_lighting_adds_the_pca_colour_shift_per_image():
+    x = _images(n=4, h=3, w=3)
+    out = A.lighting(x, np.random.default_rng(5), alpha_std=0.1)
+    alpha = np.random.default_rng(5).normal(0.0, 0.1, (4, 3))
+    for i in range(4):
+        for c in range(3):
+            shift = sum(A.IMAGENET_EIGVEC[c, j] * alpha[i, j] * A.IMAGENET_EIGVAL[j]
+                        for j in range(3))
+            np.testing.assert_allclose(out[i, ..., c] - x[i, ..., c], shift, atol=1e-6)
+    with pytest.raises(ValueError, match="RGB"):
+        A.lighting(x[..., :1], np.random.default_rng(0))
+
+
+def test_normalize_and_its_errors():
+    x = _images(n=2)
+    out = A.normalize(x, (0.5, 0.4, 0.3), (0.2, 0.1, 0.5))
+    np.testing.assert_allclose(out[..., 1], (x[..., 1] - 0.4) / 0.1, rtol=1e-6)
+    with pytest.raises(ValueError, match="one value per channel; images have 3 channels"):
+        A.normalize(x, (0.5,), (0.2,))
+
+
+def test_mixup_is_a_convex_combination_with_matching_labels():
+    x = jnp.asarray(_images(n=6))
+    labels = jnp.array([0, 1, 2, 3, 4, 0])
+    out, soft = A.mixup(x, labels, jax.random.PRNGKey(0), alpha=0.4, num_classes=5)
+    soft = np.asarray(soft)
+    np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-6)
+    lam = soft[1, 1]  # example 1's own class weight (its partner, example 4, is class 4)
+    assert 0.0 <= lam <= 1.0
+    np.testing.assert_allclose(np.asarray(out), lam * np.asarray(x) + (1 - lam) * np.asarray(x)[::-1],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_cutmix_label_weights_equal_the_pasted_area():
+    n, h, w = 4, 16, 16
+    x = jnp.broadcast_to(jnp.arange(n, dtype=jnp.float32)[:, None, None, None], (n, h, w, 1))
+    for seed in range(5):
+        out, soft = A.cutmix(x, jnp.arange(n), jax.random.PRNGKey(seed), alpha=1.0, num_classes=n)
+        out, soft = np.asarray(out), np.asarray(soft)
+        for i in range(n):
+            partner = n - 1 - i
+            pasted = np.mean(out[i] == partner)
+            assert np.all((out[i] == i) | (out[i] == partner))
+            np.testing.assert_allclose(soft[i, partner], pasted, atol=1e-6)
+            np.testing.assert_allclose(soft[i, i], 1 - pasted, atol=1e-6)
+
+
+def _tiny_model_state():
+    model = models.create("simple_cnn", num_classes=10)
+    return model, init_state(model, optax.sgd(0.1), (8, 8, 1), seed=0, use_ema=False)
+
+
+def test_device_augmentation_in_the_train_step_is_a_function_of_seed_and_step():
+    model, state = _tiny_model_state()
+    x = jnp.asarray(_images(n=8, c=1))
+    batch = {"image": x, "label": jnp.arange(8) % 10}
+    step = jax.jit(functools.partial(
+        train_step, model=model, tx=optax.sgd(0.1), schedule=optax.constant_schedule(0.1),
+        seed=0, label_smoothing=0.0, ema_decay=0.0, pass_loss=False,
+        augment=A.get_device_augment("pad_crop_flip"), mix="mixup", mix_alpha=0.2,
+        num_classes=10))
+    a, ma = step(state, batch)
+    b, mb = step(state, batch)
+    assert float(ma["loss"]) == float(mb["loss"])
+    plain = jax.jit(functools.partial(
+        train_step, model=model, tx=optax.sgd(0.1), schedule=optax.constant_schedule(0.1),
+        seed=0, label_smoothing=0.0, ema_decay=0.0, pass_loss=False))
+    _, mp = plain(state, batch)
+    assert float(mp["loss"]) != float(ma["loss"])  # the augmentation changed what was trained on
+
+
+def test_ten_crop_eval_averages_the_views_probabilities():
+    model, state = _tiny_model_state()
+    views = jnp.asarray(_images(n=3 * 10, c=1).reshape(3, 10, 8, 8, 1))
+    labels = jnp.array([1, 2, 3])
+    sums = eval_step(state, {"image": views, "label": labels, "mask": jnp.ones(3, bool)},
+                     model=model, use_ema=False, num_classes=10)
+    logits = np.asarray(model.apply(state.variables(False), views.reshape(30, 8, 8, 1),
+                                    train=False), np.float64)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p = (p / p.sum(-1, keepdims=True)).reshape(3, 10, 10).mean(1)
+    np.testing.assert_allclose(float(sums["loss"]), -np.log(p[np.arange(3), [1, 2, 3]]).sum(),
+                               rtol=1e-5)
+    assert float(sums["correct"]) == float(np.sum(p.argmax(-1) == [1, 2, 3]))
