@@ -14,3 +14,5 @@ import cnnjax.models.vgg  # noqa: F401,E402
 import cnnjax.models.googlenet  # noqa: F401,E402
 import cnnjax.models.unet  # noqa: F401,E402
 import cnnjax.models.textcnn  # noqa: F401,E402
+import cnnjax.models.plain_cnn  # noqa: F401,E402
+import cnnjax.models.resnet9  # noqa: F401,E402

@@ -20,12 +20,7 @@ import jax.numpy as jnp
 from cnnjax import ops
 from cnnjax.models.registry import register
 from cnnjax.nn import Dense, Dropout
-
-# Activations whose paper prescribes another initialiser than He et al.'s.
-INIT_FOR_ACTIVATION = {"selu": nn.initializers.lecun_normal(),
-                       "tanh": nn.initializers.glorot_uniform(),
-                       "sigmoid": nn.initializers.glorot_uniform()}
-
+from cnnjax.nn.layers import init_for_activation
 
 class MLP(nn.Module):
     """`hidden`: widths of the hidden layers; `activation`: a name in ops.ACTIVATIONS."""
@@ -39,7 +34,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = ops.get_activation(self.activation)
-        init = INIT_FOR_ACTIVATION.get(self.activation, nn.initializers.he_normal())
+        init = init_for_activation(self.activation)
         x = x.reshape(x.shape[0], -1).astype(self.dtype or x.dtype)
         for i, width in enumerate(self.hidden):
             x = act(Dense(width, kernel_init=init, dtype=self.dtype, name=f"hidden{i + 1}")(x))

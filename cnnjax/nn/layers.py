@@ -106,3 +106,14 @@ class Dropout(nn.Module):
         if not train or self.rate == 0.0:
             return x
         return ops.dropout(self.make_rng("dropout"), x, self.rate, deterministic=False)
+
+
+def init_for_activation(activation: str) -> Initializer:
+    """The weight initialiser each activation's paper prescribes: Glorot & Bengio 2010 uniform
+    for sigmoid and tanh, LeCun normal for SELU (Klambauer et al. 2017), He et al. 2015 normal
+    (fan-in) for the ReLU family (ReLU, leaky/parametric ReLU, ELU)."""
+    if activation in ("sigmoid", "tanh"):
+        return nn.initializers.glorot_uniform()
+    if activation == "selu":
+        return nn.initializers.lecun_normal()
+    return nn.initializers.he_normal()
