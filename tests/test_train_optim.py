@@ -42,6 +42,26 @@ def test_warmup_cosine_and_exponential_and_warmup_piecewise():
     assert float(s(30)) == pytest.approx(0.01)
 
 
+def test_resnet110_constant_warmup_and_the_fast_cifar_triangle():
+    # He et al.'s ResNet-110: 0.01 for the first 400 iterations, then the 0.1 step schedule.
+    c = _config({"name": "sgd", "learning_rate": 0.1},
+                {"name": "piecewise", "boundaries_steps": [32000], "scales": [0.1],
+                 "constant_warmup_steps": 400, "constant_warmup_scale": 0.1})
+    s = make_schedule(c, steps_per_epoch=391, total_steps=64000)
+    for step, lr in [(0, 0.01), (399, 0.01), (400, 0.1), (31999, 0.1), (32000, 0.01)]:
+        assert float(s(step)) == pytest.approx(lr, rel=1e-6)
+    # Triangle: 0 at epoch 0, peak 0.4 at epoch 5, 0 at epoch 24 (10 steps per epoch).
+    c = _config({"name": "sgd", "learning_rate": 0.4},
+                {"name": "piecewise_linear", "knots_epochs": [0, 5, 24], "scales": [0.0, 1.0, 0.0]})
+    s = make_schedule(c, steps_per_epoch=10, total_steps=240)
+    for step, lr in [(0, 0.0), (25, 0.2), (50, 0.4), (145, 0.2), (240, 0.0), (300, 0.0)]:
+        assert float(s(step)) == pytest.approx(lr, abs=1e-6)
+    with pytest.raises(ValueError, match="must be increasing"):
+        make_schedule(_config({"name": "sgd", "learning_rate": 0.4},
+                              {"name": "piecewise_linear", "knots_epochs": [5, 0],
+                               "scales": [1.0, 0.0]}), 10, 100)
+
+
 def _one_update(optimizer: dict, params, grads):
     c = _config(optimizer, {"name": "constant"})
     tx = make_optimizer(c, make_schedule(c, 1, 10), steps_per_epoch=1)

@@ -14,7 +14,8 @@ import ml_collections
 import optax
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "lars", "lamb")
-SCHEDULES = ("constant", "piecewise", "warmup_cosine", "exponential", "reduce_on_plateau")
+SCHEDULES = ("constant", "piecewise", "piecewise_linear", "warmup_cosine", "exponential",
+             "reduce_on_plateau")
 
 
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -26,7 +27,11 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
     warmup_cosine: linear warm-up over `warmup_epochs`, then cosine to 0.
     exponential: x `decay_rate` every `decay_epochs` (EfficientNet: 0.97 every 2.4 epochs), with
       optional warm-up.
+    piecewise_linear: linear interpolation of `scales` at `knots_epochs` (the fast CIFAR trainers'
+      triangle: 0 -> 1 at epoch 5 -> 0 at epoch 24), constant beyond the last knot.
     reduce_on_plateau: constant here; the reduction is a transformation in `make_optimizer`.
+    Any schedule may start with `constant_warmup_steps` at `constant_warmup_scale` times the
+    rate (He et al.'s ResNet-110: 0.01 for 400 iterations, then the 0.1 schedule).
     """
     base, s = config.optimizer.learning_rate, config.schedule
     name = s.name
@@ -43,6 +48,13 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
         if len(bounds) != len(s.scales):
             raise ValueError(f"piecewise schedule: {len(bounds)} boundaries but {len(s.scales)} scales")
         sched = optax.piecewise_constant_schedule(base, dict(zip(bounds, s.scales)))
+    elif name == "piecewise_linear":
+        knots = [e * steps_per_epoch for e in s.knots_epochs]
+        if len(knots) != len(s.scales) or knots != sorted(knots):
+            raise ValueError(f"piecewise_linear schedule: knots_epochs {list(s.knots_epochs)} must "
+                             f"be increasing and match the {len(s.scales)} scales")
+        knots_arr, values = jnp.asarray(knots, jnp.float32), base * jnp.asarray(s.scales, jnp.float32)
+        sched = lambda step: jnp.interp(step, knots_arr, values)
     elif name == "warmup_cosine":
         if warmup:
             return optax.warmup_cosine_decay_schedule(0.0, base, warmup,
@@ -56,6 +68,10 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
         main = sched
         sched = optax.join_schedules([optax.linear_schedule(0.0, base, warmup),
                                       lambda step: main(step + warmup)], [warmup])
+    hold = s.get("constant_warmup_steps", 0)
+    if hold:
+        low, after = base * s.constant_warmup_scale, sched
+        sched = lambda step: jnp.where(step < hold, low, after(step))
     return sched
 
 
