@@ -58,3 +58,19 @@ def test_gradients_stay_finite_for_large_negative_inputs():
 def test_unknown_activation_lists_the_known_ones():
     with pytest.raises(ValueError, match="'swishy'.*relu"):
         ops.get_activation("swishy")
+
+
+@pytest.mark.parametrize("name,formula,torch_fn", [
+    ("relu6", lambda x: np.minimum(np.maximum(x, 0), 6), torch.nn.functional.relu6),
+    ("hard_sigmoid", lambda x: np.clip(x / 6 + 0.5, 0, 1), torch.nn.functional.hardsigmoid),
+    ("hard_swish", lambda x: x * np.clip(x / 6 + 0.5, 0, 1), torch.nn.functional.hardswish),
+    ("swish", lambda x: x / (1 + np.exp(-x)), torch.nn.functional.silu),
+])
+def test_mobile_activations_match_formula_and_torch(name, formula, torch_fn):
+    x = np.linspace(-8, 8, 161)  # steps of 0.1 cross the kinks at -3, 0, 3 and 6
+    got = np.asarray(getattr(ops, name)(jnp.asarray(x, jnp.float32)))
+    np.testing.assert_allclose(got, formula(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, torch_fn(torch.tensor(x, dtype=torch.float32)).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert ops.get_activation(name) is getattr(ops, name)
+    assert getattr(ops, name)(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16

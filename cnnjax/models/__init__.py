@@ -16,3 +16,7 @@ import cnnjax.models.unet  # noqa: F401,E402
 import cnnjax.models.textcnn  # noqa: F401,E402
 import cnnjax.models.plain_cnn  # noqa: F401,E402
 import cnnjax.models.resnet9  # noqa: F401,E402
+import cnnjax.models.nfnet  # noqa: F401,E402
+import cnnjax.models.mixer  # noqa: F401,E402
+import cnnjax.models.mobilenet  # noqa: F401,E402
+import cnnjax.models.efficientnet  # noqa: F401,E402

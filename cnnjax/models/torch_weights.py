@@ -45,6 +45,8 @@ def torch_to_jax_layout(value: np.ndarray, leaf: str, target_ndim: int) -> np.nd
         return value.transpose(2, 1, 0)
     if leaf == "kernel" and value.ndim == 2:
         return value.T
+    if value.ndim == 4 and target_ndim == 1 and value.shape[1:] == (1, 1, 1):
+        return value.reshape(-1)  # a per-output-channel factor, e.g. timm's ScaledStdConv2d gain
     return value
 
 

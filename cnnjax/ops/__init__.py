@@ -1,8 +1,8 @@
 """Pure functions on arrays: NHWC activations (NWC in 1-D), HWIO kernels, no Flax, no state."""
 
-from cnnjax.ops.activations import (ACTIVATIONS, SELU_ALPHA, SELU_LAMBDA, elu, get_activation,
-                                    leaky_relu, log_softmax, prelu, relu, selu, sigmoid, softmax,
-                                    tanh)
+from cnnjax.ops.activations import (ACTIVATIONS, SELU_ALPHA, SELU_LAMBDA, elu, gelu, get_activation,
+                                    hard_sigmoid, hard_swish, leaky_relu, log_softmax, prelu, relu,
+                                    relu6, selu, sigmoid, softmax, swish, tanh)
 from cnnjax.ops.conv import (PADDING_MODES, conv1d, conv2d, conv_transpose2d, convolve2d,
                              correlate2d, depthwise_conv2d, pad_spatial, separable_conv2d)
 from cnnjax.ops.losses import softmax_cross_entropy, top_k_accuracy, top_k_correct

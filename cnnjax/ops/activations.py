@@ -49,6 +49,33 @@ def selu(x: jax.Array) -> jax.Array:
     return SELU_LAMBDA * elu(x, SELU_ALPHA)
 
 
+def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
+    """Gaussian error linear unit (Hendrycks & Gimpel 2016), x * Phi(x): the exact erf form by
+    default, as PyTorch's nn.GELU; `approximate=True` gives the tanh form."""
+    return jax.nn.gelu(x, approximate=approximate)
+
+
+def relu6(x: jax.Array) -> jax.Array:
+    """min(max(0, x), 6): ReLU capped at 6 (MobileNetV2), robust in low precision."""
+    return jnp.clip(x, 0, 6)
+
+
+def hard_sigmoid(x: jax.Array) -> jax.Array:
+    """relu6(x + 3) / 6: the piecewise-linear sigmoid of MobileNetV3 (Howard et al. 2019,
+    sec. 5.2), PyTorch's nn.Hardsigmoid."""
+    return relu6(x + 3) / 6
+
+
+def hard_swish(x: jax.Array) -> jax.Array:
+    """x * hard_sigmoid(x) (Howard et al. 2019, "Searching for MobileNetV3", sec. 5.2)."""
+    return x * hard_sigmoid(x)
+
+
+def swish(x: jax.Array) -> jax.Array:
+    """x * sigmoid(x) (Ramachandran et al. 2017; SiLU, Elfwing et al. 2018), EfficientNet's."""
+    return x * jax.nn.sigmoid(x)
+
+
 def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
     """exp(x) / sum(exp(x)) along `axis`, shifted by the max so large logits do not overflow."""
     return jnp.exp(log_softmax(x, axis))
@@ -62,8 +89,8 @@ def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": sigmoid, "tanh": tanh, "relu": relu, "leaky_relu": leaky_relu, "elu": elu,
-    "selu": selu, "relu6": jax.nn.relu6, "hard_swish": jax.nn.hard_swish,
-    "hard_sigmoid": jax.nn.hard_sigmoid, "swish": jax.nn.swish, "gelu": jax.nn.gelu,
+    "selu": selu, "relu6": relu6, "hard_swish": hard_swish,
+    "hard_sigmoid": hard_sigmoid, "swish": swish, "gelu": gelu,
     "identity": lambda x: x,
 }
 
