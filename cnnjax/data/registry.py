@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cnnjax.data.digits import load_digits_split
 from cnnjax.data.source import ArraySource
 from cnnjax.data.synthetic import synthetic_arrays
+
+if TYPE_CHECKING:
+    from cnnjax.data.grain_source import GrainSource
 
 
 def _digits(split: str, **kw) -> ArraySource:
@@ -24,24 +28,49 @@ def _synthetic(split: str, *, image_shape=(32, 32, 3), num_classes: int = 10,
 
 
 _BUILDERS: dict[str, Callable[..., ArraySource]] = {"digits": _digits, "synthetic": _synthetic}
+# Prepared from their original files into data_dir (cnnjax.data.prepare), read with grain;
+# any other name prepared there (an image folder) is opened the same way.
+_PREPARED = ("cifar10", "cifar100", "fashion_mnist", "mnist")
+
+
+def _open_prepared(name: str, split: str, data_dir: str | None, **kw):
+    from cnnjax.data.grain_source import open_prepared  # imports tfds + grain: only when used
+    from cnnjax.data.prepare import prepare_command
+
+    return open_prepared(name, split, data_dir=data_dir,
+                         prepare_hint=prepare_command(name, data_dir), **kw)
+
+
+def _is_prepared(name: str, data_dir: str | None) -> bool:
+    from cnnjax.data.tfds_store import is_prepared
+
+    return is_prepared(name, data_dir)
 
 
 def list_datasets() -> list[str]:
     """Every dataset name `create` accepts."""
-    return sorted(_BUILDERS)
+    return sorted((*_BUILDERS, *_PREPARED))
 
 
 def create(name: str, split: str, *, batch_size: int, train: bool, seed: int = 0,
            data_dir: str | None = None, process_index: int = 0, process_count: int = 1,
-           **options) -> ArraySource:
+           **options) -> ArraySource | GrainSource:
     """The DataSource of dataset `name`, split `split` (see cnnjax.data.source for the contract).
 
-    `options` are dataset-specific (e.g. synthetic's image_shape, num_classes, num_examples).
+    `options` are dataset-specific (e.g. synthetic's image_shape, num_classes, num_examples;
+    prepared datasets' worker_count, holdout, image_size: cnnjax.data.grain_source.open_prepared).
+    `data_dir` (default $TFDS_DATA_DIR, else ~/tensorflow_datasets) holds prepared datasets; one
+    missing there raises MissingDataset (a FileNotFoundError) printing the command to prepare it.
     """
+    kw = dict(batch_size=batch_size, train=train, seed=seed, process_index=process_index,
+              process_count=process_count, **options)
+    if name in _PREPARED or (name not in _BUILDERS and _is_prepared(name, data_dir)):
+        return _open_prepared(name, split, data_dir, **kw)
     if name not in _BUILDERS:
-        close = difflib.get_close_matches(name, _BUILDERS, n=3)
+        close = difflib.get_close_matches(name, list_datasets(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown dataset {name!r}{hint}; known: {list_datasets()}")
+        raise ValueError(f"unknown dataset {name!r}{hint}; known: {list_datasets()}, or an image "
+                         f"folder prepared under that name with: python -m cnnjax.data.prepare "
+                         f"imagefolder --source=DIR --name={name} --data_dir=DATA_DIR")
     del data_dir  # in-memory datasets need none
-    return _BUILDERS[name](split, batch_size=batch_size, train=train, seed=seed,
-                           process_index=process_index, process_count=process_count, **options)
+    return _BUILDERS[name](split, **kw)

@@ -1,0 +1,302 @@
+"""Offline preparation: original files -> the tensorflow-datasets layout (array_record) in data_dir.
+
+    python -m cnnjax.data.prepare mnist --source=../shared/data/mnist [--data_dir=DIR]
+    python -m cnnjax.data.prepare fashion_mnist --source=DIR [--download]
+    python -m cnnjax.data.prepare cifar10 --source=DIR       # python .tar.gz, extracted, or
+    python -m cnnjax.data.prepare cifar100 --source=DIR      #   an image-folder copy
+    python -m cnnjax.data.prepare imagefolder --source=DIR --name=NAME [--skip-bad]
+
+Sources: MNIST / Fashion-MNIST: the four IDX files (.gz or not); CIFAR: the python version's
+.tar.gz, a folder holding it, or its extracted batch files; or, for CIFAR, a class-folder copy
+DIR/{train,test}/<class>/*.jpg|png (e.g. ../shared/data/cifar10_jpeg), whose results are labelled
+with the copy's origin ("CIFAR-10 (JPEG q75 copy)"); imagefolder: DIR/<split>/<class>/<image>.
+`--download` first fetches the original files of a standard dataset into --source. data_dir
+defaults to $TFDS_DATA_DIR, else ~/tensorflow_datasets. The structure checks (magic numbers,
+counts, shapes, label ranges, decodable images) stop with an error naming the file; published
+MD5 sums and split sizes are compared and a difference is a WARNING naming the file. Preparing
+needs no TensorFlow (see cnnjax.data.tfds_store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import pathlib
+import sys
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from cnnjax.data import tfds_store
+from cnnjax.data.catalog import CIFAR10_CLASSES, IDX_FILES, ORIGINALS, Original
+from cnnjax.data.checksums import check_md5
+from cnnjax.data.cifar_files import read_cifar
+from cnnjax.data.download import download
+from cnnjax.data.idx import read_idx_pair
+from cnnjax.data.imagefolder import FolderIndex, folder_examples, scan_folder, survey
+from cnnjax.data.splits import DERIVED
+
+log = logging.getLogger("cnnjax.data.prepare")
+# What a preparer wrote: (dataset folder, origin label, unreadable files skipped).
+Prepared = tuple[pathlib.Path, str, list[str]]
+PREPARABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
+_SOURCES = {
+    "mnist": "DIR holds the four MNIST IDX files (train-images-idx3-ubyte.gz, ...); add "
+             "--download to fetch them into DIR first",
+    "fashion_mnist": "DIR holds the four Fashion-MNIST IDX files; add --download to fetch them "
+                     "into DIR first",
+    "cifar10": "DIR holds cifar-10-python.tar.gz or its extracted files, or an image-folder copy "
+               "DIR/{train,test}/<class>/*.jpg; add --download to fetch the tar.gz first",
+    "cifar100": "DIR holds cifar-100-python.tar.gz or its extracted files, or an image-folder "
+                "copy; add --download to fetch the tar.gz first",
+}
+
+
+@dataclasses.dataclass
+class Summary:
+    """What a preparation wrote."""
+
+    name: str
+    path: pathlib.Path
+    split_sizes: dict[str, int]
+    origin: str
+    skipped: list[str]
+
+    def __str__(self) -> str:
+        sizes = ", ".join(f"{s} {n:,}" for s, n in self.split_sizes.items())
+        lines = [f"prepared {self.name} ({self.origin}) in {self.path}: {sizes}"]
+        if self.skipped:
+            lines += [f"skipped {len(self.skipped)} unreadable files:"]
+            lines += [f"  {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def prepare_command(name: str, data_dir: str | None = None) -> str:
+    """The command that prepares dataset `name` into `data_dir` (resolved), with what DIR is."""
+    where = f"--data_dir={tfds_store.resolve_data_dir(data_dir)}"
+    if name in _SOURCES:
+        return f"python -m cnnjax.data.prepare {name} --source=DIR {where}\n  ({_SOURCES[name]})"
+    return (f"python -m cnnjax.data.prepare imagefolder --source=DIR --name={name} {where}\n"
+            f"  (DIR holds DIR/<split>/<class>/*.jpg|png, e.g. DIR/train/cat/0001.jpg)")
+
+
+def _check_count(original: Original, split: str, found: int, where: object) -> None:
+    """A split size other than the published one is a WARNING (e.g. a partial copy)."""
+    expected = original.counts[split]
+    if found != expected:
+        log.warning("%s: %s %s has %d examples, the published %s has %d", where, original.title,
+                    split, found, original.title, expected)
+
+
+def _rows(images: np.ndarray, labels: Sequence[np.ndarray],
+          keys: Sequence[str]) -> Callable[[], Iterable[dict]]:
+    """The examples of in-memory arrays: image i with label key k = labels[k][i]."""
+
+    def make() -> Iterable[dict]:
+        for i in range(len(images)):
+            yield {"image": images[i], **{k: int(lab[i]) for k, lab in zip(keys, labels)}}
+    return make
+
+
+def _origin(title: str, checksums: list[dict]) -> str:
+    if all(c["match"] for c in checksums):
+        return title
+    return f"{title} (a copy whose MD5 differs from the published)"
+
+
+def _metadata(origin: str, source: pathlib.Path, source_format: str, holdout: int,
+              **more) -> dict:
+    return {"origin": origin, "source": str(source.resolve()), "source_format": source_format,
+            "prepared_by": "cnnjax.data.prepare", "holdout": holdout, **more}
+
+
+def _prepare_idx(name: str, source: pathlib.Path, data_dir: str | None,
+                 overwrite: bool) -> Prepared:
+    original = ORIGINALS[name]
+    checksums, splits = [], {}
+    for split, files in IDX_FILES.items():
+        paths = []
+        for file in files:
+            # Accept the files compressed (as published) or already decompressed.
+            path = source / file if (source / file).is_file() else source / file[:-3]
+            if not path.is_file():
+                raise FileNotFoundError(f"{source / file} not found ({_SOURCES[name]})")
+            if path.name == file:
+                checksums.append(check_md5(path, original.md5[file]))
+            paths.append(path)
+        images, labels = read_idx_pair(*paths, image_hw=(28, 28), num_classes=10)
+        _check_count(original, split, len(images), paths[0])
+        splits[split] = _rows(images, [labels], ["label"])
+    origin = _origin(original.title, checksums)
+    path = tfds_store.write_dataset(
+        name, data_dir, features=tfds_store.image_features(class_names=original.class_names,
+                                                           shape=(28, 28, 1)),
+        splits=splits, description=f"{original.title} from its IDX files ({source}).",
+        homepage=original.homepage, overwrite=overwrite,
+        metadata=_metadata(origin, source, "IDX", original.holdout, checksums=checksums))
+    return path, origin, []
+
+
+def _is_image_folder(source: pathlib.Path) -> bool:
+    return (source / "train").is_dir() and (source / "test").is_dir()
+
+
+def _prepare_cifar(name: str, source: pathlib.Path, data_dir: str | None,
+                   overwrite: bool) -> Prepared:
+    original = ORIGINALS[name]
+    data = read_cifar(name, source)
+    keys = ["label"] + (["coarse_label"] if data.coarse_labels is not None else [])
+    splits = {}
+    for split in ("train", "test"):
+        _check_count(original, split, len(data.labels[split]), source)
+        labels = [data.labels[split]] + ([data.coarse_labels[split]] if len(keys) > 1 else [])
+        splits[split] = _rows(data.images[split], labels, keys)
+    origin = _origin(original.title, data.checksums)
+    path = tfds_store.write_dataset(
+        name, data_dir, features=tfds_store.image_features(
+            class_names=data.class_names, coarse_names=data.coarse_names, shape=(32, 32, 3)),
+        splits=splits, description=f"{original.title}, python version ({source}).",
+        homepage=original.homepage, overwrite=overwrite,
+        metadata=_metadata(origin, source, "CIFAR python pickles", original.holdout,
+                           checksums=data.checksums))
+    return path, origin, []
+
+
+def _write_folder(name: str, index: FolderIndex, data_dir: str | None, *, skip_bad: bool,
+                  overwrite: bool, origin: str, title: str, holdout: int,
+                  shape: tuple[int, int, int] | None, channels: int, skipped: list[str],
+                  homepage: str = "", **metadata) -> Prepared:
+    """Writes an image-folder dataset; `skipped` (the files the survey found unreadable) grows
+    by those that fail to decode when `skip_bad`."""
+
+    def split_examples(split: str) -> Callable[[], Iterable[dict]]:
+        return lambda: folder_examples(index, split, channels=channels, shape=shape,
+                                       skip_bad=skip_bad, skipped=skipped)
+
+    store = "decoded" if shape is not None else "encoded"
+    # `skipped` fills while the examples are written, before tfds saves the metadata: the
+    # dataset records the files it left out.
+    metadata.update(class_folders=list(index.classes), storage=store, skipped_files=skipped)
+    path = tfds_store.write_dataset(
+        name, data_dir, overwrite=overwrite, homepage=homepage,
+        features=tfds_store.image_features(class_names=index.classes, shape=shape,
+                                           channels=channels, file_names=True),
+        splits={s: split_examples(s) for s in index.files},
+        description=f"{title}: image folders in {index.root}, stored {store}.",
+        metadata=_metadata(origin, index.root, "image folder", holdout, **metadata))
+    return path, origin, skipped
+
+
+def _prepare_cifar_folder(name: str, source: pathlib.Path, data_dir: str | None, *,
+                          skip_bad: bool, overwrite: bool) -> Prepared:
+    original = ORIGINALS[name]
+    index = scan_folder(source, reserved=DERIVED)
+    if sorted(index.files) != ["test", "train"]:
+        raise ValueError(f"{source}: a {original.title} image-folder copy has splits 'train' and "
+                         f"'test', found {sorted(index.files)}")
+    if name == "cifar10" and index.classes != CIFAR10_CLASSES:
+        raise ValueError(f"{source}: CIFAR-10's class folders are {list(CIFAR10_CLASSES)} "
+                         f"(its label order), found {list(index.classes)}")
+    if name == "cifar100" and len(index.classes) != 100:
+        raise ValueError(f"{source}: CIFAR-100 has 100 class folders, found {len(index.classes)}")
+    found = survey(index, skip_bad)
+    index.drop(set(found.bad))
+    odd = {size: n for size, n in found.sizes.items() if size != (32, 32)}
+    if odd or found.channels != 3:
+        raise ValueError(f"{source}: {original.title} images are 32x32 RGB; found sizes "
+                         f"{dict(found.sizes)} with {found.channels} channel(s)")
+    for split, files in index.files.items():
+        _check_count(original, split, len(files), source / split)
+    qualities = set(found.jpeg_qualities)
+    if set(found.formats) == {"JPEG"} and len(qualities) == 1 and None not in qualities:
+        copy = f"JPEG q{qualities.pop()} copy"
+    else:
+        copy = "image-folder copy"
+    return _write_folder(
+        name, index, data_dir, skip_bad=skip_bad, overwrite=overwrite,
+        origin=f"{original.title} ({copy})", title=f"{original.title} ({copy})",
+        holdout=original.holdout, shape=(32, 32, 3), channels=3, homepage=original.homepage,
+        skipped=list(found.bad.values()),
+        formats=dict(found.formats), jpeg_qualities={str(q): n for q, n in
+                                                     found.jpeg_qualities.items()})
+
+
+def _prepare_imagefolder(name: str, source: pathlib.Path, data_dir: str | None, *,
+                         skip_bad: bool, overwrite: bool) -> Prepared:
+    index = scan_folder(source, reserved=DERIVED)
+    found = survey(index, skip_bad)
+    index.drop(set(found.bad))
+    train = len(index.files.get("train", ()))
+    return _write_folder(
+        name, index, data_dir, skip_bad=skip_bad, overwrite=overwrite,
+        origin=f"{name} (image folder {source.resolve()})", title=name,
+        holdout=max(1, train // 10), shape=found.decoded_shape, channels=found.channels,
+        skipped=list(found.bad.values()), formats=dict(found.formats))
+
+
+def prepare(name: str, source: str | pathlib.Path, *, data_dir: str | None = None,
+            dataset_name: str | None = None, download_first: bool = False,
+            skip_bad: bool = False, overwrite: bool = False) -> Summary:
+    """Prepares dataset `name` (one of PREPARABLE) from `source` into `data_dir`.
+
+    `dataset_name` names an imagefolder dataset; `skip_bad` skips (and lists) unreadable images
+    of image folders instead of stopping; `overwrite` replaces an existing copy once the new one
+    is complete. Raises ValueError / FileNotFoundError naming the offending file.
+    """
+    if name not in PREPARABLE:
+        raise ValueError(f"cannot prepare {name!r}; expected one of {list(PREPARABLE)}")
+    source = pathlib.Path(source).expanduser()
+    if name == "imagefolder":
+        if not dataset_name:
+            raise ValueError("imagefolder needs --name=NAME, the name to train it under")
+        if download_first:
+            raise ValueError("--download fetches standard datasets; an image folder is local")
+        name = tfds_store.check_name(dataset_name)
+        path, origin, skipped = _prepare_imagefolder(name, source, data_dir, skip_bad=skip_bad,
+                                                     overwrite=overwrite)
+    else:
+        if dataset_name and dataset_name != name:
+            raise ValueError(f"--name is for imagefolder; {name} is always stored as {name!r}")
+        if download_first:
+            download(name, source)
+        if not source.exists():
+            raise FileNotFoundError(f"--source {source} does not exist ({_SOURCES[name]})")
+        if name in ("mnist", "fashion_mnist"):
+            path, origin, skipped = _prepare_idx(name, source, data_dir, overwrite)
+        elif source.is_dir() and _is_image_folder(source):
+            path, origin, skipped = _prepare_cifar_folder(name, source, data_dir,
+                                                          skip_bad=skip_bad, overwrite=overwrite)
+        else:
+            path, origin, skipped = _prepare_cifar(name, source, data_dir, overwrite)
+    sizes = tfds_store.open_dataset(name, data_dir, "").split_sizes
+    return Summary(name, path, sizes, origin, skipped)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cnnjax.data.prepare",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=PREPARABLE)
+    parser.add_argument("--source", required=True, help="folder (or archive) of original files")
+    parser.add_argument("--data_dir", default=None,
+                        help="tfds data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    parser.add_argument("--download", action="store_true", help="fetch the originals first")
+    parser.add_argument("--name", dest="dataset_name", help="imagefolder: the dataset's name")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="imagefolder / CIFAR image folders: skip unreadable images")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing copy")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        summary = prepare(args.name, args.source, data_dir=args.data_dir,
+                          dataset_name=args.dataset_name, download_first=args.download,
+                          skip_bad=args.skip_bad, overwrite=args.overwrite)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
