@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.ops.shapes import Padding, pair
 
 Initializer = Callable[..., jax.Array]
@@ -55,6 +55,11 @@ class Conv(nn.Module):
         bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
                 if self.use_bias else None)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if (self.groups == in_ch == self.features and self.padding_mode == "zeros"
+                and pair(self.dilation, "dilation") == (1, 1)):
+            # Depthwise: the Pallas kernel when the kernels switch says "pallas", else ops'.
+            return kernels.depthwise_conv2d(x, kernel, bias, stride=self.stride,
+                                            padding=self.padding)
         return ops.conv2d(x, kernel, bias, stride=self.stride, padding=self.padding,
                           dilation=self.dilation, groups=self.groups,
                           padding_mode=self.padding_mode)
@@ -86,9 +91,13 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", self.bias_init, (c,), self.param_dtype) if self.use_bias else None
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        y, mean, var = ops.batch_norm(x, scale, bias, mean=running_mean.value,
-                                      var=running_var.value, train=train, eps=self.epsilon,
-                                      axis_name=self.axis_name)
+        if train and self.axis_name is None:  # the Pallas kernel under kernels "pallas"
+            y, mean, var = kernels.batch_norm_act(x, scale, bias, activation="identity",
+                                                  eps=self.epsilon)
+        else:
+            y, mean, var = ops.batch_norm(x, scale, bias, mean=running_mean.value,
+                                          var=running_var.value, train=train, eps=self.epsilon,
+                                          axis_name=self.axis_name)
         if train and not self.is_initializing():
             m = self.momentum
             running_mean.value = m * running_mean.value + (1.0 - m) * mean

@@ -1,0 +1,19 @@
+"""Pallas kernels for the operations where XLA's GPU lowering is weak, each equal to its pure-JAX
+reference in `cnnjax.ops` and differentiable through a custom VJP whose backward is kernels too.
+
+Entry points (usable inside jit and grad; each computes its reference unless the switch says
+"pallas" or `interpret=True`):
+- depthwise_conv2d(x, w, b=None, *, stride=1, padding="SAME", interpret=False)
+- max_pool2d(x, window, *, stride=None, padding=0, interpret=False)
+- avg_pool2d(x, window, *, stride=None, padding=0, count_include_pad=True, interpret=False)
+- batch_norm_act(x, scale, bias, *, residual=None, activation="relu", eps=1e-5,
+  interpret=False) -> (y, mean, var)
+
+The switch: `use("pallas")` (a context manager), `set_default("pallas")` (process-wide),
+`KernelScoped(model, "pallas")` (a model's init/apply; what `config.model.kernels` sets).
+"""
+
+from cnnjax.kernels.batch_norm_act import batch_norm_act
+from cnnjax.kernels.depthwise import depthwise_conv2d
+from cnnjax.kernels.dispatch import CHOICES, KernelScoped, Setting, current, set_default, use
+from cnnjax.kernels.pool import avg_pool2d, max_pool2d

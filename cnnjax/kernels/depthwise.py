@@ -1,0 +1,234 @@
+"""Depthwise 2-D convolution (channel multiplier 1, NHWC) as Pallas kernels, with a custom VJP
+whose input and filter gradients are kernels too.
+
+Equal to `cnnjax.ops.depthwise_conv2d(x, w, b, stride=stride, padding=padding)`. The kernels
+take square 3x3 and 5x5 filters at stride 1 or 2 with any padding of 0..k-1 pixels per side
+("SAME", or PyTorch's symmetric k // 2); other arguments fall back to the reference.
+
+Blocking (GPU). Depthwise convolution does k^2 multiply-adds per value it reads, so it is bound
+by memory traffic, not arithmetic; the kernels read each operand once from HBM and take the
+k x k reuse from L1/L2:
+- forward and input gradient: one program per (image row, BW columns, BC channels) tile of the
+  result; it gathers the k^2 shifted (and, at stride 2, strided) input tiles of its window, each
+  row of a tile one contiguous run of BC channels, and accumulates in float32 registers.
+- filter gradient: dw[tap, c] = sum over (n, oh, ow) of dy * x_shifted is a reduction over
+  N * H' * W' per channel. Programs own (a run of R output rows, BC channels), keep k^2 float32
+  (BW, BC) accumulators in registers across their rows, and write one (k^2, BC) partial; the few
+  hundred partials are summed by XLA (deterministic, no atomics).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from cnnjax import ops
+from cnnjax.kernels import dispatch, tiling
+from cnnjax.ops.shapes import Padding, explicit_padding, pair
+
+KERNEL_SIZES = (3, 5)
+STRIDES = (1, 2)
+# Values per output tile (forward, input gradient) and per accumulator (filter gradient, which
+# keeps k^2 of them live: 25 x 256 fp32 over 128 threads is 50 registers each).
+TILE_ELEMENTS = 2048
+GRAD_TILE_ELEMENTS = 256
+
+
+class Geometry(NamedTuple):
+    """Static shape of one depthwise convolution: input (n, h, w, c), output (ho, wo), square
+    kernel k, stride s, top and left padding."""
+
+    n: int
+    h: int
+    w: int
+    c: int
+    ho: int
+    wo: int
+    k: int
+    s: int
+    pad_top: int
+    pad_left: int
+
+
+def _taps(k: int):
+    return [(di, dj) for di in range(k) for dj in range(k)]
+
+
+def _forward_kernel(x_ref, w_ref, y_ref, *, g: Geometry, bw: int, bc: int):
+    """y[n, oh, ow, c] = sum_{di, dj} x[n, oh*s + di - pt, ow*s + dj - pl, c] * w[di*k + dj, c].
+    Refs: x (N*H, W, C), w (k*k, C), y (N*H', W', C); program (row n*H' + oh, ow tile, c tile)."""
+    row = pl.program_id(0)
+    n, oh = tiling.div(row, g.ho), tiling.rem(row, g.ho)
+    ow = tiling.arange(pl.program_id(1) * bw, bw)
+    c = tiling.arange(pl.program_id(2) * bc, bc)
+    c_ok = c < g.c
+    acc = jnp.zeros((bw, bc), jnp.float32)
+    for di, dj in _taps(g.k):
+        ih = oh * g.s + di - g.pad_top
+        iw = ow * g.s + dj - g.pad_left
+        ok = (ih >= 0) & (ih < g.h) & ((iw >= 0) & (iw < g.w))[:, None] & c_ok[None, :]
+        xv = tiling.load(x_ref, (n * g.h + ih, iw[:, None], c[None, :]), ok, 0.0)
+        wv = tiling.load(w_ref, (di * g.k + dj, c), c_ok, 0.0)
+        acc += xv.astype(jnp.float32) * wv.astype(jnp.float32)[None, :]
+    tiling.store(y_ref, (row, ow[:, None], c[None, :]), acc, (ow < g.wo)[:, None] & c_ok[None, :])
+
+
+def _source(i, pad: int, d: int, s: int, size: int):
+    """For input position i and tap offset d: the output position o with o*s + d - pad = i, and
+    whether it exists (divisible, inside [0, size))."""
+    t = i + pad - d
+    if s == 1:
+        return t, (t >= 0) & (t < size)
+    # Negative t is masked out, so truncating division serves.
+    o = tiling.div(t, s)
+    return o, (t >= 0) & (tiling.rem(t, s) == 0) & (o < size)
+
+
+def _input_grad_kernel(dy_ref, w_ref, dx_ref, *, g: Geometry, bw: int, bc: int):
+    """dx[n, ih, iw, c] = sum over taps whose window covers (ih, iw) of dy[n, oh, ow, c] * w[tap, c]
+    (the gather form of the transposed convolution: no scatter, no atomics). Refs: dy (N*H', W', C),
+    w (k*k, C), dx (N*H, W, C); program (row n*H + ih, iw tile, c tile)."""
+    row = pl.program_id(0)
+    n, ih = tiling.div(row, g.h), tiling.rem(row, g.h)
+    iw = tiling.arange(pl.program_id(1) * bw, bw)
+    c = tiling.arange(pl.program_id(2) * bc, bc)
+    c_ok = c < g.c
+    acc = jnp.zeros((bw, bc), jnp.float32)
+    for di, dj in _taps(g.k):
+        oh, oh_ok = _source(ih, g.pad_top, di, g.s, g.ho)
+        ow, ow_ok = _source(iw, g.pad_left, dj, g.s, g.wo)
+        ok = oh_ok & ow_ok[:, None] & c_ok[None, :]
+        gv = tiling.load(dy_ref, (n * g.ho + oh, ow[:, None], c[None, :]), ok, 0.0)
+        wv = tiling.load(w_ref, (di * g.k + dj, c), c_ok, 0.0)
+        acc += gv.astype(jnp.float32) * wv.astype(jnp.float32)[None, :]
+    tiling.store(dx_ref, (row, iw[:, None], c[None, :]), acc, (iw < g.w)[:, None] & c_ok[None, :])
+
+
+def _filter_grad_kernel(x_ref, dy_ref, part_ref, *, g: Geometry, rows: int, bw: int, bc: int):
+    """part[p, tap, c] = sum over output rows [p*rows, (p+1)*rows) and all columns of
+    dy[n, oh, ow, c] * x[n, oh*s + di - pt, ow*s + dj - pl, c]. Refs: x (N*H, W, C),
+    dy (N*H', W', C), part (P, k*k, C) float32; program (row block p, c tile)."""
+    p = pl.program_id(0)
+    c = tiling.arange(pl.program_id(1) * bc, bc)
+    c_ok = c < g.c
+    col_tiles = pl.cdiv(g.wo, bw)
+    taps = _taps(g.k)
+
+    def body(i, acc):
+        row = p * rows + tiling.div(i, col_tiles)
+        n, oh = tiling.div(row, g.ho), tiling.rem(row, g.ho)
+        ow = tiling.arange(tiling.rem(i, col_tiles) * bw, bw)
+        dy_ok = (row < g.n * g.ho) & (ow < g.wo)[:, None] & c_ok[None, :]
+        gv = tiling.load(dy_ref, (row, ow[:, None], c[None, :]), dy_ok, 0.0).astype(jnp.float32)
+        out = []
+        for a, (di, dj) in zip(acc, taps):
+            ih = oh * g.s + di - g.pad_top
+            iw = ow * g.s + dj - g.pad_left
+            ok = dy_ok & (ih >= 0) & (ih < g.h) & ((iw >= 0) & (iw < g.w))[:, None]
+            xv = tiling.load(x_ref, (n * g.h + ih, iw[:, None], c[None, :]), ok, 0.0)
+            out.append(a + gv * xv.astype(jnp.float32))
+        return tuple(out)
+
+    zeros = tuple(jnp.zeros((bw, bc), jnp.float32) for _ in taps)
+    acc = lax.fori_loop(0, rows * col_tiles, body, zeros)
+    for t, a in enumerate(acc):
+        tiling.store(part_ref, (p, t, c), jnp.sum(a, axis=0), c_ok)
+
+
+def _blocks(g: Geometry, dtype) -> tuple[int, int]:
+    bc = tiling.channel_block(g.c, jnp.dtype(dtype).itemsize)
+    return bc, tiling.span_block(max(g.w, g.wo), bc, TILE_ELEMENTS)
+
+
+def _forward(x3, w2, g: Geometry, interpret: bool):
+    bc, bw = _blocks(g, x3.dtype)
+    kernel = functools.partial(_forward_kernel, g=g, bw=bw, bc=bc)
+    return tiling.launch(
+        kernel, grid=(g.n * g.ho, pl.cdiv(g.wo, bw), pl.cdiv(g.c, bc)), interpret=interpret,
+        out_shape=jax.ShapeDtypeStruct((g.n * g.ho, g.wo, g.c), x3.dtype),
+        name="depthwise_conv2d_fwd")(x3, w2)
+
+
+def _input_grad(dy3, w2, g: Geometry, interpret: bool, dtype):
+    bc, bw = _blocks(g, dy3.dtype)
+    kernel = functools.partial(_input_grad_kernel, g=g, bw=bw, bc=bc)
+    return tiling.launch(
+        kernel, grid=(g.n * g.h, pl.cdiv(g.w, bw), pl.cdiv(g.c, bc)), interpret=interpret,
+        out_shape=jax.ShapeDtypeStruct((g.n * g.h, g.w, g.c), dtype),
+        name="depthwise_conv2d_dx")(dy3, w2)
+
+
+def _filter_grad(x3, dy3, g: Geometry, interpret: bool, dtype):
+    bc = tiling.channel_block(g.c, jnp.dtype(x3.dtype).itemsize)
+    bw = tiling.span_block(g.wo, bc, GRAD_TILE_ELEMENTS)
+    c_tiles, out_rows = pl.cdiv(g.c, bc), g.n * g.ho
+    rows = pl.cdiv(out_rows, max(1, min(out_rows, tiling.TARGET_PROGRAMS // c_tiles)))
+    programs = pl.cdiv(out_rows, rows)
+    kernel = functools.partial(_filter_grad_kernel, g=g, rows=rows, bw=bw, bc=bc)
+    parts = tiling.launch(
+        kernel, grid=(programs, c_tiles), interpret=interpret,
+        out_shape=jax.ShapeDtypeStruct((programs, g.k * g.k, g.c), jnp.float32),
+        name="depthwise_conv2d_dw")(x3, dy3)
+    return jnp.sum(parts, axis=0).astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise(x3, w2, g: Geometry, interpret: bool):
+    return _forward(x3, w2, g, interpret)
+
+
+def _depthwise_fwd(x3, w2, g, interpret):
+    return _forward(x3, w2, g, interpret), (x3, w2)
+
+
+def _depthwise_bwd(g, interpret, res, dy3):
+    x3, w2 = res
+    return (_input_grad(dy3, w2, g, interpret, x3.dtype),
+            _filter_grad(x3, dy3, g, interpret, w2.dtype))
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def _unsupported(x: jax.Array, w: jax.Array, strides, pads) -> str | None:
+    kh, kw, _, cm = w.shape
+    if kh != kw or kh not in KERNEL_SIZES:
+        return f"kernel {kh}x{kw} (the kernel takes square {KERNEL_SIZES})"
+    if cm != x.shape[-1]:
+        return f"channel multiplier {cm // x.shape[-1]} (the kernel takes 1)"
+    if strides[0] != strides[1] or strides[0] not in STRIDES:
+        return f"stride {strides} (the kernel takes equal strides in {STRIDES})"
+    if any(not 0 <= p < kh for side in pads for p in side):
+        return f"padding {pads} (the kernel takes 0..{kh - 1} per side)"
+    return tiling.unsupported_dtype(x, w)
+
+
+def depthwise_conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride=1,
+                     padding: Padding = "SAME", interpret: bool = False) -> jax.Array:
+    """Depthwise convolution, channel multiplier 1: x (N, H, W, C), w (kh, kw, 1, C), optional
+    bias b (C,); returns (N, H', W', C) in x's dtype, equal to
+    `ops.depthwise_conv2d(x, w, b, stride=stride, padding=padding)`.
+
+    Runs the Pallas kernels when the kernels switch says "pallas" (on a GPU) or `interpret` is
+    set; see cnnjax.kernels.dispatch. Differentiable in x, w and b.
+    """
+    reference = functools.partial(ops.depthwise_conv2d, stride=stride, padding=padding)
+    out = jax.eval_shape(reference, x, w, b)  # validates the arguments as the reference does
+    strides = pair(stride, "stride")
+    pads = explicit_padding(padding, x.shape[1:3], w.shape[:2], strides, (1, 1))
+    mode = dispatch.kernel_mode("depthwise_conv2d", _unsupported(x, w, strides, pads), interpret)
+    if mode is None:
+        return reference(x, w, b)
+    n, h, wd, c = x.shape
+    g = Geometry(n, h, wd, c, out.shape[1], out.shape[2], w.shape[0], strides[0], pads[0][0],
+                 pads[1][0])
+    # The reference computes in x's dtype (it casts w); so does the kernel, in fp32 registers.
+    w2 = w.astype(x.dtype).reshape(g.k * g.k, c)
+    y = _depthwise(x.reshape(n * h, wd, c), w2, g, mode).reshape(out.shape)
+    return y if b is None else y + b.astype(y.dtype)
+

@@ -1,0 +1,265 @@
+"""Max and average pooling (NHWC) as Pallas kernels with kernel backward passes.
+
+Equal to `cnnjax.ops.max_pool` / `ops.avg_pool` (without ceil_mode) for any window, stride and
+padding they accept; windows of more than MAX_WINDOW values fall back to the reference.
+
+Blocking (GPU): one program per (output or input row, BW columns, BC channels) tile, channels
+contiguous, float32 accumulation; the window's k_h x k_w shifted tiles are gathered with masks
+(their overlap is served by L1/L2), so each operand crosses HBM once.
+
+Max pooling's gradient goes to the first maximum of each window in row-major order, as XLA's
+select-and-scatter does. XLA scatters; here the forward pass also writes the window position of
+each maximum (int8, a quarter of an fp32 output), and the backward kernel gathers: every input
+value sums the output gradients of the windows that chose it, so there are no atomics and no
+second pass over the input. Average pooling's backward kernel gathers dy / divisor likewise.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from cnnjax import ops
+from cnnjax.kernels import dispatch, tiling
+from cnnjax.ops.shapes import Padding, explicit_padding, pair
+
+# Window positions are unrolled in the kernels and stored as int8 for max pooling's backward.
+MAX_WINDOW = 64
+TILE_ELEMENTS = 2048
+
+
+class Geometry(NamedTuple):
+    """Static shape of one pooling: input (n, h, w, c), output (ho, wo), window (kh, kw),
+    strides (sh, sw), top and left padding; `include_pad`: avg_pool's count_include_pad."""
+
+    n: int
+    h: int
+    w: int
+    c: int
+    ho: int
+    wo: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    pad_top: int
+    pad_left: int
+    include_pad: bool = True
+
+
+def _window(g: Geometry):
+    return [(di, dj) for di in range(g.kh) for dj in range(g.kw)]
+
+
+def _output_tile(g: Geometry, bw: int, bc: int):
+    """(row, n, oh, ow vector, c vector, channel mask) of this program's output tile."""
+    row = pl.program_id(0)
+    ow = tiling.arange(pl.program_id(1) * bw, bw)
+    c = tiling.arange(pl.program_id(2) * bc, bc)
+    return row, tiling.div(row, g.ho), tiling.rem(row, g.ho), ow, c, c < g.c
+
+
+def _input_tile(g: Geometry, bw: int, bc: int):
+    """(row, n, ih, iw vector, c vector, channel mask) of this program's input-gradient tile."""
+    row = pl.program_id(0)
+    iw = tiling.arange(pl.program_id(1) * bw, bw)
+    c = tiling.arange(pl.program_id(2) * bc, bc)
+    return row, tiling.div(row, g.h), tiling.rem(row, g.h), iw, c, c < g.c
+
+
+def _source(i, pad: int, d: int, s: int, size: int):
+    """The window o whose offset d lands on input position i (o*s + d - pad = i), and whether
+    it exists."""
+    t = i + pad - d
+    if s == 1:
+        return t, (t >= 0) & (t < size)
+    # Negative t is masked out, so truncating division serves.
+    o = tiling.div(t, s)
+    return o, (t >= 0) & (tiling.rem(t, s) == 0) & (o < size)
+
+
+def _max_kernel(x_ref, y_ref, *arg_ref, g: Geometry, bw: int, bc: int):
+    """y = window max (padding never wins); with arg_ref, also the first maximum's window index.
+    Refs: x (N*H, W, C), y (N*H', W', C), arg (N*H', W', C) int8."""
+    row, n, oh, ow, c, c_ok = _output_tile(g, bw, bc)
+    best = jnp.full((bw, bc), -jnp.inf, jnp.float32)
+    arg = jnp.zeros((bw, bc), jnp.int32)
+    for t, (di, dj) in enumerate(_window(g)):
+        ih = oh * g.sh + di - g.pad_top
+        iw = ow * g.sw + dj - g.pad_left
+        ok = (ih >= 0) & (ih < g.h) & ((iw >= 0) & (iw < g.w))[:, None] & c_ok[None, :]
+        v = tiling.load(x_ref, (n * g.h + ih, iw[:, None], c[None, :]), ok, -jnp.inf)
+        v = v.astype(jnp.float32)
+        if arg_ref:
+            arg = jnp.where(v > best, t, arg)  # strict: ties keep the first, as XLA's
+        best = jnp.maximum(best, v)  # propagates NaN like the reference's max
+    out_ok = (ow < g.wo)[:, None] & c_ok[None, :]
+    tiling.store(y_ref, (row, ow[:, None], c[None, :]), best, out_ok)
+    if arg_ref:
+        tiling.store(arg_ref[0], (row, ow[:, None], c[None, :]), arg.astype(jnp.int8), out_ok)
+
+
+def _max_grad_kernel(arg_ref, dy_ref, dx_ref, *, g: Geometry, bw: int, bc: int):
+    """dx[n, ih, iw, c] = sum of dy over the windows whose chosen position is (ih, iw).
+    Refs: arg, dy (N*H', W', C), dx (N*H, W, C)."""
+    row, n, ih, iw, c, c_ok = _input_tile(g, bw, bc)
+    acc = jnp.zeros((bw, bc), jnp.float32)
+    for t, (di, dj) in enumerate(_window(g)):
+        oh, oh_ok = _source(ih, g.pad_top, di, g.sh, g.ho)
+        ow, ow_ok = _source(iw, g.pad_left, dj, g.sw, g.wo)
+        ok = oh_ok & ow_ok[:, None] & c_ok[None, :]
+        index = (n * g.ho + oh, ow[:, None], c[None, :])
+        chosen = tiling.load(arg_ref, index, ok, -1) == t
+        gv = tiling.load(dy_ref, index, ok & chosen, 0.0)
+        acc += gv.astype(jnp.float32)
+    tiling.store(dx_ref, (row, iw[:, None], c[None, :]), acc, (iw < g.w)[:, None] & c_ok[None, :])
+
+
+def _count(o, s: int, pad: int, k: int, size: int, include_pad: bool):
+    """Values of window o along one axis that count in the average."""
+    if include_pad:  # without ceil_mode every window lies inside the padded input
+        return jnp.full(jnp.shape(o), k, jnp.int32)
+    start = o * s - pad
+    return jnp.minimum(start + k, size) - jnp.maximum(start, 0)
+
+
+def _divisor(g: Geometry, oh, ow):
+    ch = _count(oh, g.sh, g.pad_top, g.kh, g.h, g.include_pad)
+    cw = _count(ow, g.sw, g.pad_left, g.kw, g.w, g.include_pad)
+    # Lanes outside the output count <= 0; 1 keeps their (masked) quotient finite.
+    return jnp.maximum(ch * cw, 1).astype(jnp.float32)
+
+
+def _avg_kernel(x_ref, y_ref, *, g: Geometry, bw: int, bc: int):
+    """y = window sum / divisor. Refs: x (N*H, W, C), y (N*H', W', C)."""
+    row, n, oh, ow, c, c_ok = _output_tile(g, bw, bc)
+    acc = jnp.zeros((bw, bc), jnp.float32)
+    for di, dj in _window(g):
+        ih = oh * g.sh + di - g.pad_top
+        iw = ow * g.sw + dj - g.pad_left
+        ok = (ih >= 0) & (ih < g.h) & ((iw >= 0) & (iw < g.w))[:, None] & c_ok[None, :]
+        acc += tiling.load(x_ref, (n * g.h + ih, iw[:, None], c[None, :]), ok, 0.0).astype(jnp.float32)
+    y = acc / _divisor(g, oh, ow)[:, None]
+    tiling.store(y_ref, (row, ow[:, None], c[None, :]), y, (ow < g.wo)[:, None] & c_ok[None, :])
+
+
+def _avg_grad_kernel(dy_ref, dx_ref, *, g: Geometry, bw: int, bc: int):
+    """dx[n, ih, iw, c] = sum over the windows covering (ih, iw) of dy / divisor.
+    Refs: dy (N*H', W', C), dx (N*H, W, C)."""
+    row, n, ih, iw, c, c_ok = _input_tile(g, bw, bc)
+    acc = jnp.zeros((bw, bc), jnp.float32)
+    for di, dj in _window(g):
+        oh, oh_ok = _source(ih, g.pad_top, di, g.sh, g.ho)
+        ow, ow_ok = _source(iw, g.pad_left, dj, g.sw, g.wo)
+        ok = oh_ok & ow_ok[:, None] & c_ok[None, :]
+        gv = tiling.load(dy_ref, (n * g.ho + oh, ow[:, None], c[None, :]), ok, 0.0)
+        acc += gv.astype(jnp.float32) / _divisor(g, oh, ow)[:, None]
+    tiling.store(dx_ref, (row, iw[:, None], c[None, :]), acc, (iw < g.w)[:, None] & c_ok[None, :])
+
+
+def _run(kernel, g: Geometry, src, rows: int, cols: int, outs, interpret: bool, name: str):
+    """Launches `kernel` over (rows, column tiles, channel tiles) of the result."""
+    bc = tiling.channel_block(g.c, jnp.dtype(src[0].dtype).itemsize)
+    bw = tiling.span_block(max(g.w, g.wo), bc, TILE_ELEMENTS)
+    return tiling.launch(
+        functools.partial(kernel, g=g, bw=bw, bc=bc),
+        grid=(rows, pl.cdiv(cols, bw), pl.cdiv(g.c, bc)), out_shape=outs, interpret=interpret,
+        name=name)(*src)
+
+
+def _out(g: Geometry, dtype):
+    return jax.ShapeDtypeStruct((g.n * g.ho, g.wo, g.c), dtype)
+
+
+def _in(g: Geometry, dtype):
+    return jax.ShapeDtypeStruct((g.n * g.h, g.w, g.c), dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool(x3, g: Geometry, interpret: bool):
+    return _run(_max_kernel, g, (x3,), g.n * g.ho, g.wo, _out(g, x3.dtype), interpret,
+                "max_pool2d_fwd")
+
+
+def _max_pool_fwd(x3, g, interpret):
+    y, arg = _run(_max_kernel, g, (x3,), g.n * g.ho, g.wo, (_out(g, x3.dtype), _out(g, jnp.int8)),
+                  interpret, "max_pool2d_fwd_argmax")
+    return y, arg
+
+
+def _max_pool_bwd(g, interpret, arg, dy3):
+    # dy has the output's dtype, which is the input's.
+    return (_run(_max_grad_kernel, g, (arg, dy3), g.n * g.h, g.w, _in(g, dy3.dtype), interpret,
+                 "max_pool2d_bwd"),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _avg_pool(x3, g: Geometry, interpret: bool):
+    return _run(_avg_kernel, g, (x3,), g.n * g.ho, g.wo, _out(g, x3.dtype), interpret,
+                "avg_pool2d_fwd")
+
+
+def _avg_pool_fwd(x3, g, interpret):
+    return _avg_pool(x3, g, interpret), None
+
+
+def _avg_pool_bwd(g, interpret, _, dy3):
+    return (_run(_avg_grad_kernel, g, (dy3,), g.n * g.h, g.w, _in(g, dy3.dtype), interpret,
+                 "avg_pool2d_bwd"),)
+
+
+_avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
+
+
+def _geometry(x: jax.Array, out_shape, window, stride, padding, include_pad: bool) -> Geometry:
+    kh, kw = pair(window, "window")
+    sh, sw = pair(window if stride is None else stride, "stride")
+    pads = explicit_padding(padding, x.shape[1:3], (kh, kw), (sh, sw), (1, 1))
+    n, h, w, c = x.shape
+    return Geometry(n, h, w, c, out_shape[1], out_shape[2], kh, kw, sh, sw, pads[0][0],
+                    pads[1][0], include_pad)
+
+
+def _pool(op: str, x: jax.Array, reference, impl, geometry_args, interpret: bool) -> jax.Array:
+    out = jax.eval_shape(reference, x)  # validates the arguments as the reference does
+    g = _geometry(x, out.shape, *geometry_args)
+    reason = tiling.unsupported_dtype(x)
+    if g.kh * g.kw > MAX_WINDOW:
+        reason = f"window {g.kh}x{g.kw} (the kernel takes at most {MAX_WINDOW} values)"
+    mode = dispatch.kernel_mode(op, reason, interpret)
+    if mode is None:
+        return reference(x)
+    return impl(x.reshape(g.n * g.h, g.w, g.c), g, mode).reshape(out.shape)
+
+
+def max_pool2d(x: jax.Array, window, *, stride=None, padding: Padding = 0,
+               interpret: bool = False) -> jax.Array:
+    """Max pooling, (N, H, W, C) -> (N, H', W', C), equal to
+    `ops.max_pool(x, window, stride=stride, padding=padding)`; `stride` defaults to the window.
+
+    Runs the Pallas kernels when the kernels switch says "pallas" (on a GPU) or `interpret` is
+    set; see cnnjax.kernels.dispatch.
+    """
+    reference = functools.partial(ops.max_pool, window=window, stride=stride, padding=padding)
+    return _pool("max_pool2d", x, reference, _max_pool, (window, stride, padding, True), interpret)
+
+
+def avg_pool2d(x: jax.Array, window, *, stride=None, padding: Padding = 0,
+               count_include_pad: bool = True, interpret: bool = False) -> jax.Array:
+    """Average pooling, (N, H, W, C) -> (N, H', W', C), equal to `ops.avg_pool(x, window,
+    stride=stride, padding=padding, count_include_pad=count_include_pad)`.
+
+    Runs the Pallas kernels when the kernels switch says "pallas" (on a GPU) or `interpret` is
+    set; see cnnjax.kernels.dispatch.
+    """
+    reference = functools.partial(ops.avg_pool, window=window, stride=stride, padding=padding,
+                                  count_include_pad=count_include_pad)
+    return _pool("avg_pool2d", x, reference, _avg_pool,
+                 (window, stride, padding, count_include_pad), interpret)

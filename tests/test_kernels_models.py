@@ -1,0 +1,160 @@
+"""The kernels switch end to end: its semantics and fallbacks, the Flax layers routing to the
+kernels, whole models giving the same loss and gradients with kernels "pallas" (interpreted) and
+"xla", config.model.kernels reaching the model, and the GPU benchmark's --smoke mode."""
+
+import logging
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from cnnjax import kernels, models, ops
+from cnnjax.kernels import dispatch
+from cnnjax.nn import BatchNorm, Conv
+from cnnjax.train.trainer import build_model_and_optimizer
+from conftest import REPO_ROOT
+from kernel_checks import assert_close, flat, normal
+
+from cnnjax.sweep.config_file import load_module
+
+sys.path.insert(0, str(REPO_ROOT / "experiments"))
+import bench_kernels  # noqa: E402
+
+
+def test_switch_scopes_nest_and_reject_unknown_names():
+    assert kernels.current() == kernels.Setting("xla", False)
+    with kernels.use("pallas", interpret=True) as outer:
+        assert outer == kernels.current() == kernels.Setting("pallas", True)
+        with kernels.use("xla"):
+            assert kernels.current().kernels == "xla"
+        assert kernels.current() == outer
+    assert kernels.current().kernels == "xla"
+    with pytest.raises(ValueError, match="unknown kernels 'triton'"):
+        kernels.use("triton").__enter__()
+    with pytest.raises(ValueError, match="unknown kernels"):
+        kernels.set_default("cuda")
+
+
+def test_default_switch_applies_outside_scopes(monkeypatch):
+    monkeypatch.setattr(dispatch, "_default", dispatch.Setting())
+    kernels.set_default("pallas", interpret=True)
+    assert kernels.current() == kernels.Setting("pallas", True)
+    with kernels.use("xla"):
+        assert kernels.current().kernels == "xla"
+
+
+def test_pallas_on_cpu_falls_back_to_the_reference_with_one_log_line(monkeypatch, caplog):
+    monkeypatch.setattr(dispatch, "_logged", set())
+    caplog.set_level(logging.WARNING, logger=dispatch.logger.name)
+    x = normal(0, (1, 6, 6, 3))
+    with kernels.use("pallas"):  # no interpret: the CPU cannot run the Triton kernels
+        got = [jax.make_jaxpr(lambda x: kernels.max_pool2d(x, 2))(x) for _ in range(2)]
+        y = kernels.max_pool2d(x, 2)
+    assert "pallas_call" not in str(got[0])
+    assert_close(y, ops.max_pool(x, 2), jnp.float32)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "backend 'cpu'" in lines[0] and "max_pool2d" in lines[0], lines
+
+
+class _DepthwiseBlock(nn.Module):
+    """A depthwise convolution (torchvision's symmetric padding, stride 2), then batch norm."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        c = x.shape[-1]
+        # No bias: before a batch norm its gradient is zero up to rounding, nothing to compare.
+        x = Conv(c, 3, stride=2, padding=1, groups=c, use_bias=False)(x)
+        return BatchNorm()(x, train)
+
+
+def _loss_and_grads(model, variables, x, labels, rngs):
+    """Training-mode cross-entropy, the updated batch statistics and the parameter gradients."""
+    def loss(params):
+        out, updates = model.apply({**variables, "params": params}, x, train=True,
+                                   mutable=["batch_stats"], rngs=rngs or {})
+        logits = out if out.ndim == 2 else jnp.mean(out, axis=(1, 2))
+        return jnp.mean(ops.softmax_cross_entropy(logits, labels)), updates
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+
+def _compare_models(model, x, labels, rngs=None, tol=None):
+    """The model as the trainer wraps it for kernels "pallas" (interpreted) against the plain
+    model (kernels "xla"): same loss, batch statistics and gradients (float32, `tol` relative to
+    the largest magnitude in all statistics or all gradients; default 1e-5). Whole trees share
+    one scale because some leaves are zero but for rounding (at initialisation the means after
+    a zero-bias batch norm and a linear layer), where any relative comparison is noise."""
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    (loss, stats), grads = _loss_and_grads(model, variables, x, labels, rngs)
+    scoped = kernels.KernelScoped(model, "pallas", interpret=True)
+    (loss_k, stats_k), grads_k = _loss_and_grads(scoped, variables, x, labels, rngs)
+    assert_close(loss_k, loss, jnp.float32, "loss", tol)
+    assert_close(flat(stats_k), flat(stats), jnp.float32, "batch statistics", tol)
+    assert_close(flat(grads_k), flat(grads), jnp.float32, "gradients", tol)
+
+
+def test_flax_layers_route_depthwise_conv_and_batch_norm_to_the_kernels():
+    model, x = _DepthwiseBlock(), normal(1, (2, 7, 8, 5))
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+
+    def jaxpr():  # a fresh function each time: JAX caches traces per function
+        return str(jax.make_jaxpr(lambda v, x: model.apply(v, x, train=True,
+                                                            mutable=["batch_stats"]))(variables, x))
+
+    with kernels.use("pallas", interpret=True):  # depthwise; statistics and normalisation
+        assert jaxpr().count("pallas_call") == 3
+    assert "pallas_call" not in jaxpr()
+    _compare_models(model, x, jnp.array([1, 3]))
+
+
+def test_cifar_resnet20_same_loss_and_gradients_with_pallas_and_xla():
+    model = models.create("cifar_resnet20", num_classes=10)
+    _compare_models(model, normal(2, (2, 8, 8, 3)), jnp.array([4, 7]))
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_same_loss_and_gradients_with_pallas_and_xla():
+    if "mobilenet_v2" not in models.list_models():
+        pytest.skip("mobilenet_v2 is not registered yet")
+    model = models.create("mobilenet_v2", num_classes=10)
+    # 64x64, not the minimum 32x32: at 32x32 the last layers are 1x1, so every batch norm there
+    # normalises just 2 values, which turns rounding differences into O(1) ones. At 64x64 each
+    # normalises >= 8; the rounding of ~50 layers in a row still needs 1e-4, not 1e-5.
+    _compare_models(model, normal(3, (2, 64, 64, 3)), jnp.array([0, 9]),
+                    rngs={"dropout": jax.random.PRNGKey(5)}, tol=1e-4)
+
+
+def test_config_model_kernels_reaches_the_model():
+    config = load_module(REPO_ROOT / "configs" / "default.py").get_config()
+    assert config.model.kernels == "xla"
+    config.model.kernels = "pallas"
+    model, *_ = build_model_and_optimizer(config, num_classes=10, steps_per_epoch=10)
+    assert isinstance(model, kernels.KernelScoped)
+    assert model.setting == kernels.Setting("pallas", False)
+    seen = []
+    model.model = type("Probe", (), {"init": lambda self, *a: seen.append(kernels.current())})()
+    model.init()
+    assert seen == [kernels.Setting("pallas", False)]
+    config.model.kernels = "cuda"
+    with pytest.raises(ValueError, match="model.kernels 'cuda'"):
+        build_model_and_optimizer(config, num_classes=10, steps_per_epoch=10)
+
+
+def test_benchmark_smoke_runs_kernels_in_the_interpreter_and_records_nothing(tmp_path):
+    out = tmp_path / "kernels.md"
+    rows = bench_kernels.main(["--smoke", "--dtypes=bfloat16", f"--out={out}"])
+    assert {r["op"] for r in rows} == {"depthwise_conv2d", "max_pool2d", "avg_pool2d",
+                                       "batch_norm_act"}
+    # bf16: the references round their intermediates (y before the activation, sums of
+    # gradients) to bf16 where the kernels keep float32, hence a few bf16 ulps apart.
+    assert all(r["kernel_ran"] and r["max_rel_error"] < 3e-2 for r in rows), rows
+    assert not out.exists()
+
+
+def test_benchmark_refuses_to_record_without_a_gpu(tmp_path):
+    out = tmp_path / "kernels.md"
+    with pytest.raises(SystemExit, match="GPU measurements only"):
+        bench_kernels.main([f"--out={out}"])
+    assert not out.exists()
