@@ -1,0 +1,355 @@
+"""The analysis CLI: pictures (PNG) and tables (Markdown) of a trained run or of any model.
+
+    python -m cnnjax.analysis.visualize --workdir=runs/default --what=filters,saliency --out=DIR
+    python -m cnnjax.analysis.visualize --workdir=runs/a --workdir=runs/b --what=curves --out=DIR
+    python -m cnnjax.analysis.visualize --model=vgg16 --what=summary,receptive_field --out=DIR
+
+--what takes a comma-separated list of (file written under --out):
+  filters          first-layer filters as a grid (filters.png)
+  feature_maps     maps of --layer (default: the first conv) for test image --index
+                   (feature_maps.png)
+  activation_max   inputs maximising --units of --layer (default: class logits 0-9)
+                   (activation_max.png)
+  saliency         input-gradient maps of --num test images (saliency.png)
+  occlusion        occlusion sensitivity, --patch / --patch_stride (occlusion.png)
+  neighbours       nearest training images in penultimate feature space (neighbours.png)
+  adversarial      FGSM and PGD accuracy against --epsilons (in pixel units; images stay in
+                   the test images' range), and a PGD panel at --eps
+                   (accuracy_vs_eps.png, adversarial.png, adversarial.md)
+  equivariance     change of --layer's maps and pooled maps under shifts (equivariance.png)
+  curves           train and test error of every --workdir's metrics.jsonl (curves.png)
+  summary          per-layer parameters, activations and MACs (summary.md)
+  receptive_field  per-layer receptive fields (receptive_field.md)
+
+A run is restored from WORKDIR/config.json and its latest checkpoint with the training code
+(`cnnjax.train.trainer.build_model_and_optimizer`, `cnnjax.train.state.init_state`,
+`cnnjax.train.checkpoint.Checkpointer`); EMA parameters are used when the run kept them, as its
+evaluation does. summary and receptive_field also work on --model NAME [--input_shape H,W,C]
+without a run. Layer names are those of the summary table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+
+from cnnjax import data, kernels, models
+from cnnjax.analysis import (activation_max, adversarial, attribution, equivariance, features,
+                             graph, plots, receptive_field, summary)
+from cnnjax.train.checkpoint import Checkpointer
+from cnnjax.train.metrics import read_jsonl
+from cnnjax.train.state import init_state
+from cnnjax.train.trainer import build_model_and_optimizer
+
+WHATS = ("filters", "feature_maps", "activation_max", "saliency", "occlusion", "neighbours",
+         "adversarial", "equivariance", "curves", "summary", "receptive_field")
+
+_WORKDIR = flags.DEFINE_multi_string("workdir", [], "Run directory (repeat for --what=curves).")
+_MODEL = flags.DEFINE_string("model", None, "A registered model, for summary/receptive_field "
+                             "without a run.")
+_INPUT_SHAPE = flags.DEFINE_list("input_shape", None, "H,W,C for --model (default: the "
+                                 "model's registered input shape).")
+_WHAT = flags.DEFINE_list("what", None, f"Comma-separated, of: {', '.join(WHATS)}.")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_LAYER = flags.DEFINE_string("layer", None, "Layer name (default per --what; see summary.md).")
+_UNITS = flags.DEFINE_list("units", None, "activation_max: units (default 0..9).")
+_INDEX = flags.DEFINE_integer("index", 0, "feature_maps: which test image.")
+_NUM = flags.DEFINE_integer("num", 4, "Test images shown by saliency/occlusion/neighbours/"
+                            "adversarial.")
+_STEPS = flags.DEFINE_integer("steps", 200, "activation_max: gradient-ascent steps.")
+_PATCH = flags.DEFINE_integer("patch", 0, "occlusion: square side (0: a quarter of the image).")
+_PATCH_STRIDE = flags.DEFINE_integer("patch_stride", 0, "occlusion: stride (0: patch // 2, >= 1).")
+_EPSILONS = flags.DEFINE_list("epsilons", ["0", "0.02", "0.05", "0.1", "0.2", "0.3"],
+                              "adversarial: L-infinity budgets.")
+_EPS = flags.DEFINE_float("eps", 0.1, "adversarial: budget of the example panel.")
+_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 1000, "Test images read (accuracy and "
+                                     "equivariance statistics).")
+_BANK = flags.DEFINE_integer("bank", 10000, "Training images read (the neighbours' bank).")
+
+flags.mark_flags_as_required(["what", "out"])
+
+
+@dataclasses.dataclass
+class Run:
+    """A restored run: its config, model, variables and both splits as arrays
+    (images (N, H, W, C) float32, labels (N,) int32), in the dataset's order."""
+
+    name: str
+    config: ml_collections.ConfigDict
+    model: object
+    variables: dict
+    train: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.test[0].shape[1:])
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The pixel range of the test images: attacks and activation maximisation stay in it."""
+        return float(self.test[0].min()), float(self.test[0].max())
+
+    def logits_fn(self) -> Callable[[jax.Array], jax.Array]:
+        return lambda x: self.model.apply(self.variables, x, train=False)
+
+
+def split_arrays(config: ml_collections.ConfigDict, split: str, limit: int | None = None):
+    """(source, images, labels) of the first `limit` (default all) examples of one split of the
+    run's dataset, in order, without augmentation."""
+    ds = config.dataset
+    source = data.create(ds.name, split, batch_size=config.batch_size, train=False,
+                         seed=config.seed, data_dir=ds.get("data_dir") or None,
+                         **dict(ds.get("options", {})))
+    images, labels = [], []
+    for batch in source.batches():
+        images.append(batch["image"][batch["mask"]])
+        labels.append(batch["label"][batch["mask"]])
+        if limit is not None and sum(map(len, labels)) >= limit:
+            break
+    return (source, np.concatenate(images)[:limit].astype(np.float32),
+            np.concatenate(labels)[:limit])
+
+
+def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
+             max_test: int | None = None) -> Run:
+    """Restores the latest checkpoint of `workdir` (a launch.py run) with the first `max_train`
+    / `max_test` examples of its splits (default all); ValueError if there is none."""
+    workdir = pathlib.Path(workdir)
+    path = workdir / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} not found: --workdir must be a launch.py run directory")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    ds = config.dataset
+    source, train_x, train_y = split_arrays(config, ds.get("train_split", "train"), max_train)
+    _, test_x, test_y = split_arrays(config, ds.get("eval_split", "test"), max_test)
+    # Only the optimiser state's structure matters here, not the schedule's length.
+    steps_per_epoch = max(1, len(train_y) // config.batch_size)
+    model, _, tx, _ = build_model_and_optimizer(config, source.num_classes, steps_per_epoch)
+    if isinstance(model, kernels.KernelScoped):
+        # Analyse the XLA references (same parameters, same function): their jaxpr shows the
+        # real convolution and pooling ops that Pallas kernels would hide.
+        model = model.model
+    use_ema = bool(config.optimizer.get("ema_decay", 0.0))
+    state = init_state(model, tx, tuple(train_x.shape[1:]), config.seed, use_ema=use_ema)
+    ckpt = Checkpointer(workdir, config.keep_checkpoints)
+    try:
+        if ckpt.latest_step() is None:
+            raise ValueError(f"no checkpoint in {str(workdir / 'checkpoints')!r} to analyse")
+        state = ckpt.restore(jax.tree_util.tree_map(np.asarray, state))
+    finally:
+        ckpt.close()
+    return Run(workdir.name, config, model, state.variables(use_ema), (train_x, train_y),
+               (test_x, test_y))
+
+
+def _layers(run: Run) -> list[graph.Layer]:
+    return graph.trace(run.model, run.input_shape, variables=run.variables)
+
+
+def _layer_of(run: Run, kind: str, last: bool = False) -> graph.Layer:
+    """The first (or last) layer of `kind` in the run's model."""
+    found = [l for l in _layers(run) if l.kind == kind]
+    if not found:
+        raise ValueError(f"{run.config.model.name} has no {kind} layer")
+    return found[-1] if last else found[0]
+
+
+def _kernel(variables: dict, module: tuple[str, ...]) -> np.ndarray:
+    tree = variables["params"]
+    for key in module:
+        tree = tree[key]
+    return np.asarray(next(leaf for leaf in jax.tree_util.tree_leaves(tree) if leaf.ndim == 4))
+
+
+def _filters(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
+    conv = _layer_of(run, "conv")
+    return [plots.filter_grid(_kernel(run.variables, conv.module), out / "filters.png",
+                              f"{run.config.model.name} {conv.name}: first-layer filters")]
+
+
+def _feature_maps(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
+    layer = _LAYER.value or _layer_of(run, "conv").name
+    image = run.test[0][_INDEX.value:_INDEX.value + 1]
+    maps = np.asarray(features.layer_fn(run.model, run.variables, [layer])(image)[layer])[0]
+    if maps.ndim != 3:
+        raise ValueError(f"layer {layer!r} output has shape {maps.shape}, not a feature map")
+    return [plots.feature_maps(maps, out / "feature_maps.png", image[0],
+                               f"{layer} on test image {_INDEX.value} (label {run.test[1][_INDEX.value]})")]
+
+
+def _activation_max(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
+    layer = _LAYER.value or _layer_of(run, "dense", last=True).name
+    units = [int(u) for u in _UNITS.value] if _UNITS.value else list(range(10))
+    key = jax.random.PRNGKey(0)
+    lo, hi = run.value_range
+    x0 = (lo + hi) / 2 + 0.01 * (hi - lo) * jax.random.normal(key, (len(units), *run.input_shape))
+    objective = activation_max.unit_objective(run.model, run.variables, layer, units)
+    x, history = activation_max.maximize(objective, x0, key=key, steps=_STEPS.value,
+                                         clip=run.value_range)
+    titles = [f"unit {u}: {history[0, i]:.1f} -> {history[-1, i]:.1f}" for i, u in enumerate(units)]
+    return [plots.image_row(np.asarray(x), titles, out / "activation_max.png",
+                            f"activation maximisation of {layer}")]
+
+
+def _examples(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    return run.test[0][:_NUM.value], run.test[1][:_NUM.value]
+
+
+def _saliency(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
+    x, y = _examples(run)
+    maps = np.asarray(attribution.saliency(run.logits_fn(), x))
+    return [plots.heatmaps(x, maps, [f"label {l}" for l in y], "saliency |d logit / d x|",
+                           out / "saliency.png")]
+
+
+def _occlusion(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
+    x, y = _examples(run)
+    patch = _PATCH.value or max(1, min(run.input_shape[:2]) // 4)
+    stride = _PATCH_STRIDE.value or max(1, patch // 2)
+    maps = attribution.occlusion(run.logits_fn(), x, patch=patch, stride=stride)
+    return [plots.heatmaps(x, maps, [f"label {l}" for l in y],
+                           f"occlusion {patch}x{patch}/{stride}: prob. drop", out / "occlusion.png",
+                           diverging=True)]
+
+
+def _neighbours(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
+    name = features.penultimate_layer(run.model, run.input_shape)
+    fn = features.layer_fn(run.model, run.variables, [name])
+    bank = features.compute(fn, run.train[0], name)  # the first --bank training images
+    x, y = _examples(run)
+    index, dist = features.nearest_neighbours(features.compute(fn, x, name), bank, k=6)
+    return [plots.neighbours(x, run.train[0][index], dist, out / "neighbours.png",
+                             [str(l) for l in y])]
+
+
+def _adversarial(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
+    x, y = run.test
+    logits_fn = run.logits_fn()
+    eps = [float(e) for e in _EPSILONS.value]
+    curves = {name: adversarial.accuracy_vs_eps(logits_fn, x, y, eps, attack=name,
+                                                clip=run.value_range)
+              for name in ("fgsm", "pgd")}
+    table = ["| eps | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
+    table += [f"| {e:g} | " + " | ".join(f"{100 * curves[n][i]:.1f}%" for n in curves) + " |"
+              for i, e in enumerate(eps)]
+    md = out / "adversarial.md"
+    md.write_text(f"Accuracy on {len(y)} test images under L-infinity attacks.\n\n" +
+                  "\n".join(table) + "\n")
+    xs, ys = x[:_NUM.value], y[:_NUM.value]
+    adv = np.asarray(adversarial.pgd(logits_fn, xs, ys, _EPS.value, clip=run.value_range))
+    p_clean, p_adv = (np.asarray(jax.nn.softmax(logits_fn(a))) for a in (xs, adv))
+    panel = plots.adversarial_panel(xs, ys, adv, p_clean.argmax(1), p_clean.max(1),
+                                    p_adv.argmax(1), p_adv.max(1), _EPS.value,
+                                    out / "adversarial.png")
+    return [plots.accuracy_vs_eps(eps, curves, out / "accuracy_vs_eps.png"), panel, md]
+
+
+def _equivariance(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
+    layer = _LAYER.value or _layer_of(run, "conv").name
+    reach = max(2, run.input_shape[1] // 4)
+    result = equivariance.shift_response(run.model, run.variables, run.test[0], layer,
+                                         list(range(-reach, reach + 1)))
+    return [plots.equivariance(result, layer, out / "equivariance.png")]
+
+
+def _curves(out: pathlib.Path) -> list[pathlib.Path]:
+    runs = {}
+    for workdir in _WORKDIR.value:
+        records = read_jsonl(pathlib.Path(workdir) / "metrics.jsonl")
+        if not records:
+            raise ValueError(f"no metrics in {str(pathlib.Path(workdir) / 'metrics.jsonl')!r}")
+        runs[pathlib.Path(workdir).name] = records
+    return [plots.learning_curves(runs, out / "curves.png")]
+
+
+def _model_and_shape(run: Run | None):
+    if run is not None:
+        return run.model, run.input_shape, run.variables, run.config.model.name
+    spec = models.get_spec(_MODEL.value)
+    shape = tuple(int(s) for s in _INPUT_SHAPE.value) if _INPUT_SHAPE.value else spec.input_shape
+    return models.create(_MODEL.value), shape, None, _MODEL.value
+
+
+def _summary(run: Run | None, out: pathlib.Path) -> list[pathlib.Path]:
+    model, shape, variables, name = _model_and_shape(run)
+    spec_dtype = jnp.float32 if run is not None else jnp.dtype(models.get_spec(name).input_dtype)
+    table = summary.summary(model, shape, input_dtype=spec_dtype, variables=variables)
+    path = out / "summary.md"
+    path.write_text(f"# {name} on {'x'.join(map(str, shape))}\n\n" + table.to_markdown())
+    return [path]
+
+
+def _receptive_field(run: Run | None, out: pathlib.Path) -> list[pathlib.Path]:
+    model, shape, variables, name = _model_and_shape(run)
+    fields = receptive_field.receptive_field(model, shape, variables=variables)
+    last = receptive_field.network_field(fields)
+    path = out / "receptive_field.md"
+    path.write_text(f"# {name} on {'x'.join(map(str, shape))}\n\nNetwork receptive field "
+                    f"(layer {last.name}): {last.size[0]}x{last.size[1]}, jump {last.jump[0]}, "
+                    f"padding {last.padding[0]}.\n\n" + receptive_field.to_markdown(fields))
+    return [path]
+
+
+_RUN_WHATS = {"filters": _filters, "feature_maps": _feature_maps,
+              "activation_max": _activation_max, "saliency": _saliency, "occlusion": _occlusion,
+              "neighbours": _neighbours, "adversarial": _adversarial,
+              "equivariance": _equivariance}
+
+
+def produce(whats: list[str], out: pathlib.Path) -> list[pathlib.Path]:
+    """Writes every requested output under `out`; returns the paths."""
+    unknown = sorted(set(whats) - set(WHATS))
+    if unknown:
+        raise ValueError(f"unknown --what {unknown}; expected some of {list(WHATS)}")
+    needs_run = [w for w in whats if w in _RUN_WHATS]
+    if (needs_run or "curves" in whats) and not _WORKDIR.value:
+        raise ValueError(f"--what={','.join(needs_run or ['curves'])} needs --workdir")
+    if not _WORKDIR.value and not _MODEL.value:
+        raise ValueError("give --workdir=RUN or --model=NAME")
+    out.mkdir(parents=True, exist_ok=True)
+    run = (load_run(_WORKDIR.value[0], _BANK.value, _MAX_EXAMPLES.value)
+           if _WORKDIR.value and set(whats) - {"curves"} else None)
+    written: list[pathlib.Path] = []
+    for what in whats:
+        start = time.time()
+        if what == "curves":
+            paths = _curves(out)
+        elif what == "summary":
+            paths = _summary(run, out)
+        elif what == "receptive_field":
+            paths = _receptive_field(run, out)
+        else:
+            paths = _RUN_WHATS[what](run, out)
+        print(f"{what}: wrote {', '.join(str(p) for p in paths)} ({time.time() - start:.1f} s)",
+              flush=True)
+        written += paths
+    return written
+
+
+def main(argv: list[str]) -> int:
+    # Orbax logs every checkpoint operation at INFO.
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        written = produce(list(_WHAT.value), pathlib.Path(_OUT.value))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(written)} files in {_OUT.value}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))

@@ -1,0 +1,73 @@
+"""The analysis CLI end to end on a workdir written by a short real launch.py run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import train_helpers as th
+from conftest import REPO_ROOT
+from test_analysis_plots import assert_png
+
+from cnnjax.analysis.visualize import WHATS, load_run
+
+PICTURES = ["filters", "feature_maps", "activation_max", "saliency", "occlusion", "neighbours",
+            "accuracy_vs_eps", "adversarial", "equivariance", "curves"]
+
+
+def visualize(*flags) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnjax.analysis.visualize", *flags],
+                          env=th.env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    th.run(workdir)
+    return workdir
+
+
+def test_restored_run_reproduces_its_final_eval(run_dir):
+    run = load_run(run_dir)
+    x, y = run.test
+    accuracy = float(np.mean(np.argmax(np.asarray(run.logits_fn()(jnp.asarray(x))), -1) == y))
+    assert accuracy == pytest.approx(th.eval_lines(run_dir)[-1]["accuracy"], abs=1e-6)
+    assert run.input_shape == (8, 8, 1) and len(run.train[1]) == 1437 and len(y) == 360
+
+
+def test_every_output_of_a_run(run_dir, tmp_path):
+    other = tmp_path / "other_run"  # a second run for the learning curves: the same metrics
+    other.mkdir()
+    shutil.copy(run_dir / "metrics.jsonl", other / "metrics.jsonl")
+    out = tmp_path / "out"
+    proc = visualize(f"--workdir={run_dir}", f"--workdir={other}", f"--what={','.join(WHATS)}",
+                     f"--out={out}", "--steps=20", "--max_examples=100", "--num=3",
+                     "--epsilons=0,0.1,0.3")
+    assert proc.returncode == 0, proc.stderr
+    for name in PICTURES:
+        assert_png(out / f"{name}.png")
+    summary = (out / "summary.md").read_text()
+    assert "| Conv_0 | conv | 8x8x32 | 288 | 320 |" in summary and "53,002" in summary
+    # By hand: 3x3 conv 3, 2x2/2 pool 4 (jump 2), 3x3 conv 4 + 2 x 2 = 8, pool 8 + 2 = 10.
+    fields = (out / "receptive_field.md").read_text()
+    assert "Network receptive field (layer max_pool2): 10x10, jump 4" in fields
+    assert "| eps | fgsm | pgd |" in (out / "adversarial.md").read_text()
+
+
+def test_any_registered_model_without_a_run(tmp_path):
+    proc = visualize("--model=vgg16", "--what=summary,receptive_field", f"--out={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    assert "138,357,544" in (tmp_path / "summary.md").read_text()
+    assert "(layer max_pool5): 212x212, jump 32, padding 90" in (tmp_path / "receptive_field.md").read_text()
+
+
+def test_bad_requests_fail_clearly(tmp_path):
+    proc = visualize("--model=vgg16", "--what=summary,filtres", f"--out={tmp_path}")
+    assert proc.returncode == 2 and "unknown --what ['filtres']" in proc.stderr
+    with pytest.raises(ValueError, match="config.json"):
+        load_run(tmp_path)
