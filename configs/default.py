@@ -27,6 +27,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dataset.augment_on = "host"  # or "device": inside the jitted train step
     c.dataset.mix = "none"  # "mixup" or "cutmix", on the device, with mix_alpha > 0
     c.dataset.mix_alpha = 0.0
+    c.dataset.pad_to = 0  # zero-pad images to pad_to x pad_to on the device; 0 = keep
+    c.dataset.mean = ()  # per-channel normalisation on the device; () = none
+    c.dataset.std = ()
+    c.dataset.flip_tta = False  # evaluate each image and its mirror image, averaging
     c.batch_size = 64
     c.num_epochs = 40
     c.num_train_steps = -1  # -1: num_epochs * steps_per_epoch
@@ -36,8 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.name = "simple_cnn"
     c.model.dropout_rate = 0.25
     c.model.batch_norm = False
+    c.model.kernels = "xla"  # "pallas": the Pallas kernels of cnnjax.kernels (GPU)
     c.dtype = "float32"
-    c.kernels = "xla"
     c.remat = False
     c.per_device_batch_norm = False
 

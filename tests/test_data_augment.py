@@ -14,6 +14,7 @@ import pytest
 
 from cnnjax import models
 from cnnjax.data import augment as A
+from cnnjax.data.device_pipeline import DevicePipeline
 from cnnjax.train.state import init_state
 from cnnjax.train.step import eval_step, train_step
 
@@ -178,8 +179,8 @@ def test_device_augmentation_in_the_train_step_is_a_function_of_seed_and_step():
     step = jax.jit(functools.partial(
         train_step, model=model, tx=optax.sgd(0.1), schedule=optax.constant_schedule(0.1),
         seed=0, label_smoothing=0.0, ema_decay=0.0, pass_loss=False,
-        augment=A.get_device_augment("pad_crop_flip"), mix="mixup", mix_alpha=0.2,
-        num_classes=10))
+        pipeline=DevicePipeline(augment=A.get_device_augment("pad_crop_flip"), mix="mixup",
+                                mix_alpha=0.2, num_classes=10)))
     a, ma = step(state, batch)
     b, mb = step(state, batch)
     assert float(ma["loss"]) == float(mb["loss"])
@@ -203,3 +204,36 @@ def test_ten_crop_eval_averages_the_views_probabilities():
     np.testing.assert_allclose(float(sums["loss"]), -np.log(p[np.arange(3), [1, 2, 3]]).sum(),
                                rtol=1e-5)
     assert float(sums["correct"]) == float(np.sum(p.argmax(-1) == [1, 2, 3]))
+
+
+def test_eval_step_pads_then_normalises_per_channel_before_the_model():
+    model, state = _tiny_model_state()
+    x = jnp.asarray(_images(n=4, c=1))
+    labels = jnp.array([1, 2, 3, 4])
+    sums = eval_step(state, {"image": x, "label": labels, "mask": jnp.ones(4, bool)}, model=model,
+                     use_ema=False, num_classes=10,
+                     pipeline=DevicePipeline(pad_to=10, mean=(0.25,), std=(0.5,)))
+    padded = np.zeros((4, 10, 10, 1), np.float32)
+    padded[:, 1:9, 1:9] = np.asarray(x)  # 8x8 centred in 10x10
+    logits = np.asarray(model.apply(state.variables(False), (padded - 0.25) / 0.5, train=False),
+                        np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    np.testing.assert_allclose(float(sums["loss"]), -logp[np.arange(4), [1, 2, 3, 4]].sum(),
+                               rtol=1e-5)
+
+
+def test_flip_tta_averages_an_image_and_its_mirror():
+    model, state = _tiny_model_state()
+    x = jnp.asarray(_images(n=3, c=1))
+    sums = eval_step(state, {"image": x, "label": jnp.array([0, 1, 2]), "mask": jnp.ones(3, bool)},
+                     model=model, use_ema=False, num_classes=10,
+                     pipeline=DevicePipeline(flip_tta=True))
+    both = np.concatenate([np.asarray(x), np.asarray(x)[:, :, ::-1]])
+    logits = np.asarray(model.apply(state.variables(False), jnp.asarray(both), train=False),
+                        np.float64)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    p = (p[:3] + p[3:]) / 2
+    np.testing.assert_allclose(float(sums["loss"]), -np.log(p[np.arange(3), [0, 1, 2]]).sum(),
+                               rtol=1e-5)

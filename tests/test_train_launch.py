@@ -76,3 +76,10 @@ def test_unknown_augmentation_or_mixing_fails_before_writing(tmp_path):
     proc = th.run(tmp_path / "m", "--config.dataset.mix=mixup", check=False)
     assert proc.returncode == 2 and "mix_alpha > 0" in proc.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "m").exists()
+
+
+def test_normalisation_with_the_wrong_channel_count_fails_before_writing(tmp_path):
+    proc = th.run(tmp_path / "n", "--config.dataset.mean=(0.5,0.5,0.5)",
+                  "--config.dataset.std=(0.2,0.2,0.2)", check=False)
+    assert proc.returncode == 2 and "3 values but the images have 1 channels" in proc.stderr
+    assert not (tmp_path / "n").exists()

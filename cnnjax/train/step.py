@@ -19,7 +19,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from cnnjax import ops
-from cnnjax.data.augment import cutmix, get_device_augment, mixup
+from cnnjax.data.device_pipeline import DevicePipeline, from_config
 from cnnjax.train.optim import current_scale, needs_loss_value
 from cnnjax.train.state import TrainState
 
@@ -45,42 +45,22 @@ def _hard_labels(labels: jax.Array) -> jax.Array:
     return jnp.argmax(labels, axis=-1) if labels.ndim == 2 else labels
 
 
-def augment_batch(batch: dict, key: jax.Array, *, augment, mix: str, mix_alpha: float,
-                  num_classes: int) -> dict:
-    """The device-side part of the input pipeline: `augment(images, key)` (or None), then
-    mixup/cutmix (`mix` in "none", "mixup", "cutmix") turning labels into soft targets."""
-    k_aug, k_mix = jax.random.split(key)
-    images, labels = batch["image"], batch["label"]
-    if augment is not None:
-        images = augment(images, k_aug)
-    if mix == "mixup":
-        images, labels = mixup(images, labels, k_mix, alpha=mix_alpha, num_classes=num_classes)
-    elif mix == "cutmix":
-        images, labels = cutmix(images, labels, k_mix, alpha=mix_alpha, num_classes=num_classes)
-    elif mix != "none":
-        raise ValueError(f"unknown batch mixing {mix!r}; expected 'none', 'mixup' or 'cutmix'")
-    return {**batch, "image": images, "label": labels}
-
-
 def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
                schedule: optax.Schedule, seed: int, label_smoothing: float, ema_decay: float,
-               pass_loss: bool, mesh=None, augment=None, mix: str = "none",
-               mix_alpha: float = 0.0, num_classes: int = 0
+               pass_loss: bool, mesh=None, pipeline: DevicePipeline = DevicePipeline()
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on a global batch; returns the new state and scalar metrics.
 
-    `augment`, `mix`, `mix_alpha`: the device-side augmentation (see `augment_batch`).
+    `pipeline`: the device-side input processing (padding, augmentation, normalisation, mixing).
 
     With `mesh`, gradients and batch statistics are computed per device under shard_map (the
     original ResNet's per-GPU batch norm) and averaged; otherwise the whole global batch is one
     batch-norm batch (synchronised BN), which is what jit over a sharded batch computes.
     """
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
-    if augment is not None or mix != "none":
+    if pipeline.active:
         # A stream of its own, so switching augmentation on leaves the dropout masks unchanged.
-        batch = augment_batch(batch, jax.random.fold_in(jax.random.PRNGKey(seed + 1), state.step),
-                              augment=augment, mix=mix, mix_alpha=mix_alpha,
-                              num_classes=num_classes)
+        batch = pipeline.train(batch, jax.random.fold_in(jax.random.PRNGKey(seed + 1), state.step))
     grad_fn = jax.value_and_grad(
         functools.partial(_loss_and_metrics, model, label_smoothing=label_smoothing), has_aux=True)
     if mesh is None:
@@ -117,14 +97,14 @@ def _shard_map(f, mesh, in_specs, out_specs):
         return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
 
 
-def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool,
-              num_classes: int) -> dict[str, jax.Array]:
+def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool, num_classes: int,
+              pipeline: DevicePipeline = DevicePipeline()) -> dict[str, jax.Array]:
     """Sums over the real (mask=True) examples of a padded eval batch: loss, top-1, top-5, count.
 
     With several views per example (images (N, V, H, W, C)), the prediction is the mean of the
     views' softmax probabilities (10-crop testing), scored through its logarithm.
     """
-    images = batch["image"]
+    images = pipeline.eval(batch["image"])
     if images.ndim == 5:
         n, v = images.shape[:2]
         logits = model.apply(state.variables(use_ema), images.reshape(n * v, *images.shape[2:]),
@@ -142,27 +122,18 @@ def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool,
     return sums
 
 
-def device_augment(config):
-    """The jit-able augmentation of `config.dataset.augment` when `augment_on` is "device"."""
-    ds = config.dataset
-    if ds.get("augment", "none") == "none" or ds.get("augment_on", "host") != "device":
-        return None
-    return get_device_augment(ds.augment, pad=ds.get("augment_pad", 4))
-
-
 def compile_steps(model, tx, schedule, config, num_classes: int, mesh, data_sharding,
                   replicated) -> tuple[Any, Any]:
     """jit-compiled (train_step, eval_step) with the state donated and batches sharded."""
+    pipeline = from_config(config.dataset, num_classes)
     train = functools.partial(
         train_step, model=model, tx=tx, schedule=schedule, seed=config.seed,
         label_smoothing=config.optimizer.get("label_smoothing", 0.0),
         ema_decay=config.optimizer.get("ema_decay", 0.0), pass_loss=needs_loss_value(config),
-        mesh=mesh if config.get("per_device_batch_norm", False) else None,
-        augment=device_augment(config), mix=config.dataset.get("mix", "none"),
-        mix_alpha=config.dataset.get("mix_alpha", 0.0), num_classes=num_classes)
+        mesh=mesh if config.get("per_device_batch_norm", False) else None, pipeline=pipeline)
     evaluate = functools.partial(eval_step, model=model,
                                  use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
-                                 num_classes=num_classes)
+                                 num_classes=num_classes, pipeline=pipeline)
     train_jit = jax.jit(train, in_shardings=(replicated, data_sharding),
                         out_shardings=(replicated, replicated), donate_argnums=0)
     eval_jit = jax.jit(evaluate, in_shardings=(replicated, data_sharding), out_shardings=replicated)

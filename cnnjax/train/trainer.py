@@ -20,8 +20,9 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from cnnjax import data, models
-from cnnjax.data.augment import get_device_augment, get_host_augment
+from cnnjax import data, kernels, models
+from cnnjax.data import device_pipeline
+from cnnjax.data.augment import get_host_augment
 from cnnjax.train.checkpoint import Checkpointer
 from cnnjax.train.metrics import MetricsWriter, Progress
 from cnnjax.train.optim import make_optimizer, make_schedule
@@ -30,7 +31,6 @@ from cnnjax.train.state import init_state
 from cnnjax.train.step import compile_steps
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-KERNELS = ("xla", "pallas")
 # Exit status after a clean preemption save (128 + SIGTERM): the run is resumable, not finished.
 EXIT_PREEMPTED = 143
 # Keys of a run's config that may change between launches of the same workdir.
@@ -51,10 +51,11 @@ class Preempted(Exception):
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Keyword overrides for models.create: config.model minus its name, plus dtype and remat."""
+    """Keyword overrides for models.create: config.model minus its name and kernels, plus dtype
+    and remat."""
     if config.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {config.dtype!r}; expected one of {sorted(DTYPES)}")
-    overrides = {k: v for k, v in config.model.items() if k != "name"}
+    overrides = {k: v for k, v in config.model.items() if k not in ("name", "kernels")}
     overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
     if config.dtype != "float32":
         overrides["dtype"] = DTYPES[config.dtype]
@@ -66,9 +67,12 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int,
                               steps_per_epoch: int):
     """(model, schedule, tx, total_steps) of a config; raises ValueError on bad names."""
-    if config.get("kernels", "xla") not in KERNELS:
-        raise ValueError(f"unknown kernels {config.kernels!r}; expected one of {KERNELS}")
+    choice = config.model.get("kernels", "xla")
+    if choice not in kernels.CHOICES:
+        raise ValueError(f"unknown model.kernels {choice!r}; expected one of {kernels.CHOICES}")
     model = models.create(config.model.name, num_classes=num_classes, **model_overrides(config))
+    # The layers read the kernels switch when the steps are traced, inside model.init/apply.
+    model = kernels.KernelScoped(model, choice)
     total = config.num_train_steps if config.num_train_steps > 0 else int(
         round(config.num_epochs * steps_per_epoch))
     schedule = make_schedule(config, steps_per_epoch, total)
@@ -87,21 +91,27 @@ def build(config: ml_collections.ConfigDict, process_index: int = 0, process_cou
     augment = ds.get("augment", "none")
     if ds.get("augment_on", "host") not in ("host", "device"):
         raise ValueError(f"dataset.augment_on must be 'host' or 'device', got {ds.augment_on!r}")
-    # Device-side augmentation runs in the train step (cnnjax.train.step.device_augment).
+    # Device-side augmentation runs in the train step (cnnjax.data.device_pipeline).
     on_host = augment != "none" and ds.get("augment_on", "host") == "host"
     train_ds = data.create(ds.name, ds.get("train_split", "train"), train=True,
                            **({"augment": get_host_augment(augment, pad=ds.get("augment_pad", 4))}
                               if on_host else {}), **common)
-    if augment != "none" and not on_host:
-        get_device_augment(augment)  # an unknown name fails here, before anything is written
-    mix, alpha = ds.get("mix", "none"), ds.get("mix_alpha", 0.0)
-    if mix not in ("none", "mixup", "cutmix") or (mix != "none" and not alpha > 0):
-        raise ValueError(f"dataset.mix must be 'none', 'mixup' or 'cutmix' with mix_alpha > 0, "
-                         f"got mix={mix!r}, mix_alpha={alpha!r}")
     eval_ds = data.create(ds.name, ds.get("eval_split", "test"), train=False, **common)
+    # The device part of the pipeline: an unknown name or a bad field fails here, before
+    # anything is written.
+    pipeline = device_pipeline.from_config(ds, train_ds.num_classes)
+    pipeline.output_shape(train_ds.image_shape)
     model, schedule, tx, total = build_model_and_optimizer(config, train_ds.num_classes,
                                                            train_ds.steps_per_epoch)
     return train_ds, eval_ds, model, schedule, tx, total
+
+
+def _fresh_state(config: ml_collections.ConfigDict, train_ds, model, tx):
+    """The initial train state, for the input the model sees after the device pipeline."""
+    model_input = device_pipeline.from_config(config.dataset, train_ds.num_classes).output_shape(
+        train_ds.image_shape)
+    return init_state(model, tx, model_input, config.seed,
+                      use_ema=bool(config.optimizer.get("ema_decay", 0.0)))
 
 
 def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -177,8 +187,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
         _check_workdir(workdir, config)
     data_sharding, replicated = shardings(mesh)
 
-    state = init_state(model, tx, train_ds.image_shape, config.seed,
-                       use_ema=bool(config.optimizer.get("ema_decay", 0.0)))
+    state = _fresh_state(config, train_ds, model, tx)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(jax.tree_util.tree_map(np.asarray, state))
@@ -264,8 +273,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | pathlib.P
         raise ValueError(f"no checkpoint in {str(workdir / 'checkpoints')!r} to evaluate")
     mesh = make_mesh()
     data_sharding, replicated = shardings(mesh)
-    state = init_state(model, tx, train_ds.image_shape, config.seed,
-                       use_ema=bool(config.optimizer.get("ema_decay", 0.0)))
+    state = _fresh_state(config, train_ds, model, tx)
     state = jax.device_put(ckpt.restore(jax.tree_util.tree_map(np.asarray, state)), replicated)
     ckpt.close()
     _, eval_fn = compile_steps(model, tx, schedule, config, train_ds.num_classes, mesh,

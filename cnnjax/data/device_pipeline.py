@@ -1,0 +1,114 @@
+"""The part of the input pipeline that runs on the accelerator, inside the compiled steps.
+
+Batches arrive from the host as images in [0, 1]; on the device they are zero-padded to a fixed
+size (`pad_to`: LeNet-5's 32x32 from MNIST's 28x28), augmented (`augment`, training only, see
+cnnjax.data.augment.DEVICE_AUGMENTS), normalised per channel (`mean`, `std`) and, in training,
+mixed (`mix`: mixup or cutmix, giving soft labels). In evaluation, `flip_tta` adds each image's
+mirror image as a second view (the eval step averages the views' probabilities). Every random draw comes from the key the
+train step passes, a function of (seed, step), so a resumed run repeats them exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from cnnjax.data.augment import cutmix, get_device_augment, mixup
+
+MIXES = ("none", "mixup", "cutmix")
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicePipeline:
+    """What `config.dataset` asks of the device; the identity when every field is unset."""
+
+    pad_to: int = 0
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    mix: str = "none"
+    mix_alpha: float = 0.0
+    num_classes: int = 0
+    flip_tta: bool = False
+
+    def __post_init__(self):
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ValueError(f"dataset.mean {list(self.mean)} and dataset.std {list(self.std)} "
+                             f"must give one value per channel, std > 0")
+        if self.mix not in MIXES or (self.mix != "none" and not self.mix_alpha > 0):
+            raise ValueError(f"dataset.mix must be one of {MIXES} with mix_alpha > 0, got "
+                             f"mix={self.mix!r}, mix_alpha={self.mix_alpha!r}")
+        if self.pad_to < 0:
+            raise ValueError(f"dataset.pad_to must be >= 0 (0: no padding), got {self.pad_to}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.pad_to or self.augment or self.mean or self.mix != "none"
+                    or self.flip_tta)
+
+    def output_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The (H, W, C) the model sees for host images of `image_shape`; checks the channels."""
+        if self.mean and len(self.mean) != image_shape[-1]:
+            raise ValueError(f"dataset.mean/std have {len(self.mean)} values but the images have "
+                             f"{image_shape[-1]} channels")
+        if self.pad_to and min(image_shape[:2]) > self.pad_to:
+            raise ValueError(f"dataset.pad_to={self.pad_to} is smaller than the images "
+                             f"{image_shape[0]}x{image_shape[1]}")
+        if self.pad_to:
+            return (self.pad_to, self.pad_to, image_shape[-1])
+        return tuple(image_shape)
+
+    def _pad(self, images: jax.Array) -> jax.Array:
+        if not self.pad_to:
+            return images
+        h, w = images.shape[-3:-1]
+        top, left = (self.pad_to - h) // 2, (self.pad_to - w) // 2
+        spec = [(0, 0)] * (images.ndim - 3) + [(top, self.pad_to - h - top),
+                                               (left, self.pad_to - w - left), (0, 0)]
+        return jnp.pad(images, spec)
+
+    def _normalize(self, images: jax.Array) -> jax.Array:
+        if not self.mean:
+            return images
+        return (images - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+
+    def train(self, batch: dict, key: jax.Array) -> dict:
+        """Pad, augment, normalise, mix a training batch {"image", "label"}."""
+        k_aug, k_mix = jax.random.split(key)
+        images, labels = self._pad(batch["image"]), batch["label"]
+        if self.augment is not None:
+            images = self.augment(images, k_aug)
+        images = self._normalize(images)
+        if self.mix == "mixup":
+            images, labels = mixup(images, labels, k_mix, alpha=self.mix_alpha,
+                                   num_classes=self.num_classes)
+        elif self.mix == "cutmix":
+            images, labels = cutmix(images, labels, k_mix, alpha=self.mix_alpha,
+                                    num_classes=self.num_classes)
+        return {**batch, "image": images, "label": labels}
+
+    def eval(self, images: jax.Array) -> jax.Array:
+        """Pad and normalise evaluation images (N, H, W, C) or views (N, V, H, W, C); with
+        `flip_tta`, images (N, H, W, C) become views (N, 2, H, W, C): as given and mirrored."""
+        images = self._normalize(self._pad(images))
+        if self.flip_tta:
+            if images.ndim != 4:
+                raise ValueError(f"flip_tta needs single images (N, H, W, C), got shape "
+                                 f"{tuple(images.shape)}")
+            images = jnp.stack([images, images[:, :, ::-1]], axis=1)
+        return images
+
+
+def from_config(ds: ml_collections.ConfigDict, num_classes: int) -> DevicePipeline:
+    """The device pipeline of `config.dataset` (augmentation only with augment_on="device")."""
+    augment = None
+    if ds.get("augment", "none") != "none" and ds.get("augment_on", "host") == "device":
+        augment = get_device_augment(ds.augment, pad=ds.get("augment_pad", 4))
+    return DevicePipeline(pad_to=ds.get("pad_to", 0), augment=augment,
+                          mean=tuple(ds.get("mean") or ()), std=tuple(ds.get("std") or ()),
+                          mix=ds.get("mix", "none"), mix_alpha=ds.get("mix_alpha", 0.0),
+                          num_classes=num_classes, flip_tta=ds.get("flip_tta", False))

@@ -1,0 +1,100 @@
+"""Sigmoid vs tanh vs ReLU vs ELU vs SELU in a deep plain CNN on MNIST: the vanishing-gradient
+lesson, measured.
+
+    python launch.py --config=configs/activations.py:act=sigmoid --workdir=runs/act_sigmoid
+    python launch.py --config=configs/activations.py --sweep --workdir=runs/activations
+
+A 12-layer plain CNN (cnnjax.models.plain_cnn: no batch norm, no shortcuts) with each activation
+and the initialiser its paper prescribes. experiments/activations reports the per-layer gradient
+norms at initialisation (`python experiments/activations/grad_norms.py`) and the learning curves
+(`python -m cnnjax.sweep summarize runs/activations`). Expected from the lectures: sigmoid trains
+slowly or not at all (its derivative is at most 1/4, so gradients shrink layer by layer); ReLU,
+ELU and SELU train; tanh in between.
+`configs/activations.py:smoke` trains a few steps on synthetic data for the tests.
+"""
+
+import ml_collections
+
+from cnnjax.sweep import product
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "selu")
+VARIANTS = ("smoke", "act=sigmoid")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    act, smoke = "relu", False
+    for part in filter(None, (arg or "").split(",")):
+        key, _, value = part.partition("=")
+        if key == "act" and value in ACTIVATIONS:
+            act = value
+        elif part == "smoke":
+            smoke = True
+        else:
+            raise ValueError(f"configs/activations.py: bad argument {part!r}; expected "
+                             f"act={'|'.join(ACTIVATIONS)} and/or smoke")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Data: MNIST, normalised, no augmentation.
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = "mnist"
+    c.dataset.data_dir = ""
+    c.dataset.train_split = "train"
+    c.dataset.eval_split = "test"
+    c.dataset.augment = "none"
+    c.dataset.augment_on = "host"
+    c.dataset.mix = "none"
+    c.dataset.mix_alpha = 0.0
+    c.dataset.mean = (0.1307,)
+    c.dataset.std = (0.3081,)
+    c.batch_size = 128
+    c.num_epochs = 3.0
+    c.num_train_steps = -1
+
+    # Model: 12 convolutions in 3 stages of 32-64-128 channels.
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "plain_cnn"
+    c.model.depth = 12
+    c.model.width = 32
+    c.model.activation = act
+    c.model.kernels = "xla"
+    c.dtype = "float32"
+    c.remat = False
+    c.per_device_batch_norm = False
+
+    # Optimiser: plain SGD with momentum and one rate for all, so only the activation differs.
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.02
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = False
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.decoupled_weight_decay = False
+    c.optimizer.decay_norm_and_bias = False
+    c.optimizer.grad_clip_norm = 0.0
+    c.optimizer.agc_clip = 0.0
+    c.optimizer.ema_decay = 0.0
+    c.optimizer.label_smoothing = 0.0
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "constant"
+
+    # Evaluation every half epoch for the learning curves.
+    c.log_every_steps = 50
+    c.eval_every_steps = 234
+    c.checkpoint_every_steps = 468
+    c.keep_checkpoints = 1
+
+    if smoke:
+        c.dataset.name = "synthetic"
+        c.dataset.options = ml_collections.ConfigDict(
+            {"image_shape": (28, 28, 1), "num_classes": 10, "num_examples": 128})
+        c.batch_size = 32
+        c.num_epochs = 1.0
+        c.log_every_steps = c.eval_every_steps = c.checkpoint_every_steps = 4
+    return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+    """Every activation, one seed: the learning-curve comparison."""
+    del arg
+    return product(**{"model.activation": list(ACTIVATIONS)})
