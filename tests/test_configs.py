@@ -4,7 +4,6 @@
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 from cnnjax.models import get_spec

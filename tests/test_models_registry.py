@@ -180,7 +180,6 @@ def _matmul_operand_dtypes(jaxpr) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("name", ALL)
 def test_bfloat16_computes_in_bf16_with_float32_parameters(name):
-    spec = models.get_spec(name)
     model = models.create(name, num_classes=CLASSES, dtype=jnp.bfloat16)
     x = _small_input(name)
     variables = _init_shapes(model, x)

@@ -5,7 +5,6 @@ Marked `cluster`: `make test-cluster` runs them; .ci/run does when it runs as ro
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -1,6 +1,5 @@
 """Optimisers and schedules built from configs, against values computed by hand."""
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

@@ -12,7 +12,6 @@ The blocks are cnnjax.nn.residual, i.e. the pure functions of cnnjax.ops.residua
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 
@@ -24,6 +23,7 @@ from cnnjax import ops
 from cnnjax.models.registry import register, require_min_size
 from cnnjax.models.torch_weights import default_torch_key
 from cnnjax.nn import BatchNorm, Conv, Dense
+from cnnjax.nn.layers import HE_FAN_OUT
 from cnnjax.nn.residual import BasicBlock, BottleneckBlock, PreActBlock, PreActBottleneckBlock
 
 # depth: (block, blocks per stage) -- He et al. 2016, Table 1.
@@ -36,7 +36,6 @@ CIFAR_WIDTHS = (16, 32, 64)
 EXPANSION = {"basic": 1, "preact": 1, "bottleneck": 4, "preact_bottleneck": 4}
 BLOCKS = {"basic": BasicBlock, "preact": PreActBlock, "bottleneck": BottleneckBlock,
           "preact_bottleneck": PreActBottleneckBlock}
-HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 # PyTorch's nn.Linear default weight init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).

@@ -29,6 +29,7 @@ from cnnjax import ops
 from cnnjax.models.registry import register, require_min_size
 from cnnjax.models.torch_weights import sequential_torch_key
 from cnnjax.nn import BatchNorm, Conv, Dense, Dropout
+from cnnjax.nn.layers import HE_FAN_OUT
 
 STAGE_WIDTHS = (64, 128, 256, 512, 512)
 # Table 1: 3x3 convolutions per stage in configurations A, B, D, E.
@@ -36,7 +37,6 @@ STAGE_DEPTHS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3),
                 19: (2, 2, 4, 4, 4)}
 HIDDEN = 4096
 POOLED = 7  # the classifier's input maps are 7x7
-HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 LINEAR_INIT = nn.initializers.normal(0.01)
 
 

@@ -18,6 +18,9 @@ from cnnjax.ops.shapes import Padding, pair
 
 Initializer = Callable[..., jax.Array]
 Dtype = Any
+# He et al. 2015 normal scaled by fan-out: torchvision's initialiser for the convolutions of
+# ResNet, VGG and the mobile networks, used wherever cnnjax matches torchvision's init.
+HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 # Dense layers need nothing beyond a matrix product; flax's own keeps `kernel` (in, out) and `bias`.
 Dense = nn.Dense
@@ -115,6 +118,21 @@ class Dropout(nn.Module):
         if not train or self.rate == 0.0:
             return x
         return ops.dropout(self.make_rng("dropout"), x, self.rate, deterministic=False)
+
+
+class StochasticDepth(nn.Module):
+    """Drops the whole residual branch of each example with probability `rate` in training and
+    scales the kept ones by 1 / (1 - rate) (Huang et al. 2016); draws from the `dropout` stream.
+    (N, ...) -> (N, ...)."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if not train or self.rate == 0.0:
+            return x
+        mask = jnp.ones((x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
+        return x * ops.dropout(self.make_rng("dropout"), mask, self.rate, deterministic=False)
 
 
 def init_for_activation(activation: str) -> Initializer:

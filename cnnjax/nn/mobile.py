@@ -18,13 +18,11 @@ import flax.linen as nn
 import jax
 
 from cnnjax import ops
-from cnnjax.nn.layers import BatchNorm, Conv
-from cnnjax.nn.nfnet import StochasticDepth
+from cnnjax.nn.layers import HE_FAN_OUT, BatchNorm, Conv, StochasticDepth
+from cnnjax.nn.squeeze_excite import SqueezeExcitation
 
 Activation = Callable[[jax.Array], jax.Array]
 NormFactory = Callable[..., nn.Module]
-
-HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -48,25 +46,6 @@ def conv_norm_act(x: jax.Array, train: bool, features: int, kernel_size: int = 1
              use_bias=False, kernel_init=HE_FAN_OUT, dtype=dtype, name=f"{name}_0")(x)
     x = norm(dtype=dtype, name=f"{name}_1")(x, train)
     return x if activation is None else activation(x)
-
-
-class SqueezeExcitation(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018) as torchvision's: s = mean over H, W; the channel
-    gate gate(fc2(activation(fc1(s)))) multiplies the input. fc1 (C -> squeeze) and fc2
-    (squeeze -> C) are 1x1 convolutions with bias. (N, H, W, C) -> (N, H, W, C)."""
-
-    squeeze: int
-    activation: Activation = ops.relu
-    gate: Activation = ops.sigmoid
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        s = ops.global_avg_pool(x, keepdims=True)
-        s = self.activation(Conv(self.squeeze, 1, kernel_init=HE_FAN_OUT, dtype=self.dtype,
-                                 name="fc1")(s))
-        s = Conv(x.shape[-1], 1, kernel_init=HE_FAN_OUT, dtype=self.dtype, name="fc2")(s)
-        return x * self.gate(s).astype(x.dtype)
 
 
 class DepthwiseSeparable(nn.Module):

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import ops
-from cnnjax.nn.layers import Conv
+from cnnjax.nn.layers import StochasticDepth
+from cnnjax.nn.squeeze_excite import SqueezeExcitation
 
 # 1 / std(gelu(z)) for z ~ N(0, 1): the value DeepMind estimated by sampling and timm uses (a
 # float64 quadrature gives 1.70093; the released weights were trained with this one).
@@ -64,38 +65,6 @@ class ScaledStdConv(nn.Module):
         kernel = ops.weight_standardize(kernel, gain, eps=self.epsilon)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         return ops.conv2d(x, kernel, bias, stride=self.stride, padding="SAME", groups=self.groups)
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018) as timm's SEModule in NFNets: global mean -> 1x1
-    conv to `reduced` channels -> ReLU -> 1x1 conv back -> sigmoid gate on the input. Params
-    `fc1`, `fc2` (1x1 convolutions with bias), initialised like every NFNet convolution (Kaiming
-    fan-in, gain 1) rather than torchvision's fan-out (cnnjax.nn.mobile.SqueezeExcitation)."""
-
-    reduced: int
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        s = ops.global_avg_pool(x, keepdims=True)
-        s = ops.relu(Conv(self.reduced, 1, kernel_init=WS_KERNEL_INIT, dtype=self.dtype,
-                          name="fc1")(s))
-        s = Conv(x.shape[-1], 1, kernel_init=WS_KERNEL_INIT, dtype=self.dtype, name="fc2")(s)
-        return x * ops.sigmoid(s).astype(x.dtype)
-
-
-class StochasticDepth(nn.Module):
-    """Drops the whole residual branch of each example with probability `rate` in training and
-    scales the kept ones by 1 / (1 - rate) (Huang et al. 2016); draws from the `dropout` stream."""
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        if not train or self.rate == 0.0:
-            return x
-        mask = jnp.ones((x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
-        return x * ops.dropout(self.make_rng("dropout"), mask, self.rate, deterministic=False)
 
 
 class NFBlock(nn.Module):
@@ -147,8 +116,8 @@ class NFBlock(nn.Module):
         h = conv(mid, "conv2", 3, stride=self.stride, groups=groups)(gamma_gelu(h))
         h = conv(mid, "conv2b", 3, groups=groups)(gamma_gelu(h))
         h = conv(self.features, "conv3")(gamma_gelu(h))
-        h = SqueezeExcite(int(self.features * self.se_ratio), dtype=self.dtype,
-                          name="attn_last")(h) * jnp.asarray(self.attn_gain, h.dtype)
+        h = SqueezeExcitation(int(self.features * self.se_ratio), kernel_init=WS_KERNEL_INIT,
+                              dtype=self.dtype, name="attn_last")(h) * jnp.asarray(self.attn_gain, h.dtype)
         h = StochasticDepth(self.drop_path_rate)(h, train)
         skip_gain = self.param("skipinit_gain", nn.initializers.constant(self.skip_gain_init), (),
                                jnp.float32)
