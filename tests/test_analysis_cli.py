@@ -40,6 +40,22 @@ def test_restored_run_reproduces_its_final_eval(run_dir):
     assert run.input_shape == (8, 8, 1) and len(run.train[1]) == 1437 and len(y) == 360
 
 
+def test_restored_run_sees_the_runs_padding_and_normalisation(tmp_path):
+    """A run trained on padded, normalised digits: load_run gives the model those inputs
+    (checked against NumPy padding and normalisation of the stored pixels) and reproduces the
+    run's own final evaluation with them."""
+    th.run(tmp_path, "--config.dataset.pad_to=12", "--config.dataset.mean=(0.3,)",
+           "--config.dataset.std=(0.4,)")
+    run = load_run(tmp_path)
+    raw = load_run(tmp_path, preprocess=False)
+    want = (np.pad(raw.test[0], ((0, 0), (2, 2), (2, 2), (0, 0))) - 0.3) / 0.4
+    np.testing.assert_allclose(run.test[0], want, rtol=1e-6, atol=1e-6)
+    assert raw.test[0].shape[1:] == (8, 8, 1) and run.input_shape == (12, 12, 1)
+    x, y = run.test
+    accuracy = float(np.mean(np.argmax(np.asarray(run.logits_fn()(jnp.asarray(x))), -1) == y))
+    assert accuracy == pytest.approx(th.eval_lines(tmp_path)[-1]["accuracy"], abs=1e-6)
+
+
 def test_every_output_of_a_run(run_dir, tmp_path):
     other = tmp_path / "other_run"  # a second run for the learning curves: the same metrics
     other.mkdir()

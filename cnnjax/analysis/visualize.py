@@ -13,8 +13,9 @@
   saliency         input-gradient maps of --num test images (saliency.png)
   occlusion        occlusion sensitivity, --patch / --patch_stride (occlusion.png)
   neighbours       nearest training images in penultimate feature space (neighbours.png)
-  adversarial      FGSM and PGD accuracy against --epsilons (in pixel units; images stay in
-                   the test images' range), and a PGD panel at --eps
+  adversarial      FGSM and PGD accuracy against --epsilons (in the model's input units, i.e.
+                   after the run's normalisation; images stay in the test images' range), and
+                   a PGD panel at --eps
                    (accuracy_vs_eps.png, adversarial.png, adversarial.md)
   equivariance     change of --layer's maps and pooled maps under shifts (equivariance.png)
   curves           train and test error of every --workdir's metrics.jsonl (curves.png)
@@ -46,6 +47,7 @@ from absl import app, flags, logging
 from cnnjax import data, kernels, models
 from cnnjax.analysis import (activation_max, adversarial, attribution, equivariance, features,
                              graph, plots, receptive_field, summary)
+from cnnjax.data.device_pipeline import from_config
 from cnnjax.train.checkpoint import Checkpointer
 from cnnjax.train.metrics import read_jsonl
 from cnnjax.train.state import init_state
@@ -122,9 +124,14 @@ def split_arrays(config: ml_collections.ConfigDict, split: str, limit: int | Non
 
 
 def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
-             max_test: int | None = None) -> Run:
+             max_test: int | None = None, preprocess: bool = True) -> Run:
     """Restores the latest checkpoint of `workdir` (a launch.py run) with the first `max_train`
-    / `max_test` examples of its splits (default all); ValueError if there is none."""
+    / `max_test` examples of its splits (default all); ValueError if there is none.
+
+    With `preprocess` the images are what the model saw in evaluation: padded (dataset.pad_to)
+    and normalised (dataset.mean/std) by the run's device pipeline, one view each; without it
+    they are the stored pixels in [0, 1] (apply `eval_preprocess(run.config, ...)` before the
+    model)."""
     workdir = pathlib.Path(workdir)
     path = workdir / "config.json"
     if not path.is_file():
@@ -141,7 +148,8 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
         # real convolution and pooling ops that Pallas kernels would hide.
         model = model.model
     use_ema = bool(config.optimizer.get("ema_decay", 0.0))
-    state = init_state(model, tx, tuple(train_x.shape[1:]), config.seed, use_ema=use_ema)
+    input_shape = from_config(ds, source.num_classes).output_shape(tuple(train_x.shape[1:]))
+    state = init_state(model, tx, input_shape, config.seed, use_ema=use_ema)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     try:
         if ckpt.latest_step() is None:
@@ -149,8 +157,18 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
         state = ckpt.restore(jax.tree_util.tree_map(np.asarray, state))
     finally:
         ckpt.close()
+    if preprocess:
+        train_x, test_x = (eval_preprocess(config, source.num_classes, x) for x in (train_x, test_x))
     return Run(workdir.name, config, model, state.variables(use_ema), (train_x, train_y),
                (test_x, test_y))
+
+
+def eval_preprocess(config: ml_collections.ConfigDict, num_classes: int,
+                    images: np.ndarray) -> np.ndarray:
+    """Stored images (N, H, W, C) in [0, 1] -> the model's input: the run's device pipeline in
+    evaluation (pad_to, mean/std), without test-time flips."""
+    pipeline = dataclasses.replace(from_config(config.dataset, num_classes), flip_tta=False)
+    return np.asarray(pipeline.eval(jnp.asarray(images)))
 
 
 def _layers(run: Run) -> list[graph.Layer]:
