@@ -10,8 +10,9 @@ from cnnjax.train import trainer
 from conftest import REPO_ROOT
 
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.py"))
-# Smoke runs of the >100M-parameter ImageNet models take minutes on 2 CPU cores.
-SLOW = {"imagenet_vgg16", "imagenet_alexnet"}
+# Smoke runs of the >100M-parameter ImageNet models take minutes on 2 CPU cores; GoogLeNet's and
+# EfficientNet-B0's compile for over 60 s.
+SLOW = {"imagenet_vgg16", "imagenet_alexnet", "imagenet_googlenet", "imagenet_efficientnet_b0"}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW

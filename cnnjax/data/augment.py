@@ -247,6 +247,7 @@ HOST_AUGMENTS = {
     "pad_crop_flip": lambda x, rng, pad: pad_crop_flip(x, rng, pad=pad),  # He et al.'s CIFAR one
     "pad_crop": lambda x, rng, pad: pad_crop_flip(x, rng, pad=pad, flip=False),  # digits: no flip
     "flip": _flip_host,
+    "lighting": lambda x, rng, pad: lighting(x, rng),  # AlexNet's PCA colour noise, std 0.1
 }
 DEVICE_AUGMENTS = {
     "pad_crop_flip": lambda x, key, pad: pad_crop_flip_device(x, key, pad=pad),

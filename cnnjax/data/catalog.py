@@ -85,11 +85,25 @@ ORIGINALS: dict[str, Original] = {
              "meta": "7973b15100ade9c7d40fb424638fde48"},
         class_names=(), counts={"train": 50000, "test": 10000}, holdout=5000,
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html"),
+    # Downloaded by hand after registering (no `url`); MD5s as listed with torchvision's ImageNet
+    # dataset; classes are read from the train tar. The holdout (10,000 training images) is this
+    # codebase's choice for tuning without the validation set; the papers tuned on validation.
+    "imagenet2012": Original(
+        title="ImageNet-2012 (ILSVRC-2012)", url="",
+        md5={"ILSVRC2012_img_train.tar": "1d675b47d978889d74fa0da5fadfb00e",
+             "ILSVRC2012_img_val.tar": "29b22e2961454d5413ddabcf34fc5622",
+             "ILSVRC2012_devkit_t12.tar.gz": "fa75699e90414af021442c21a62c3abf"},
+        class_names=(), counts={"train": 1281167, "validation": 50000},
+        holdout=10000, homepage="https://image-net.org/challenges/LSVRC/2012/"),
 }
 
 
 def download_files(name: str) -> tuple[str, ...]:
-    """The files `--download` fetches for dataset `name` (appended to its `url`)."""
+    """The files `--download` fetches for dataset `name` (appended to its `url`); ValueError for
+    a dataset downloaded by hand."""
+    if not ORIGINALS[name].url:
+        raise ValueError(f"--download cannot fetch {ORIGINALS[name].title}: download its files "
+                         f"by hand (after registering) from {ORIGINALS[name].homepage}")
     if name in CIFAR_ARCHIVES:
         return (CIFAR_ARCHIVES[name][0],)
     return tuple(f for pair in IDX_FILES.values() for f in pair)

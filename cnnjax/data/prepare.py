@@ -5,11 +5,14 @@
     python -m cnnjax.data.prepare cifar10 --source=DIR       # python .tar.gz, extracted, or
     python -m cnnjax.data.prepare cifar100 --source=DIR      #   an image-folder copy
     python -m cnnjax.data.prepare imagefolder --source=DIR --name=NAME [--skip-bad]
+    python -m cnnjax.data.prepare imagenet2012 --source=DIR  # the ILSVRC-2012 tars + val labels
 
 Sources: MNIST / Fashion-MNIST: the four IDX files (.gz or not); CIFAR: the python version's
 .tar.gz, a folder holding it, or its extracted batch files; or, for CIFAR, a class-folder copy
 DIR/{train,test}/<class>/*.jpg|png (e.g. ../shared/data/cifar10_jpeg), whose results are labelled
-with the copy's origin ("CIFAR-10 (JPEG q75 copy)"); imagefolder: DIR/<split>/<class>/<image>.
+with the copy's origin ("CIFAR-10 (JPEG q75 copy)"); imagefolder: DIR/<split>/<class>/<image>;
+imagenet2012: the published tars and validation labels (cnnjax.data.imagenet_files), streamed,
+every image decoded once as a check and stored as its original (encoded) bytes.
 `--download` first fetches the original files of a standard dataset into --source. data_dir
 defaults to $TFDS_DATA_DIR, else ~/tensorflow_datasets. The structure checks (magic numbers,
 counts, shapes, label ranges, decodable images) stop with an error naming the file; published
@@ -24,7 +27,7 @@ import dataclasses
 import logging
 import pathlib
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -34,13 +37,17 @@ from cnnjax.data.checksums import check_md5
 from cnnjax.data.cifar_files import read_cifar
 from cnnjax.data.download import download
 from cnnjax.data.idx import read_idx_pair
-from cnnjax.data.imagefolder import FolderIndex, folder_examples, scan_folder, survey
+from cnnjax.data.imagefolder import (FolderIndex, decode_image, folder_examples, scan_folder,
+                                     survey)
+from cnnjax.data.imagenet_files import (PUBLISHED_CLASSES, SOURCE_HELP, Example, find_sources,
+                                        read_synsets, read_val_labels, train_examples,
+                                        val_examples)
 from cnnjax.data.splits import DERIVED
 
 log = logging.getLogger("cnnjax.data.prepare")
 # What a preparer wrote: (dataset folder, origin label, unreadable files skipped).
 Prepared = tuple[pathlib.Path, str, list[str]]
-PREPARABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
+PREPARABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "imagenet2012")
 _SOURCES = {
     "mnist": "DIR holds the four MNIST IDX files (train-images-idx3-ubyte.gz, ...); add "
              "--download to fetch them into DIR first",
@@ -50,6 +57,7 @@ _SOURCES = {
                "DIR/{train,test}/<class>/*.jpg; add --download to fetch the tar.gz first",
     "cifar100": "DIR holds cifar-100-python.tar.gz or its extracted files, or an image-folder "
                 "copy; add --download to fetch the tar.gz first",
+    "imagenet2012": SOURCE_HELP,
 }
 
 
@@ -235,6 +243,45 @@ def _prepare_imagefolder(name: str, source: pathlib.Path, data_dir: str | None, 
         skipped=list(found.bad.values()), formats=dict(found.formats))
 
 
+def _checked_images(original: Original, split: str, examples: Iterable[Example],
+                    where: pathlib.Path) -> Iterator[dict]:
+    """The examples to store, each image decoded once to check it (BadImage names the file);
+    the split size is compared with the published one at the end."""
+    count = 0
+    for example in examples:
+        decode_image(example.raw, example.where, 3)
+        count += 1
+        yield {"image": example.raw, "label": example.label, "file_name": example.file_name}
+    _check_count(original, split, count, where)
+
+
+def _prepare_imagenet(source: pathlib.Path, data_dir: str | None, overwrite: bool) -> Prepared:
+    original = ORIGINALS["imagenet2012"]
+    found = find_sources(source)
+    checksums = [check_md5(path, original.md5[path.name])
+                 for path in (found.train, found.val, found.labels)
+                 if path.is_file() and path.name in original.md5]
+    synsets = read_synsets(found.train)
+    if len(synsets) != PUBLISHED_CLASSES:
+        log.warning("%s: %d classes, the published %s has %d", found.train, len(synsets),
+                    original.title, PUBLISHED_CLASSES)
+    labels = read_val_labels(found.labels)
+    splits = {
+        "train": lambda: _checked_images(original, "train", train_examples(found.train, synsets),
+                                         found.train),
+        "validation": lambda: _checked_images(
+            original, "validation", val_examples(found.val, labels, found.labels, synsets),
+            found.val)}
+    origin = _origin(original.title, checksums)
+    path = tfds_store.write_dataset(
+        "imagenet2012", data_dir, overwrite=overwrite, homepage=original.homepage,
+        features=tfds_store.image_features(class_names=synsets, channels=3, file_names=True),
+        splits=splits, description=f"{original.title} from its tars ({source}), stored encoded.",
+        metadata=_metadata(origin, source, "ILSVRC-2012 tars", original.holdout,
+                           checksums=checksums, labels_file=found.labels.name, storage="encoded"))
+    return path, origin, []
+
+
 def prepare(name: str, source: str | pathlib.Path, *, data_dir: str | None = None,
             dataset_name: str | None = None, download_first: bool = False,
             skip_bad: bool = False, overwrite: bool = False) -> Summary:
@@ -264,6 +311,8 @@ def prepare(name: str, source: str | pathlib.Path, *, data_dir: str | None = Non
             raise FileNotFoundError(f"--source {source} does not exist ({_SOURCES[name]})")
         if name in ("mnist", "fashion_mnist"):
             path, origin, skipped = _prepare_idx(name, source, data_dir, overwrite)
+        elif name == "imagenet2012":
+            path, origin, skipped = _prepare_imagenet(source, data_dir, overwrite)
         elif source.is_dir() and _is_image_folder(source):
             path, origin, skipped = _prepare_cifar_folder(name, source, data_dir,
                                                           skip_bad=skip_bad, overwrite=overwrite)

@@ -30,15 +30,17 @@ def _synthetic(split: str, *, image_shape=(32, 32, 3), num_classes: int = 10,
 _BUILDERS: dict[str, Callable[..., ArraySource]] = {"digits": _digits, "synthetic": _synthetic}
 # Prepared from their original files into data_dir (cnnjax.data.prepare), read with grain;
 # any other name prepared there (an image folder) is opened the same way.
-_PREPARED = ("cifar10", "cifar100", "fashion_mnist", "mnist")
+_PREPARED = ("cifar10", "cifar100", "fashion_mnist", "imagenet2012", "mnist")
 
 
 def _open_prepared(name: str, split: str, data_dir: str | None, **kw):
     from cnnjax.data.grain_source import open_prepared  # imports tfds + grain: only when used
+    from cnnjax.data.imagenet import NAME as IMAGENET, open_imagenet
     from cnnjax.data.prepare import prepare_command
 
-    return open_prepared(name, split, data_dir=data_dir,
-                         prepare_hint=prepare_command(name, data_dir), **kw)
+    opener = open_imagenet if name == IMAGENET else open_prepared
+    return opener(name, split, data_dir=data_dir, prepare_hint=prepare_command(name, data_dir),
+                  **kw)
 
 
 def _is_prepared(name: str, data_dir: str | None) -> bool:
@@ -58,7 +60,8 @@ def create(name: str, split: str, *, batch_size: int, train: bool, seed: int = 0
     """The DataSource of dataset `name`, split `split` (see cnnjax.data.source for the contract).
 
     `options` are dataset-specific (e.g. synthetic's image_shape, num_classes, num_examples;
-    prepared datasets' worker_count, holdout, image_size: cnnjax.data.grain_source.open_prepared).
+    prepared datasets' worker_count, holdout, image_size: cnnjax.data.grain_source.open_prepared;
+    imagenet2012's crops: cnnjax.data.imagenet.open_imagenet).
     `data_dir` (default $TFDS_DATA_DIR, else ~/tensorflow_datasets) holds prepared datasets; one
     missing there raises MissingDataset (a FileNotFoundError) printing the command to prepare it.
     """

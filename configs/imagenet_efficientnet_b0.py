@@ -1,0 +1,102 @@
+"""Tan & Le 2019 (EfficientNet: rethinking model scaling for convolutional neural networks):
+EfficientNet-B0 on ILSVRC-2012 at 224x224, sec. 5.2.
+
+    python -m cnnjax.data.prepare imagenet2012 --source=DIR_WITH_THE_TARS
+    python launch.py --config=configs/imagenet_efficientnet_b0.py --workdir=runs/imagenet_effnet_b0
+
+Published, not measured here: 77.1% top-1 / 93.3% top-5 accuracy (Table 2), trained with
+AutoAugment, which cnnjax does not implement.
+`configs/imagenet_efficientnet_b0.py:smoke` trains 2 steps on synthetic 32x32 images for the tests.
+"""
+
+import ml_collections
+
+from cnnjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+
+VARIANTS = ("smoke",)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Data: the Inception crop + flip (MnasNet's "Inception preprocessing", whose settings sec.
+    # 5.2 reuses); sec. 5.2's AutoAugment is not implemented. Evaluation: the central 224 crop of
+    # the image resized to 256.
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = "imagenet2012"
+    c.dataset.data_dir = ""  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.dataset.train_split = "train"
+    c.dataset.eval_split = "validation"
+    c.dataset.options = ml_collections.ConfigDict({
+        "image_size": 224, "train_crop": "inception", "eval_crop": "center"})
+    c.dataset.augment = "none"
+    c.dataset.augment_on = "host"
+    c.dataset.mix = "none"
+    c.dataset.mix_alpha = 0.0
+    c.dataset.pad_to = 0
+    c.dataset.mean = IMAGENET_MEAN
+    c.dataset.std = IMAGENET_STD
+    c.dataset.flip_tta = False
+    # Not stated in the EfficientNet paper; MnasNet (Tan et al. 2019, sec. 5), whose settings it
+    # follows, used "batch size 4K" with the same 0.256 learning rate.
+    c.batch_size = 4096
+    c.num_epochs = 350.0  # not stated in the paper: chosen here
+    c.num_train_steps = -1
+
+    # Model: B0 (Table 1), SiLU, stochastic depth "with survival probability 0.8" (drop rate 0.2),
+    # "dropout ratio from 0.2 for EfficientNet-B0", "batch norm momentum 0.99".
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "efficientnet_b0"
+    c.model.kernels = "xla"
+    c.model.dropout_rate = 0.2
+    c.model.drop_path_rate = 0.2
+    c.model.bn_momentum = 0.99
+    c.dtype = "float32"
+    c.remat = False
+    c.per_device_batch_norm = False
+
+    # Optimiser (sec. 5.2): "RMSProp optimizer with decay 0.9 and momentum 0.9", "weight decay
+    # 1e-5", "initial learning rate 0.256 that decays by 0.97 every 2.4 epochs" (eps 1e-3,
+    # TensorFlow 1's RMSProp, see cnnjax.train.optim). MnasNet's 5-epoch linear warm-up. Decay on
+    # the convolution and dense kernels only. No weight averaging or label smoothing: neither is
+    # in the paper.
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "rmsprop"
+    c.optimizer.learning_rate = 0.256
+    c.optimizer.rms_decay = 0.9
+    c.optimizer.momentum = 0.9
+    c.optimizer.eps = 1e-3
+    c.optimizer.weight_decay = 1e-5
+    c.optimizer.decoupled_weight_decay = False  # an L2 term in the loss
+    c.optimizer.decay_norm_and_bias = False
+    c.optimizer.grad_clip_norm = 0.0
+    c.optimizer.agc_clip = 0.0
+    c.optimizer.ema_decay = 0.0
+    c.optimizer.label_smoothing = 0.0
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "exponential"
+    c.schedule.decay_rate = 0.97
+    c.schedule.decay_epochs = 2.4
+    c.schedule.staircase = True
+    c.schedule.warmup_epochs = 5.0
+
+    # Evaluation, logging and checkpoints.
+    c.log_every_steps = 100
+    c.eval_every_steps = 5_000
+    c.checkpoint_every_steps = 2_000
+    c.keep_checkpoints = 2
+
+    if arg == "smoke":
+        c.dataset.name = "synthetic"
+        c.dataset.options = ml_collections.ConfigDict(
+            {"image_shape": (32, 32, 3), "num_classes": 1000, "num_examples": 8})
+        c.batch_size = 4
+        c.num_epochs = 0.0
+        c.num_train_steps = 2
+        c.schedule.warmup_epochs = 0.0
+        c.log_every_steps = c.eval_every_steps = c.checkpoint_every_steps = 2
+    elif arg:
+        raise ValueError(f"configs/imagenet_efficientnet_b0.py takes no argument or 'smoke', got "
+                         f"{arg!r}")
+    return c

@@ -1,0 +1,95 @@
+"""Sandler et al. 2018 (MobileNetV2: inverted residuals and linear bottlenecks): MobileNetV2 1.0
+on ILSVRC-2012 at 224x224, sec. 6.1.
+
+    python -m cnnjax.data.prepare imagenet2012 --source=DIR_WITH_THE_TARS
+    python launch.py --config=configs/imagenet_mobilenet_v2.py --workdir=runs/imagenet_mobilenet_v2
+
+Published, not measured here: 72.0% top-1 accuracy (Table 4; the paper gives no top-5).
+`configs/imagenet_mobilenet_v2.py:smoke` trains 2 steps on synthetic 32x32 images for the tests.
+"""
+
+import ml_collections
+
+from cnnjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+
+VARIANTS = ("smoke",)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Data: the paper names no augmentation; the Inception crop + flip (its TensorFlow code's
+    # Inception preprocessing) is used here; evaluation on the central 224 crop of the image
+    # resized to 256.
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = "imagenet2012"
+    c.dataset.data_dir = ""  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.dataset.train_split = "train"
+    c.dataset.eval_split = "validation"
+    c.dataset.options = ml_collections.ConfigDict({
+        "image_size": 224, "train_crop": "inception", "eval_crop": "center"})
+    c.dataset.augment = "none"
+    c.dataset.augment_on = "host"
+    c.dataset.mix = "none"
+    c.dataset.mix_alpha = 0.0
+    c.dataset.pad_to = 0
+    c.dataset.mean = IMAGENET_MEAN
+    c.dataset.std = IMAGENET_STD
+    c.dataset.flip_tta = False
+    c.batch_size = 96  # sec. 6.1: "batch size of 96" (per each of "16 GPU asynchronous workers")
+    c.num_epochs = 300.0  # not stated in the paper: chosen here
+    c.num_train_steps = -1
+
+    # Model: Table 2's network, batch norm "after every layer", dropout 0.2 before the classifier
+    # (cnnjax.models.mobilenet's default; not stated in the paper).
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "mobilenet_v2"
+    c.model.kernels = "xla"
+    c.dtype = "float32"
+    c.remat = False
+    c.per_device_batch_norm = False
+
+    # Optimiser (sec. 6.1): "RMSPropOptimizer with both decay and momentum set to 0.9", "weight
+    # decay is set to 0.00004", "initial learning rate of 0.045, and learning rate decay rate of
+    # 0.98 per epoch". RMSProp's eps is not stated: EfficientNet's 1e-3 here. Decay on the
+    # convolution and dense kernels only (batch-norm parameters and biases excluded, as
+    # TensorFlow's kernel regularisers do).
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "rmsprop"
+    c.optimizer.learning_rate = 0.045
+    c.optimizer.rms_decay = 0.9
+    c.optimizer.momentum = 0.9
+    c.optimizer.eps = 1e-3
+    c.optimizer.weight_decay = 4e-5
+    c.optimizer.decoupled_weight_decay = False  # an L2 term in the loss
+    c.optimizer.decay_norm_and_bias = False
+    c.optimizer.grad_clip_norm = 0.0
+    c.optimizer.agc_clip = 0.0
+    c.optimizer.ema_decay = 0.0
+    c.optimizer.label_smoothing = 0.0
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "exponential"
+    c.schedule.decay_rate = 0.98
+    c.schedule.decay_epochs = 1.0
+    c.schedule.staircase = True
+    c.schedule.warmup_epochs = 0.0
+
+    # Evaluation, logging and checkpoints.
+    c.log_every_steps = 100
+    c.eval_every_steps = 50_000
+    c.checkpoint_every_steps = 10_000
+    c.keep_checkpoints = 2
+
+    if arg == "smoke":
+        c.dataset.name = "synthetic"
+        c.dataset.options = ml_collections.ConfigDict(
+            {"image_shape": (32, 32, 3), "num_classes": 1000, "num_examples": 8})
+        c.batch_size = 4
+        c.num_epochs = 0.0
+        c.num_train_steps = 2
+        c.log_every_steps = c.eval_every_steps = c.checkpoint_every_steps = 2
+    elif arg:
+        raise ValueError(f"configs/imagenet_mobilenet_v2.py takes no argument or 'smoke', got "
+                         f"{arg!r}")
+    return c
