@@ -130,8 +130,8 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
 
     With `preprocess` the images are what the model saw in evaluation: padded (dataset.pad_to)
     and normalised (dataset.mean/std) by the run's device pipeline, one view each; without it
-    they are the stored pixels in [0, 1] (apply `eval_preprocess(run.config, ...)` before the
-    model)."""
+    they are the stored pixels in [0, 1] (apply `eval_preprocess(run.config, images)` before
+    the model)."""
     workdir = pathlib.Path(workdir)
     path = workdir / "config.json"
     if not path.is_file():
@@ -158,16 +158,16 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
     finally:
         ckpt.close()
     if preprocess:
-        train_x, test_x = (eval_preprocess(config, source.num_classes, x) for x in (train_x, test_x))
+        train_x, test_x = (eval_preprocess(config, x) for x in (train_x, test_x))
     return Run(workdir.name, config, model, state.variables(use_ema), (train_x, train_y),
                (test_x, test_y))
 
 
-def eval_preprocess(config: ml_collections.ConfigDict, num_classes: int,
-                    images: np.ndarray) -> np.ndarray:
+def eval_preprocess(config: ml_collections.ConfigDict, images: np.ndarray) -> np.ndarray:
     """Stored images (N, H, W, C) in [0, 1] -> the model's input: the run's device pipeline in
     evaluation (pad_to, mean/std), without test-time flips."""
-    pipeline = dataclasses.replace(from_config(config.dataset, num_classes), flip_tta=False)
+    # num_classes only matters to mixup/cutmix, which evaluation never applies.
+    pipeline = dataclasses.replace(from_config(config.dataset, num_classes=0), flip_tta=False)
     return np.asarray(pipeline.eval(jnp.asarray(images)))
 
 
