@@ -47,15 +47,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dataset.mix_alpha = 0.0
     c.dataset.mean = (0.1307,)
     c.dataset.std = (0.3081,)
-    c.batch_size = 128
-    c.num_epochs = 3.0
-    c.num_train_steps = -1
+    # 500 steps of 64 (32,000 images, about half an epoch): the curves separate within the first
+    # hundred steps, and the run fits a 2-core CPU budget (about 4 minutes per activation).
+    c.batch_size = 64
+    c.num_epochs = 1.0
+    c.num_train_steps = 500
 
-    # Model: 12 convolutions in 3 stages of 32-64-128 channels.
+    # Model: 12 convolutions in 3 stages of 16-32-64 channels.
     c.model = ml_collections.ConfigDict()
     c.model.name = "plain_cnn"
     c.model.depth = 12
-    c.model.width = 32
+    c.model.width = 16
     c.model.activation = act
     c.model.kernels = "xla"
     c.dtype = "float32"
@@ -78,10 +80,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "constant"
 
-    # Evaluation every half epoch for the learning curves.
+    # Evaluation every 100 steps (on the 10,000 test images) for the learning curves.
     c.log_every_steps = 50
-    c.eval_every_steps = 234
-    c.checkpoint_every_steps = 468
+    c.eval_every_steps = 100
+    c.checkpoint_every_steps = 500
     c.keep_checkpoints = 1
 
     if smoke:
@@ -89,7 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.dataset.options = ml_collections.ConfigDict(
             {"image_shape": (28, 28, 1), "num_classes": 10, "num_examples": 128})
         c.batch_size = 32
-        c.num_epochs = 1.0
+        c.num_train_steps = 4
         c.log_every_steps = c.eval_every_steps = c.checkpoint_every_steps = 4
     return c
 

@@ -132,6 +132,10 @@ GRAD_SLOW = re.compile(r"^(resnet(34|101|152)|plain34|wide_resnet50_2|cifar_(res
 def test_jit_grad_at_the_smallest_input(name):
     spec = models.get_spec(name)
     model = models.create(name, num_classes=CLASSES)
+    if hasattr(model, "drop_path_rate"):
+        # Stochastic depth may drop a block for every example of a 2-image batch, zeroing its
+        # gradients by design (its own test: test_models_nfnet_mixer.py); off here.
+        model = model.clone(drop_path_rate=0.0)
     x_spec = _small_input(name)
     key = jax.random.PRNGKey(0)
     if spec.input_dtype == "int32":
