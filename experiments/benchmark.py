@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def record(result: dict, argv: list[str]) -> None:
     path = HERE / "results" / "benchmarks.md"
+    path.parent.mkdir(exist_ok=True)
     if not path.exists():
         path.write_text("# Benchmarks (measured; appended by `experiments/benchmark.py --record`)\n\n"
                         "| date | device | model | batch | dtype | cnnjax img/s | torch img/s | ratio | "

@@ -12,19 +12,9 @@ import pathlib
 from typing import Any
 
 from cnnjax.sweep.launchers import POINT_FILE, is_finished
+from cnnjax.train.metrics import read_jsonl
 
 METRIC_COLUMNS = ("final_accuracy", "best_accuracy", "best_step", "final_loss", "final_step")
-
-
-def read_metrics(path: pathlib.Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl file; a torn last line (a run killed mid-write) is skipped."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def run_row(workdir: pathlib.Path) -> dict[str, Any] | None:
@@ -32,7 +22,7 @@ def run_row(workdir: pathlib.Path) -> dict[str, Any] | None:
     metrics = workdir / "metrics.jsonl"
     if not metrics.is_file():
         return None
-    evals = [r for r in read_metrics(metrics) if r.get("split") == "eval" and "accuracy" in r]
+    evals = [r for r in read_jsonl(metrics) if r.get("split") == "eval" and "accuracy" in r]
     if not evals:
         return None
     best = max(evals, key=lambda r: r["accuracy"])
@@ -86,7 +76,7 @@ def plot_curves(root: pathlib.Path, names: list[str]) -> pathlib.Path:
 
     fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
     for name in names:
-        records = read_metrics(root / name / "metrics.jsonl")
+        records = read_jsonl(root / name / "metrics.jsonl")
         for ax, split in ((ax_train, "train"), (ax_eval, "eval")):
             points = [(r["step"], 100 * (1 - r["accuracy"])) for r in records
                       if r.get("split") == split and "accuracy" in r]

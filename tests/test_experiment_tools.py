@@ -1,0 +1,65 @@
+"""The experiments/ tools other than the benchmark harness: the input-pipeline benchmark and the
+time-to-accuracy runner (checking that they work and record, not timing)."""
+
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "experiments"))
+import bench_input  # noqa: E402
+import time_to_accuracy  # noqa: E402
+
+
+
+def test_input_benchmark_measures_every_pipeline(tmp_path, monkeypatch):
+    import data_files as F
+    from cnnjax.data import prepare as P
+
+    files, _ = F.cifar_files("cifar10", per_file=12)
+    F.write_cifar_tar(tmp_path / "src" / "cifar-10-python.tar.gz", files, "cifar-10-batches-py")
+    P.prepare("cifar10", tmp_path / "src", data_dir=str(tmp_path / "tfds"))
+    monkeypatch.setattr(bench_input, "RESULTS", tmp_path / "results" / "input.md")
+    argv = ["--batch=8", "--seconds=0.3", f"--data_dir={tmp_path / 'tfds'}"]
+    rows = dict(bench_input.main(argv + ["--record"]))
+    for name in ("digits", "cifar10 host", "cifar10 device",
+                 "imagenet decode+crop (train, 1 core)"):
+        assert float(rows[name].replace(",", "")) > 0, (name, rows[name])
+    # MNIST is not prepared in that data_dir: the row says how to prepare it instead of a rate.
+    assert rows["mnist"].startswith("not measured") and "cnnjax.data.prepare mnist" in rows["mnist"]
+    bench_input.main(argv + ["--only=digits", "--record"])
+    recorded = (tmp_path / "results" / "input.md").read_text()
+    assert recorded.count("## ") == 2 and "bench_input.py --batch=8" in recorded  # appended
+
+
+def test_generated_jpegs_have_imagenet_size():
+    from cnnjax.data.imagefolder import decode_image
+
+    (raw,) = bench_input.generated_jpegs(1)
+    assert decode_image(raw, "test", 3).shape == (375, 500, 3)
+    with pytest.raises(ValueError, match="unknown pipelines"):
+        bench_input.measure(8, 0.1, None, only=("cifar11",))
+
+
+def test_time_to_accuracy_times_each_seed_and_records(tmp_path):
+    record = tmp_path / "results.md"
+    common = ["--config=configs/fast_cifar10.py:smoke", "--record", str(record)]
+    # Any evaluation reaches a target of 1e-9: the time is that of the first evaluation.
+    rows = time_to_accuracy.main(common + ["--target=1e-9", "--seeds=0,1", f"--root={tmp_path}/a"])
+    assert [r["seed"] for r in rows] == [0, 1]
+    for r in rows:
+        assert 0 < r["seconds_to_target"] <= r["wall_seconds"]
+        assert r["step_to_target"] == 2 and 0 <= r["final_accuracy"] <= 1  # the first evaluation
+        assert (tmp_path / "a" / f"seed_{r['seed']}" / "metrics.jsonl").is_file()
+    # 100% on random synthetic labels after a few steps is out of reach: reported, not invented.
+    (row,) = time_to_accuracy.main(common + ["--target=1.0", f"--root={tmp_path}/b", "--",
+                                             "--config.num_train_steps=2"])
+    assert row["seconds_to_target"] is None and row["step_to_target"] is None
+    text = record.read_text()
+    assert text.count("## ") == 2 and "Reached 100%: 0 of 1 seeds" in text
+    assert "Reached 1e-07%: 2 of 2 seeds" in text
+    with pytest.raises(ValueError, match="already exists"):
+        time_to_accuracy.main(common + ["--target=0.5", f"--root={tmp_path}/a"])
+    with pytest.raises(SystemExit):
+        time_to_accuracy.main(common + ["--target=94", f"--root={tmp_path}/c"])
