@@ -39,7 +39,7 @@ def test_slurm_sweep_of_the_default_experiment(tmp_path):
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and all(float(r["final_accuracy"]) > 0.2 for r in rows)
-    assert all(r["finished"] == "True" for r in rows)
+    assert all(r["status"] == "done" for r in rows)
 
 
 def test_two_slurm_tasks_train_as_one_multi_process_run(tmp_path):

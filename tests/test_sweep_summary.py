@@ -30,17 +30,23 @@ def test_summary_tables_and_plot(tmp_path):
     _write_run(tmp_path, "lr=0.1", {"optimizer.learning_rate": 0.1}, [(10, 0.5), (20, 0.9), (30, 0.8)])
     _write_run(tmp_path, "lr=0.01", {"optimizer.learning_rate": 0.01}, [(10, 0.3), (20, 0.6)], done=False)
     (tmp_path / "no_eval_yet").mkdir()
+    diverged = tmp_path / "lr=10"  # failed before its first evaluation: listed, metrics empty
+    diverged.mkdir()
+    (diverged / POINT_FILE).write_text(json.dumps({"name": "lr=10",
+                                                   "overrides": {"optimizer.learning_rate": 10}}))
+    (diverged / STATUS_FILE).write_text(json.dumps({"status": "failed", "returncode": 3}))
     assert cli.main(["summarize", str(tmp_path)]) == 0
 
     with open(tmp_path / "summary.csv") as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"lr=0.1", "lr=0.01"}
+    assert set(rows) == {"lr=0.1", "lr=0.01", "lr=10"}
     assert float(rows["lr=0.1"]["final_accuracy"]) == 0.8
     assert float(rows["lr=0.1"]["best_accuracy"]) == 0.9 and rows["lr=0.1"]["best_step"] == "20"
-    assert rows["lr=0.1"]["finished"] == "True" and rows["lr=0.01"]["finished"] == "False"
+    assert rows["lr=0.1"]["status"] == "done" and rows["lr=0.01"]["status"] == "unfinished"
+    assert rows["lr=10"]["status"] == "failed (exit 3)" and rows["lr=10"]["final_accuracy"] == ""
     assert rows["lr=0.01"]["optimizer.learning_rate"] == "0.01"
     md = (tmp_path / "summary.md").read_text().splitlines()
-    assert len(md) == 4 and "optimizer.learning_rate" in md[0]
+    assert len(md) == 5 and "optimizer.learning_rate" in md[0]
 
     png = np.asarray(Image.open(tmp_path / "curves.png").convert("L"), dtype=float)
     assert png.shape[0] > 100 and png.std() > 5  # a drawn figure, not a blank canvas

@@ -11,31 +11,46 @@ import json
 import pathlib
 from typing import Any
 
-from cnnjax.sweep.launchers import POINT_FILE, is_finished
+from cnnjax.sweep.launchers import POINT_FILE, STATUS_FILE
 from cnnjax.train.metrics import read_jsonl
 
 METRIC_COLUMNS = ("final_accuracy", "best_accuracy", "best_step", "final_loss", "final_step")
 
 
+def run_status(workdir: pathlib.Path) -> str:
+    """"done", "failed (exit N)" (from the sweep's status file) or "unfinished" (no status yet:
+    running, interrupted, or launched outside a sweep)."""
+    path = workdir / STATUS_FILE
+    if not path.is_file():
+        return "unfinished"
+    status = json.loads(path.read_text())
+    if status.get("status") == "done":
+        return "done"
+    return f"failed (exit {status.get('returncode')})"
+
+
 def run_row(workdir: pathlib.Path) -> dict[str, Any] | None:
-    """One table row for a run directory, or None if it has no eval line yet."""
+    """One table row for a run directory; None if it has no eval line yet and has not failed.
+    A run that failed before its first evaluation (e.g. a diverged loss) gets a row with empty
+    metrics, so the table shows it rather than leaving it out."""
+    status = run_status(workdir)
     metrics = workdir / "metrics.jsonl"
-    if not metrics.is_file():
-        return None
     evals = [r for r in read_jsonl(metrics) if r.get("split") == "eval" and "accuracy" in r]
-    if not evals:
+    if not evals and not status.startswith("failed"):
         return None
-    best = max(evals, key=lambda r: r["accuracy"])
     point = workdir / POINT_FILE
     overrides = json.loads(point.read_text())["overrides"] if point.is_file() else {}
-    return {"run": workdir.name, **overrides, "final_accuracy": evals[-1]["accuracy"],
-            "best_accuracy": best["accuracy"], "best_step": best["step"],
-            "final_loss": evals[-1].get("loss"), "final_step": evals[-1]["step"],
-            "finished": is_finished(workdir)}
+    row = {"run": workdir.name, **overrides, "status": status}
+    if evals:
+        best = max(evals, key=lambda r: r["accuracy"])
+        row.update({"final_accuracy": evals[-1]["accuracy"], "best_accuracy": best["accuracy"],
+                    "best_step": best["step"], "final_loss": evals[-1].get("loss"),
+                    "final_step": evals[-1]["step"]})
+    return row
 
 
 def collect(root: pathlib.Path) -> list[dict[str, Any]]:
-    """Rows for every run under `root` that has at least one eval, sorted by name."""
+    """Rows for every run under `root` with an eval line or a failed status, sorted by name."""
     if not root.is_dir():
         raise ValueError(f"sweep root {str(root)!r} does not exist")
     rows = [run_row(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
@@ -43,8 +58,8 @@ def collect(root: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    hyper = [k for r in rows for k in r if k not in METRIC_COLUMNS + ("run", "finished")]
-    return ["run", *dict.fromkeys(hyper), *METRIC_COLUMNS, "finished"]
+    hyper = [k for r in rows for k in r if k not in METRIC_COLUMNS + ("run", "status")]
+    return ["run", *dict.fromkeys(hyper), *METRIC_COLUMNS, "status"]
 
 
 def _fmt(value: Any) -> str:
@@ -98,7 +113,8 @@ def summarize(root: pathlib.Path) -> list[dict[str, Any]]:
     """Writes summary.md, summary.csv and curves.png under `root`; returns the rows."""
     rows = collect(root)
     if not rows:
-        raise ValueError(f"no run under {str(root)!r} has an eval line in metrics.jsonl yet")
+        raise ValueError(f"no run under {str(root)!r} has an eval line in metrics.jsonl or has "
+                         f"failed yet")
     write_tables(rows, root)
     plot_curves(root, [r["run"] for r in rows])
     return rows

@@ -55,6 +55,7 @@ def main() -> None:
     norms = {a: np.mean([layer_grad_norms(a, images, labels, s) for s in range(args.seeds)], 0)
              for a in CONFIG.ACTIVATIONS}
     out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     rows = ["| layer | " + " | ".join(norms) + " |", "|---" * (len(norms) + 1) + "|"]
     depth = len(next(iter(norms.values())))
     for i in range(depth):
