@@ -7,17 +7,20 @@ Pipelines (a prepared dataset that is missing is reported with its `prepare` com
 - mnist: prepared MNIST read with grain (worker processes, one per core), no augmentation.
 - cifar10 host: prepared CIFAR-10 with He et al.'s pad-4 / random-crop / flip in the grain
   workers (`dataset.augment_on="host"`).
-- cifar10 device: the same records, augmented by the jit-compiled crop/flip of
-  cnnjax.data.augment after transfer to the device (`dataset.augment_on="device"`, as
-  configs/fast_cifar10.py trains); on a CPU-only machine that device is the same cores.
+- cifar10 records: the same records without augmentation: all the host does for a run that
+  augments on the device (`dataset.augment_on="device"`, as configs/fast_cifar10.py trains), so
+  this is the rate at which the host can feed a GPU.
+- cifar10 device (this CPU): those records augmented by the jit-compiled crop/flip of
+  cnnjax.data.augment after transfer to the device; on a CPU-only machine that device is the same
+  two cores, so the augmentation competes with the reading.
 - imagenet decode+crop: JPEG decoding plus the Inception random-resized crop and flip
   (cnnjax.data.imagenet.Views.train), and decoding plus the resize-256 / centre-224 evaluation
   view, in this one process: the rate per core. The JPEGs are generated (500x375, ImageNet's
   most common size, quality 90, smooth random content with noise) because ImageNet is not here.
 
-Each stream is timed after a warm-up (worker start-up, compilation) for --seconds, counting
-whole batches handed to the consumer. Prints a table; --record appends it to
-experiments/results/input_pipelines.md with the date, machine and command.
+Each stream is timed after a warm-up (worker start-up, compilation: at least 3 batches and 2
+seconds) for --seconds, counting whole batches handed to the consumer. Prints a table; --record
+appends it to experiments/results/input_pipelines.md with the date, machine and command.
 """
 
 from __future__ import annotations
@@ -49,10 +52,12 @@ JPEG_SIZE = (500, 375)  # (width, height)
 
 
 def stream_rate(batches: Iterator[dict], consume: Callable[[dict], object], seconds: float,
-                warmup_batches: int = 3) -> float:
+                warmup_batches: int = 3, warmup_seconds: float = 2.0) -> float:
     """Images/s of `batches` passed through `consume`, timed for `seconds` after a warm-up."""
-    for _ in range(warmup_batches):
+    start, done = time.perf_counter(), 0
+    while done < warmup_batches or time.perf_counter() - start < min(warmup_seconds, seconds):
         consume(next(batches))
+        done += 1
     images, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         batch = next(batches)
@@ -119,7 +124,8 @@ def measure(batch: int, seconds: float, data_dir: str | None,
         "cifar10 host": lambda: stream_rate(
             prepared("cifar10", augment=get_host_augment("pad_crop_flip")).batches(),
             _to_host, seconds),
-        "cifar10 device": lambda: stream_rate(
+        "cifar10 records": lambda: stream_rate(prepared("cifar10").batches(), _to_host, seconds),
+        "cifar10 device (this CPU)": lambda: stream_rate(
             prepared("cifar10").batches(), _device_augment("pad_crop_flip"), seconds),
         "imagenet decode+crop (train, 1 core)": lambda: jpeg_rate(
             jpegs, lambda p: views.train(p, rng), seconds),

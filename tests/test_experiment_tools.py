@@ -23,7 +23,7 @@ def test_input_benchmark_measures_every_pipeline(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_input, "RESULTS", tmp_path / "results" / "input.md")
     argv = ["--batch=8", "--seconds=0.3", f"--data_dir={tmp_path / 'tfds'}"]
     rows = dict(bench_input.main(argv + ["--record"]))
-    for name in ("digits", "cifar10 host", "cifar10 device",
+    for name in ("digits", "cifar10 host", "cifar10 records", "cifar10 device (this CPU)",
                  "imagenet decode+crop (train, 1 core)"):
         assert float(rows[name].replace(",", "")) > 0, (name, rows[name])
     # MNIST is not prepared in that data_dir: the row says how to prepare it instead of a rate.
