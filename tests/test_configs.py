@@ -31,7 +31,8 @@ def test_config_builds(path):
         model, schedule, tx, total = build_model_and_optimizer(config, num_classes, 100)
         assert total > 0 and float(schedule(0)) >= 0.0
         shape = tuple(config.dataset.get("image_shape", spec.input_shape))
-        state = jax.eval_shape(lambda: init_state(model, tx, shape, config.seed, use_ema=False))
+        state = jax.eval_shape(lambda: init_state(model, tx, shape, config.seed, use_ema=False,
+                                                 input_dtype=spec.input_dtype))
         assert jax.tree_util.tree_leaves(state.params)
         if hasattr(module, "get_sweep"):
             assert len(module.get_sweep(arg)) > 0

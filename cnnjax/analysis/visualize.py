@@ -149,7 +149,8 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
         model = model.model
     use_ema = bool(config.optimizer.get("ema_decay", 0.0))
     input_shape = from_config(ds, source.num_classes).output_shape(tuple(train_x.shape[1:]))
-    state = init_state(model, tx, input_shape, config.seed, use_ema=use_ema)
+    state = init_state(model, tx, input_shape, config.seed, use_ema=use_ema,
+                       input_dtype=train_x.dtype)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     try:
         if ckpt.latest_step() is None:

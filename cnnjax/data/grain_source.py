@@ -89,6 +89,14 @@ class GrainSource:
         return tuple(self.decoder.shape)
 
     @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        return ()
+
+    @property
     def steps_per_epoch(self) -> int:
         """Train: full global batches per epoch. Eval: batches in the one padded pass."""
         if self.train:

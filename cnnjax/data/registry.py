@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from cnnjax.data import shapes, text
 from cnnjax.data.digits import load_digits_split
 from cnnjax.data.source import ArraySource
 from cnnjax.data.synthetic import synthetic_arrays
@@ -27,7 +28,32 @@ def _synthetic(split: str, *, image_shape=(32, 32, 3), num_classes: int = 10,
     return ArraySource("synthetic", images, labels, num_classes, origin="random", **kw)
 
 
-_BUILDERS: dict[str, Callable[..., ArraySource]] = {"digits": _digits, "synthetic": _synthetic}
+def _check_split(name: str, split: str, known: dict) -> None:
+    if split not in known:
+        raise ValueError(f"{name} has splits {sorted(known)}, got {split!r}")
+
+
+def _shapes(split: str, *, image_size: int = 64, num_examples: int | None = None,
+            **kw) -> ArraySource:
+    _check_split("shapes", split, shapes.NUM_EXAMPLES)
+    images, masks = shapes.shapes_arrays(num_examples or shapes.NUM_EXAMPLES[split], image_size,
+                                         seed=kw["seed"] * 2 + (split != "train"))
+    return ArraySource("shapes", images, masks, len(shapes.CLASSES),
+                       origin="generated shapes with per-pixel masks", **kw)
+
+
+def _keywords(split: str, *, vocab_size: int = 2000, num_classes: int = 4, max_len: int = 64,
+              num_examples: int | None = None, **kw) -> ArraySource:
+    _check_split("keywords", split, text.NUM_EXAMPLES)
+    tokens, labels = text.keyword_arrays(num_examples or text.NUM_EXAMPLES[split],
+                                         vocab_size=vocab_size, num_classes=num_classes,
+                                         max_len=max_len, seed=kw["seed"] * 2 + (split != "train"))
+    return ArraySource("keywords", tokens, labels, num_classes,
+                       origin="generated keyword sentences (token ids)", **kw)
+
+
+_BUILDERS: dict[str, Callable[..., ArraySource]] = {
+    "digits": _digits, "synthetic": _synthetic, "shapes": _shapes, "keywords": _keywords}
 # Prepared from their original files into data_dir (cnnjax.data.prepare), read with grain;
 # any other name prepared there (an image folder) is opened the same way.
 _PREPARED = ("cifar10", "cifar100", "fashion_mnist", "imagenet2012", "mnist")
@@ -60,6 +86,8 @@ def create(name: str, split: str, *, batch_size: int, train: bool, seed: int = 0
     """The DataSource of dataset `name`, split `split` (see cnnjax.data.source for the contract).
 
     `options` are dataset-specific (e.g. synthetic's image_shape, num_classes, num_examples;
+    shapes' image_size, num_examples (cnnjax.data.shapes); keywords' vocab_size, num_classes,
+    max_len, num_examples (cnnjax.data.text);
     prepared datasets' worker_count, holdout, image_size: cnnjax.data.grain_source.open_prepared;
     imagenet2012's crops: cnnjax.data.imagenet.open_imagenet).
     `data_dir` (default $TFDS_DATA_DIR, else ~/tensorflow_datasets) holds prepared datasets; one

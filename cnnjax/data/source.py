@@ -34,7 +34,9 @@ def check_sharding(batch_size: int, process_index: int, process_count: int) -> i
 class ArraySource:
     """A split held in memory as arrays: images (N, H, W, C) float32 and labels (N,) int32.
 
-    Other per-example arrays (e.g. segmentation targets, token ids) go in `extra`.
+    Two other forms train the same way: token ids (N, L) int32 as "images" (text, for textcnn),
+    and per-pixel labels (N, H, W) int32 (segmentation, for unet). Other per-example arrays go in
+    `extra`.
     """
 
     name: str
@@ -65,6 +67,16 @@ class ArraySource:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        """float32 for images, int32 for token ids."""
+        return self.images.dtype
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """() for one class per example, (H, W) for one per pixel."""
+        return tuple(self.labels.shape[1:])
 
     @property
     def steps_per_epoch(self) -> int:

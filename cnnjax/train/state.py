@@ -32,11 +32,12 @@ class TrainState:
 
 
 def init_state(model, tx: optax.GradientTransformation, input_shape: tuple[int, ...], seed: int,
-               use_ema: bool) -> TrainState:
-    """Initialises parameters from PRNGKey(seed) on a (1, *input_shape) dummy batch."""
+               use_ema: bool, input_dtype: Any = jnp.float32) -> TrainState:
+    """Initialises parameters from PRNGKey(seed) on a (1, *input_shape) dummy batch of
+    `input_dtype` (int32 for token ids)."""
     key = jax.random.PRNGKey(seed)
-    variables = model.init({"params": key, "dropout": key}, jnp.zeros((1, *input_shape)),
-                           train=False)
+    variables = model.init({"params": key, "dropout": key},
+                           jnp.zeros((1, *input_shape), input_dtype), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),

@@ -2,6 +2,8 @@
 
 Model outputs: logits (N, K), or a tuple (logits, aux_logits...) in training for models with
 auxiliary heads (GoogLeNet), whose losses are added with weight 0.3 as in Szegedy et al. 2015.
+Dense prediction (U-Net): logits (N, H, W, K) against per-pixel labels (N, H, W); an example's
+loss and accuracy are then the means over its pixels, so every metric stays per example.
 Device-side augmentation (crop/flip) and batch mixing (mixup, cutmix) run inside the compiled
 train step, drawing their randomness from (seed, step) like dropout, so a resumed run repeats them.
 Evaluation batches may hold several views per example (N, V, H, W, C), e.g. 10-crop testing: the
@@ -31,18 +33,33 @@ def _loss_and_metrics(model, params, batch_stats, batch, dropout_key, label_smoo
     out, updates = model.apply(variables, batch["image"], train=True,
                                rngs={"dropout": dropout_key}, mutable=["batch_stats"])
     logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
-    loss = jnp.mean(ops.softmax_cross_entropy(logits, batch["label"],
-                                              label_smoothing=label_smoothing))
+    labels = batch["label"]
+    loss = jnp.mean(per_example(ops.softmax_cross_entropy, logits, labels,
+                                label_smoothing=label_smoothing))
     for a in aux:
-        loss = loss + AUX_LOSS_WEIGHT * jnp.mean(ops.softmax_cross_entropy(
-            a, batch["label"], label_smoothing=label_smoothing))
-    accuracy = ops.top_k_accuracy(logits, _hard_labels(batch["label"]), 1)
+        loss = loss + AUX_LOSS_WEIGHT * jnp.mean(per_example(
+            ops.softmax_cross_entropy, a, labels, label_smoothing=label_smoothing))
+    accuracy = jnp.mean(per_example(ops.top_k_correct, logits, _hard_labels(logits, labels), k=1))
     return loss, (updates.get("batch_stats", {}), accuracy)
 
 
-def _hard_labels(labels: jax.Array) -> jax.Array:
-    """Class ids from ids (N,) or from mixed soft targets (N, K) (the dominant class)."""
-    return jnp.argmax(labels, axis=-1) if labels.ndim == 2 else labels
+def _hard_labels(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Class ids from ids or from mixed soft targets (N, K) (the dominant class)."""
+    return jnp.argmax(labels, axis=-1) if labels.shape == logits.shape else labels
+
+
+def per_example(fn, logits: jax.Array, labels: jax.Array, **kw) -> jax.Array:
+    """`fn(logits, labels, **kw)` (a per-row loss or correctness) as float32 (N,): directly for
+    logits (N, K); for dense logits (N, ..., K) with labels (N, ...) (ids, not soft targets), the
+    mean over each example's positions."""
+    if logits.ndim == 2:
+        return fn(logits, labels, **kw).astype(jnp.float32)
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"dense logits {tuple(logits.shape)} need labels of shape "
+                         f"{tuple(logits.shape[:-1])}, got {tuple(labels.shape)}")
+    n, k = logits.shape[0], logits.shape[-1]
+    values = fn(logits.reshape(-1, k), labels.reshape(-1), **kw).astype(jnp.float32)
+    return jnp.mean(values.reshape(n, -1), axis=1)
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
@@ -113,12 +130,12 @@ def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool, num_class
         logits = jnp.log(jnp.maximum(probs, jnp.finfo(jnp.float32).tiny))
     else:
         logits = model.apply(state.variables(use_ema), images, train=False)
-    mask = batch["mask"].astype(jnp.float32)
-    sums = {"loss": jnp.sum(ops.softmax_cross_entropy(logits, batch["label"]) * mask),
-            "correct": jnp.sum(ops.top_k_correct(logits, batch["label"], 1) * mask),
+    mask, labels = batch["mask"].astype(jnp.float32), batch["label"]
+    sums = {"loss": jnp.sum(per_example(ops.softmax_cross_entropy, logits, labels) * mask),
+            "correct": jnp.sum(per_example(ops.top_k_correct, logits, labels, k=1) * mask),
             "count": jnp.sum(mask)}
     if num_classes >= 10:
-        sums["correct5"] = jnp.sum(ops.top_k_correct(logits, batch["label"], 5) * mask)
+        sums["correct5"] = jnp.sum(per_example(ops.top_k_correct, logits, labels, k=5) * mask)
     return sums
 
 

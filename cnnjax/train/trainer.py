@@ -101,6 +101,13 @@ def build(config: ml_collections.ConfigDict, process_index: int = 0, process_cou
     # anything is written.
     pipeline = device_pipeline.from_config(ds, train_ds.num_classes)
     pipeline.output_shape(train_ds.image_shape)
+    if train_ds.label_shape and (augment != "none" or pipeline.pad_to or pipeline.mix != "none"
+                                 or pipeline.flip_tta):
+        # Crops, flips, padding and mixing move the pixels but not their per-pixel labels.
+        raise ValueError(f"dataset {ds.name!r} has per-pixel labels {train_ds.label_shape}: "
+                         f"dataset.augment, pad_to, mix and flip_tta must be off, got augment="
+                         f"{augment!r}, pad_to={pipeline.pad_to}, mix={pipeline.mix!r}, "
+                         f"flip_tta={pipeline.flip_tta}")
     model, schedule, tx, total = build_model_and_optimizer(config, train_ds.num_classes,
                                                            train_ds.steps_per_epoch)
     return train_ds, eval_ds, model, schedule, tx, total
@@ -111,7 +118,8 @@ def _fresh_state(config: ml_collections.ConfigDict, train_ds, model, tx):
     model_input = device_pipeline.from_config(config.dataset, train_ds.num_classes).output_shape(
         train_ds.image_shape)
     return init_state(model, tx, model_input, config.seed,
-                      use_ema=bool(config.optimizer.get("ema_decay", 0.0)))
+                      use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
+                      input_dtype=train_ds.input_dtype)
 
 
 def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
