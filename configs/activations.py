@@ -16,6 +16,7 @@ ELU and SELU train; tanh in between.
 import ml_collections
 
 from cnnjax.sweep import product
+from cnnjax.train.optim import optimizer_config
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "selu")
 VARIANTS = ("smoke", "act=sigmoid")
@@ -65,18 +66,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.per_device_batch_norm = False
 
     # Optimiser: plain SGD with momentum and one rate for all, so only the activation differs.
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.02
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.decoupled_weight_decay = False
-    c.optimizer.decay_norm_and_bias = False
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "sgd",
+        learning_rate=0.02,
+        momentum=0.9,
+        nesterov=False,
+        decay_norm_and_bias=False,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "constant"
 

@@ -15,6 +15,7 @@ experiments/resnet_cifar and experiments/plain_vs_resnet_cifar.
 import ml_collections
 
 from cnnjax.sweep import product
+from cnnjax.train.optim import optimizer_config
 
 DEPTHS = (20, 32, 44, 56, 110)
 VARIANTS = ("smoke", "depth=20", "depth=110", "depth=56,plain")
@@ -66,18 +67,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.per_device_batch_norm = False
 
     # Optimiser: SGD, momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at 32k and 48k.
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.1
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 1e-4
-    c.optimizer.decoupled_weight_decay = False  # L2 in the loss, as in Caffe/Torch
-    c.optimizer.decay_norm_and_bias = True  # the paper's framework decays every parameter
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "sgd",
+        learning_rate=0.1,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=1e-4,
+        decoupled_weight_decay=False,  # L2 in the loss, as in Caffe/Torch
+        decay_norm_and_bias=True,  # the paper's framework decays every parameter
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "piecewise"
     c.schedule.boundaries_steps = [32_000, 48_000]

@@ -12,6 +12,7 @@ the measured figure is in experiments/digits_default/README.md.
 import ml_collections
 
 from cnnjax.sweep import product
+from cnnjax.train.optim import optimizer_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -46,18 +47,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.per_device_batch_norm = False
 
     # Optimiser: SGD with Nesterov momentum and coupled L2, cosine decay after a short warm-up.
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.05
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = True
-    c.optimizer.weight_decay = 5e-4
-    c.optimizer.decoupled_weight_decay = False
-    c.optimizer.decay_norm_and_bias = False
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "sgd",
+        learning_rate=0.05,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        decay_norm_and_bias=False,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "warmup_cosine"
     c.schedule.warmup_epochs = 1.0

@@ -15,6 +15,7 @@ later record holders do; Page's 94% was without it, so it is a small head start)
 """
 
 import ml_collections
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -52,18 +53,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Optimiser: Nesterov SGD 0.9, weight decay 5e-4 x batch 512 on the summed loss = 5e-4 on the
     # mean loss with the rate scaled by 512; peak rate 0.4 at epoch 5, linearly to 0 at epoch 24;
     # label smoothing 0.2 (Page's final post).
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.4
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = True
-    c.optimizer.weight_decay = 5e-4
-    c.optimizer.decoupled_weight_decay = False
-    c.optimizer.decay_norm_and_bias = True
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.2
+    c.optimizer = optimizer_config(
+        "sgd",
+        learning_rate=0.4,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        label_smoothing=0.2,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "piecewise_linear"
     c.schedule.knots_epochs = [0.0, 5.0, 24.0]

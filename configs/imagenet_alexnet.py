@@ -13,6 +13,7 @@ the paper's fc6 accepts) for the tests; a slow test (61M parameters).
 import ml_collections
 
 from cnnjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -61,18 +62,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # "divided by 10 when the validation error rate stopped improving", "reduced three times":
     # reduce-on-plateau of the epoch-averaged training loss here (patience 5 epochs is chosen
     # here), at most three reductions (min_scale 1e-3).
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.01
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 5e-4
-    c.optimizer.decoupled_weight_decay = False  # the update rule's -0.0005 eps w term
-    c.optimizer.decay_norm_and_bias = True
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "sgd",
+        learning_rate=0.01,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=5e-4,
+        decoupled_weight_decay=False,  # the update rule's -0.0005 eps w term
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "reduce_on_plateau"
     c.schedule.factor = 0.1

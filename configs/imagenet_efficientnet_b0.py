@@ -12,6 +12,7 @@ AutoAugment, which cnnjax does not implement.
 import ml_collections
 
 from cnnjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -61,19 +62,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # TensorFlow 1's RMSProp, see cnnjax.train.optim). MnasNet's 5-epoch linear warm-up. Decay on
     # the convolution and dense kernels only. No weight averaging or label smoothing: neither is
     # in the paper.
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "rmsprop"
-    c.optimizer.learning_rate = 0.256
-    c.optimizer.rms_decay = 0.9
-    c.optimizer.momentum = 0.9
-    c.optimizer.eps = 1e-3
-    c.optimizer.weight_decay = 1e-5
-    c.optimizer.decoupled_weight_decay = False  # an L2 term in the loss
-    c.optimizer.decay_norm_and_bias = False
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "rmsprop",
+        learning_rate=0.256,
+        rms_decay=0.9,
+        momentum=0.9,
+        eps=1e-3,
+        weight_decay=1e-5,
+        decoupled_weight_decay=False,  # an L2 term in the loss
+        decay_norm_and_bias=False,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "exponential"
     c.schedule.decay_rate = 0.97

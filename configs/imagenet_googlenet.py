@@ -12,6 +12,7 @@ paper reports no top-1 figure.
 import ml_collections
 
 from cnnjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -59,18 +60,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # learning rate schedule (decreasing the learning rate by 4% every 8 epochs)", "Polyak
     # averaging" for the final model (an exponential moving average of the weights here).
     # The initial rate, weight decay and averaging rate are not stated: chosen here.
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.01
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 2e-4
-    c.optimizer.decoupled_weight_decay = False
-    c.optimizer.decay_norm_and_bias = True
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.9999
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "sgd",
+        learning_rate=0.01,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=2e-4,
+        ema_decay=0.9999,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "exponential"
     c.schedule.decay_rate = 0.96

@@ -11,6 +11,7 @@ Published, not measured here: 72.0% top-1 accuracy (Table 4; the paper gives no 
 import ml_collections
 
 from cnnjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -55,19 +56,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 0.98 per epoch". RMSProp's eps is not stated: EfficientNet's 1e-3 here. Decay on the
     # convolution and dense kernels only (batch-norm parameters and biases excluded, as
     # TensorFlow's kernel regularisers do).
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "rmsprop"
-    c.optimizer.learning_rate = 0.045
-    c.optimizer.rms_decay = 0.9
-    c.optimizer.momentum = 0.9
-    c.optimizer.eps = 1e-3
-    c.optimizer.weight_decay = 4e-5
-    c.optimizer.decoupled_weight_decay = False  # an L2 term in the loss
-    c.optimizer.decay_norm_and_bias = False
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "rmsprop",
+        learning_rate=0.045,
+        rms_decay=0.9,
+        momentum=0.9,
+        eps=1e-3,
+        weight_decay=4e-5,
+        decoupled_weight_decay=False,  # an L2 term in the loss
+        decay_norm_and_bias=False,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "exponential"
     c.schedule.decay_rate = 0.98

@@ -11,6 +11,7 @@ Published, not measured here: 22.85% top-1 / 6.71% top-5 error on the validation
 import ml_collections
 
 from cnnjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -57,18 +58,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Optimiser: "weight decay of 0.0001 and a momentum of 0.9"; "the learning rate starts from
     # 0.1 and is divided by 10 when the error plateaus": at epochs 30, 60 and 90 here (the
     # plateaus of fb.resnet.torch's curves, Gross & Wilber 2016), a fixed reading of it.
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.1
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 1e-4
-    c.optimizer.decoupled_weight_decay = False  # L2 in the gradient, as Caffe/Torch
-    c.optimizer.decay_norm_and_bias = True  # the framework decays every parameter
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "sgd",
+        learning_rate=0.1,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=1e-4,
+        decoupled_weight_decay=False,  # L2 in the gradient, as Caffe/Torch
+        decay_norm_and_bias=True,  # the framework decays every parameter
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "piecewise"
     c.schedule.boundaries_epochs = [30, 60, 90]

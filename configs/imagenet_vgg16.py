@@ -14,6 +14,7 @@ test (138M parameters).
 import ml_collections
 
 from cnnjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -62,18 +63,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 5 x 10^-4)", lr 10^-2 "decreased by a factor of 10 when the validation set accuracy stopped
     # improving. In total, the learning rate was decreased 3 times": reduce-on-plateau of the
     # epoch-averaged training loss here (patience 5 epochs chosen here), at most 3 reductions.
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.01
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 5e-4
-    c.optimizer.decoupled_weight_decay = False  # an L2 penalty
-    c.optimizer.decay_norm_and_bias = True
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "sgd",
+        learning_rate=0.01,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=5e-4,
+        decoupled_weight_decay=False,  # an L2 penalty
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "reduce_on_plateau"
     c.schedule.factor = 0.1

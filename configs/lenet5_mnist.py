@@ -13,6 +13,7 @@ Levenberg-Marquardt; the 20 passes and the stepwise decreasing rate are the pape
 """
 
 import ml_collections
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -50,18 +51,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Optimiser: the paper's rate decreases stepwise over the 20 passes (0.0005 for 2, 0.0002 for
     # 3, 0.0001 for 3, 0.00005 for 4, then 0.00001, for its second-order method); here the same
     # shape of schedule for momentum SGD.
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.05
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.decoupled_weight_decay = False
-    c.optimizer.decay_norm_and_bias = False
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "sgd",
+        learning_rate=0.05,
+        momentum=0.9,
+        nesterov=False,
+        decay_norm_and_bias=False,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "piecewise"
     c.schedule.boundaries_epochs = [2, 5, 8, 12]

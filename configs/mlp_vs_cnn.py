@@ -14,6 +14,7 @@ reports their test accuracy and the accuracy on test images shifted by 1-4 pixel
 """
 
 import ml_collections
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke", "model=cnn,dataset=cifar10")
 DATASETS = {"mnist": ((28, 28, 1), (0.1307,), (0.3081,), 10.0),
@@ -75,16 +76,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.per_device_batch_norm = False
 
     # Optimiser: the same for both, Adam with cosine decay.
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.decoupled_weight_decay = True
-    c.optimizer.decay_norm_and_bias = False
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "adam",
+        learning_rate=1e-3,
+        decoupled_weight_decay=True,
+        decay_norm_and_bias=False,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "warmup_cosine"
     c.schedule.warmup_epochs = 0.5

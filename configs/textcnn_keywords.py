@@ -12,6 +12,7 @@ instead of the paper's Adadelta (chosen here), and no l2 max-norm constraint on 
 """
 
 import ml_collections
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -46,16 +47,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.remat = False
     c.per_device_batch_norm = False
 
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.decoupled_weight_decay = True
-    c.optimizer.decay_norm_and_bias = False
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "adam",
+        learning_rate=1e-3,
+        decoupled_weight_decay=True,
+        decay_norm_and_bias=False,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "constant"
 

@@ -11,6 +11,7 @@ restores the paper's widths. `configs/unet_shapes.py:smoke` trains a few steps f
 """
 
 import ml_collections
+from cnnjax.train.optim import optimizer_config
 
 VARIANTS = ("smoke",)
 
@@ -46,16 +47,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # Optimiser: the paper used SGD with momentum 0.99 on single large tiles; with batches of 32
     # small images Adam converges without tuning (chosen here).
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.decoupled_weight_decay = True
-    c.optimizer.decay_norm_and_bias = False
-    c.optimizer.grad_clip_norm = 0.0
-    c.optimizer.agc_clip = 0.0
-    c.optimizer.ema_decay = 0.0
-    c.optimizer.label_smoothing = 0.0
+    c.optimizer = optimizer_config(
+        "adam",
+        learning_rate=1e-3,
+        decoupled_weight_decay=True,
+        decay_norm_and_bias=False,
+    )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "warmup_cosine"
     c.schedule.warmup_epochs = 0.5

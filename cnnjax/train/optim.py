@@ -14,6 +14,22 @@ import ml_collections
 import optax
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "lars", "lamb")
+# The knobs every optimiser reads, at the values that switch them off. `optimizer_config` puts
+# them in every config, so each can be set from the command line
+# (`--config.optimizer.agc_clip=0.01`) even when the experiment leaves it off.
+COMMON_DEFAULTS = {"weight_decay": 0.0, "decoupled_weight_decay": False,
+                   "decay_norm_and_bias": True, "grad_clip_norm": 0.0, "agc_clip": 0.0,
+                   "ema_decay": 0.0, "label_smoothing": 0.0}
+
+
+def optimizer_config(name: str, *, learning_rate: float, **fields) -> ml_collections.ConfigDict:
+    """A config's `optimizer` section: `name` (one of OPTIMIZERS), the peak `learning_rate`, and
+    `fields` (the optimiser's own: momentum, nesterov, rms_decay, eps, b1, b2, agc_exclude; or
+    any COMMON_DEFAULTS knob) over COMMON_DEFAULTS."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+    return ml_collections.ConfigDict(
+        {"name": name, "learning_rate": learning_rate, **COMMON_DEFAULTS, **fields})
 SCHEDULES = ("constant", "piecewise", "piecewise_linear", "warmup_cosine", "exponential",
              "reduce_on_plateau")
 
