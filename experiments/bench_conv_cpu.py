@@ -5,10 +5,10 @@
 For each 3x3 convolution shape of ResNet-20 (stage widths 16/32/64 at 32/16/8 pixels), times the
 three convolutions of a training step, forward, input gradient and weight gradient, as XLA
 compiles them (jax.vjp of lax.conv_general_dilated) and as PyTorch runs them
-(aten.convolution_backward, channels_last), alternating in one process; then the alternative
-lowerings of the weight gradient tried in cnnjax (9 per-tap matrix products; one im2col product).
-Prints a table and, with --record, writes experiments/results/cpu_conv_breakdown.md with the
-machine, date and command. Medians over --repeats calls after a warm-up call.
+(aten.convolution_backward, channels_last), one after the other in one process; then the
+alternative lowerings of the weight gradient tried in cnnjax (9 per-tap matrix products; one
+im2col product). Prints a table and, with --record, appends it to
+experiments/results/cpu_conv_breakdown.md with the machine, date and command. Medians over --repeats calls after a warm-up call.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import pathlib
 import sys
 import time
@@ -72,7 +73,7 @@ def _to_host(batch: dict) -> None:
 
 def _device_augment(name: str) -> Callable[[dict], object]:
     augment = jax.jit(get_device_augment(name))
-    step = iter(range(1 << 30))
+    step = itertools.count()
 
     def consume(batch: dict) -> None:
         key = jax.random.fold_in(jax.random.PRNGKey(0), next(step))

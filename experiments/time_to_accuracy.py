@@ -16,6 +16,7 @@ over the seeds that reached the target. Arguments after `--` go to launch.py unc
 from __future__ import annotations
 
 import argparse
+import collections
 import pathlib
 import re
 import statistics
@@ -46,9 +47,9 @@ def time_one(config: str, workdir: pathlib.Path, seed: int, target: float,
            "final_accuracy": None}
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as process:
-        tail = []
+        tail = collections.deque(maxlen=20)  # the last lines, for an error message
         for line in process.stdout:
-            tail = (tail + [line])[-20:]
+            tail.append(line)
             match = EVAL_LINE.match(line)
             if not match:
                 continue

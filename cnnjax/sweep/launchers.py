@@ -23,10 +23,21 @@ POINT_FILE = "sweep_point.json"
 LAUNCH_PY = pathlib.Path(__file__).resolve().parents[2] / "launch.py"
 
 
+def run_status(workdir: pathlib.Path) -> str:
+    """"done", "failed (exit N)" (from the sweep's status file) or "unfinished" (no status yet:
+    running, interrupted, or launched outside a sweep)."""
+    path = workdir / STATUS_FILE
+    if not path.is_file():
+        return "unfinished"
+    status = json.loads(path.read_text())
+    if status.get("status") == "done":
+        return "done"
+    return f"failed (exit {status.get('returncode')})"
+
+
 def is_finished(workdir: pathlib.Path) -> bool:
     """True when the run in `workdir` completed successfully under a sweep."""
-    status = workdir / STATUS_FILE
-    return status.is_file() and json.loads(status.read_text()).get("status") == "done"
+    return run_status(workdir) == "done"
 
 
 def _write_json(path: pathlib.Path, payload: dict) -> None:

@@ -11,22 +11,10 @@ import json
 import pathlib
 from typing import Any
 
-from cnnjax.sweep.launchers import POINT_FILE, STATUS_FILE
+from cnnjax.sweep.launchers import POINT_FILE, run_status
 from cnnjax.train.metrics import read_jsonl
 
 METRIC_COLUMNS = ("final_accuracy", "best_accuracy", "best_step", "final_loss", "final_step")
-
-
-def run_status(workdir: pathlib.Path) -> str:
-    """"done", "failed (exit N)" (from the sweep's status file) or "unfinished" (no status yet:
-    running, interrupted, or launched outside a sweep)."""
-    path = workdir / STATUS_FILE
-    if not path.is_file():
-        return "unfinished"
-    status = json.loads(path.read_text())
-    if status.get("status") == "done":
-        return "done"
-    return f"failed (exit {status.get('returncode')})"
 
 
 def run_row(workdir: pathlib.Path) -> dict[str, Any] | None:

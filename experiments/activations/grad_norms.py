@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from cnnjax import data, models, ops  # noqa: E402
 from cnnjax.data.device_pipeline import from_config  # noqa: E402
 from cnnjax.sweep.config_file import load_module  # noqa: E402
+from cnnjax.train.trainer import model_overrides  # noqa: E402
 
 CONFIG = load_module(ROOT / "configs" / "activations.py")
 
@@ -31,8 +32,7 @@ CONFIG = load_module(ROOT / "configs" / "activations.py")
 def layer_grad_norms(activation: str, images: jax.Array, labels: jax.Array, seed: int) -> list[float]:
     """||dL/dW|| of conv1..convD's kernels at initialisation, L the mean cross-entropy."""
     c = CONFIG.get_config(f"act={activation}")
-    model = models.create("plain_cnn", num_classes=10, depth=c.model.depth, width=c.model.width,
-                          activation=activation)
+    model = models.create(c.model.name, num_classes=10, **model_overrides(c))
     params = model.init(jax.random.PRNGKey(seed), images[:1])["params"]
     loss = lambda p: jnp.mean(ops.softmax_cross_entropy(model.apply({"params": p}, images), labels))
     grads = jax.jit(jax.grad(loss))(params)
