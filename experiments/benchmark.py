@@ -4,8 +4,13 @@
 
 Measures the full training step (forward, backward, SGD-momentum update) on synthetic data
 already on the device, after warm-up: median and spread of images/s over --steps steps, the
-first step's compile time, peak memory and, on a GPU, model FLOPs utilisation against a bf16
-matrix rate measured in the same run. With --compare=torch the same architecture in PyTorch
+first step's compile time, memory (the peak of the step's buffers as XLA plans them, and the
+measured peak: the device's on a GPU, the process's resident set on CPU) and, on a GPU, model
+FLOPs utilisation against a bf16 matrix rate measured in the same run. --kernels=pallas runs
+the model under the cnnjax.kernels switch (the Pallas kernels on a GPU; their XLA references
+elsewhere); --remat rematerialises each residual block in the backward pass (config.remat);
+--xla-option KEY=VALUE (repeatable) compiles the step with that XLA option, as
+config.compiler_options does for training. With --compare=torch the same architecture in PyTorch
 (torchvision/timm when installed, else experiments/torch_models.py; channels_last; bf16 autocast
 on GPU; torch.compile where it works, eager otherwise) is measured in the same run, the two
 alternating in rounds. Prints a table and, last, one JSON line. --record appends the result to
@@ -31,7 +36,7 @@ import optax
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cnnjax import models  # noqa: E402
+from cnnjax import kernels, models  # noqa: E402
 from cnnjax.data.synthetic import device_batch  # noqa: E402
 from cnnjax.train.state import init_state  # noqa: E402
 from cnnjax.train.step import train_step  # noqa: E402
@@ -44,6 +49,15 @@ def _peak_memory_bytes() -> int:
     if stats and "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # host RSS on CPU
+
+
+def planned_memory_bytes(compiled: jax.stages.Compiled) -> int:
+    """Bytes of a compiled step's buffers in XLA's plan (arguments + outputs + temporaries -
+    donated aliases): what decides whether a batch fits, independent of allocator caching."""
+    # Summed by hand: the stats' own peak_memory_in_bytes leaves the temporaries out on CPU.
+    stats = compiled.memory_analysis()
+    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+               + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
 def matmul_rate() -> float:
@@ -63,21 +77,34 @@ def matmul_rate() -> float:
 class CnnjaxRunner:
     """One jit-compiled training step of a cnnjax model, reusing cnnjax.train's step."""
 
-    def __init__(self, name: str, batch: int, size: int | None, dtype: str, num_classes: int):
+    def __init__(self, name: str, batch: int, size: int | None, dtype: str, num_classes: int,
+                 kernel_choice: str = "xla", remat: bool = False,
+                 compiler_options: dict[str, str] | None = None):
         spec = models.get_spec(name)
         shape = spec.input_shape if size is None else (size, size, spec.input_shape[-1])
         overrides = {"dtype": DTYPES[dtype]} if dtype != "float32" else {}
-        self.model = models.create(name, num_classes=num_classes, **overrides)
+        if remat:
+            overrides["remat"] = True
+        model = models.create(name, num_classes=num_classes, **overrides)
+        self.model = kernels.KernelScoped(model, kernel_choice)
         self.tx = optax.sgd(0.01, momentum=0.9)
-        self.state = init_state(self.model, self.tx, shape, 0, use_ema=False)
-        self.batch = device_batch(batch, shape, num_classes)
+        input_dtype = jnp.dtype(spec.input_dtype)
+        self.state = init_state(self.model, self.tx, shape, 0, use_ema=False,
+                                input_dtype=input_dtype)
+        x = jax.ShapeDtypeStruct((batch, *shape), input_dtype)
+        out = jax.eval_shape(lambda v, x: self.model.apply(v, x, train=False),
+                             self.state.variables(), x)
+        # Segmentation models (U-Net) score every pixel: (N, H, W, classes) logits.
+        self.batch = device_batch(batch, shape, num_classes, dtype=input_dtype,
+                                  label_shape=out.shape[1:-1])
         step = lambda s, b: train_step(s, b, model=self.model, tx=self.tx,
                                        schedule=optax.constant_schedule(0.01), seed=0,
                                        label_smoothing=0.0, ema_decay=0.0, pass_loss=False)
-        self.step = jax.jit(step, donate_argnums=0)
+        self.step = jax.jit(step, donate_argnums=0, compiler_options=compiler_options or {})
         t = time.perf_counter()
         self.compiled = self.step.lower(self.state, self.batch).compile()
         self.compile_s = time.perf_counter() - t
+        self.planned_memory = planned_memory_bytes(self.compiled)
         cost = self.compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         self.flops = float(cost.get("flops", 0.0)) if cost else 0.0
@@ -158,8 +185,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    p.add_argument("--kernels", choices=["xla"], default="xla",
-                   help="only 'xla' until cnnjax.kernels provides Pallas kernels")
+    p.add_argument("--kernels", choices=kernels.CHOICES, default="xla")
+    p.add_argument("--remat", action="store_true", help="rematerialise each block (ResNets)")
+    p.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an XLA compile option for the cnnjax step (repeatable)")
     p.add_argument("--compare", choices=["none", "torch"], default="none")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=2, help="alternations of cnnjax and torch")
@@ -169,8 +198,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.steps < 1 or args.batch < 1:
         p.error(f"--steps and --batch must be >= 1, got {args.steps} and {args.batch}")
     num_classes = args.num_classes or models.get_spec(args.model).num_classes
+    bad = [o for o in args.xla_option if "=" not in o]
+    if bad:
+        p.error(f"--xla-option must be KEY=VALUE, got {bad}")
+    options = dict(o.split("=", 1) for o in args.xla_option)
+    if args.remat and "remat" not in models.create(args.model).__dataclass_fields__:
+        p.error(f"--remat: model {args.model!r} has no remat option (the ResNets have)")
 
-    runners = {"cnnjax": CnnjaxRunner(args.model, args.batch, args.image_size, args.dtype, num_classes)}
+    runners = {"cnnjax": CnnjaxRunner(args.model, args.batch, args.image_size, args.dtype,
+                                      num_classes, args.kernels, args.remat, options)}
     if args.compare == "torch":
         runners["torch"] = TorchRunner(args.model, args.batch, args.image_size, args.dtype, num_classes)
     per_round = max(args.steps // args.rounds, 1)
@@ -179,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
         for name, runner in runners.items():
             times[name] += runner.run(per_round)
     device = jax.devices()[0].device_kind if jax.default_backend() != "cpu" else "cpu"
-    result = {"model": args.model, "batch": args.batch, "device": device, "dtype": args.dtype}
+    result = {"model": args.model, "batch": args.batch, "device": device, "dtype": args.dtype,
+              "kernels": args.kernels, "remat": args.remat, "xla_options": options}
     rows = []
     for name, runner in runners.items():
         s = summarize(times[name], args.batch)
@@ -187,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append((name, s, runner.compile_s, getattr(runner, "mode", "jit")))
     cj = runners["cnnjax"]
     result["compile_s"] = round(cj.compile_s, 2)
+    result["planned_memory_mb"] = round(cj.planned_memory / 2 ** 20, 1)
     result["peak_memory_mb"] = round(_peak_memory_bytes() / 2 ** 20, 1)
     if jax.default_backend() == "gpu" and cj.flops:
         step_s = statistics.median(times["cnnjax"])
@@ -210,13 +248,15 @@ def record(result: dict, argv: list[str]) -> None:
     if not path.exists():
         path.write_text("# Benchmarks (measured; appended by `experiments/benchmark.py --record`)\n\n"
                         "| date | device | model | batch | dtype | cnnjax img/s | torch img/s | ratio | "
-                        "compile s | JAX | command |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+                        "compile s | XLA plan MB | JAX | command |\n"
+                        "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     command = "python experiments/benchmark.py " + " ".join(shlex.quote(a) for a in argv)
     with open(path, "a") as f:
         f.write(f"| {datetime.date.today()} | {result['device']} | {result['model']} | {result['batch']} | "
                 f"{result['dtype']} | {result['cnnjax_images_per_sec']} | "
                 f"{result.get('torch_images_per_sec', '')} | {result.get('ratio', '')} | "
-                f"{result['compile_s']} | {jax.__version__} | `{command}` |\n")
+                f"{result['compile_s']} | {result['planned_memory_mb']} | {jax.__version__} | "
+                f"`{command}` |\n")
 
 
 if __name__ == "__main__":

@@ -22,3 +22,12 @@ def test_smoke_variant_trains(path, tmp_path):
     result = trainer.train(config, tmp_path)
     assert math.isfinite(result["loss"]) and 0.0 <= result["accuracy"] <= 1.0
     assert (tmp_path / "metrics.jsonl").is_file() and (tmp_path / "checkpoints").is_dir()
+
+
+def test_compiler_options_reach_the_compiled_steps(tmp_path):
+    config = load_module(REPO_ROOT / "configs" / "default.py").get_config("smoke")
+    config.compiler_options = {"xla_no_such_option": "1"}
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        trainer.train(config, tmp_path / "bad")
+    config.compiler_options = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert math.isfinite(trainer.train(config, tmp_path / "good")["loss"])

@@ -1,5 +1,6 @@
-"""The experiments/ tools other than the benchmark harness: the input-pipeline benchmark and the
-time-to-accuracy runner (checking that they work and record, not timing)."""
+"""The experiments/ tools other than the benchmark harness: the input-pipeline benchmark, the
+time-to-accuracy runner and the compile-time table (checking that they work and record, not
+timing)."""
 
 import sys
 
@@ -9,8 +10,8 @@ from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 import bench_input  # noqa: E402
+import compile_times  # noqa: E402
 import time_to_accuracy  # noqa: E402
-
 
 
 def test_input_benchmark_measures_every_pipeline(tmp_path, monkeypatch):
@@ -72,3 +73,31 @@ def test_time_to_accuracy_table_reports_seeds_that_miss_the_target():
     # Mean and sample standard deviation of 10 and 14 s: 12.0 +- 2.83; finals 94.03 +- 0.503.
     assert "Reached 94%: 2 of 3 seeds" in text and "12.0 s +- 2.8" in text
     assert "94.03% +- 0.50" in text
+
+
+def test_compile_times_table_records_and_flags_slow_compiles(tmp_path, monkeypatch):
+    monkeypatch.setattr(compile_times, "RESULTS", tmp_path / "compile_times.md")
+    rows = compile_times.main(["--models=lenet5,textcnn", "--record"])
+    assert [r["model"] for r in rows] == ["lenet5", "textcnn"]  # images and token ids
+    assert all(r["compile_s"] > 0 and r["planned_mb"] > 0 and r["step_s"] > 0 for r in rows)
+    recorded = (tmp_path / "compile_times.md").read_text()
+    assert "| lenet5 | 32x32x1 |" in recorded and "over 60 s: none" in recorded
+    with pytest.raises(SystemExit, match="compile time over 1e-06 s: \\['lenet5'\\]"):
+        compile_times.main(["--models=lenet5", "--limit-s=1e-6"])
+    with pytest.raises(SystemExit):
+        compile_times.main(["--models=lenet_5"])
+
+
+def test_synthetic_device_batch_gives_token_ids_and_per_pixel_labels():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from cnnjax.data.synthetic import device_batch
+
+    tokens = device_batch(3, (7,), 2, dtype=jnp.int32, vocab_size=5)
+    ids = np.asarray(tokens["image"])
+    assert ids.shape == (3, 7) and ids.dtype == np.int32 and ids.min() >= 1 and ids.max() < 5
+    masks = device_batch(2, (4, 4, 1), 3, label_shape=(4, 4))
+    labels = np.asarray(masks["label"])
+    assert masks["image"].dtype == jnp.float32 and labels.shape == (2, 4, 4)
+    assert labels.min() >= 0 and labels.max() < 3 and len(np.unique(labels)) > 1

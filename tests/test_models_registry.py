@@ -147,10 +147,10 @@ def test_jit_grad_at_the_smallest_input(name):
     # Papers zero-initialise some parameters (SkipInit gains, Mixer's classifier), which blocks
     # the gradient of others at the first step by design. Gradient flow is checked at a nearby
     # point where every parameter is non-zero.
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
-    params = jax.tree_util.tree_unflatten(treedef, [
-        p + 0.05 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
+    # (On the host: eager jax.random per leaf would compile once per distinct shape.)
+    rng = np.random.default_rng(3)
+    params = jax.tree_util.tree_map(
+        lambda p: np.asarray(p) + 0.05 * rng.standard_normal(p.shape).astype(p.dtype), params)
 
     @jax.jit
     def grad(params):

@@ -19,9 +19,20 @@ def synthetic_arrays(num_examples: int, image_shape: tuple[int, int, int], num_c
     return images, rng.integers(0, num_classes, num_examples).astype(np.int32)
 
 
-def device_batch(batch_size: int, image_shape: tuple[int, int, int], num_classes: int,
-                 seed: int = 0, dtype=jnp.float32) -> dict[str, jax.Array]:
-    """One batch generated directly on the default device."""
+def device_batch(batch_size: int, image_shape: tuple[int, ...], num_classes: int,
+                 seed: int = 0, dtype=jnp.float32, label_shape: tuple[int, ...] = (),
+                 vocab_size: int = 100) -> dict[str, jax.Array]:
+    """One batch generated directly on the default device.
+
+    image: (N, *image_shape) standard normal, or for an integer `dtype` token ids uniform in
+    [1, vocab_size) (0 is padding); label: (N, *label_shape) int32 uniform in [0, num_classes),
+    label_shape () for one class per example, (H, W) for one per pixel.
+    """
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    return {"image": jax.random.normal(k1, (batch_size, *image_shape), dtype),
-            "label": jax.random.randint(k2, (batch_size,), 0, num_classes, jnp.int32)}
+    shape = (batch_size, *image_shape)
+    if jnp.issubdtype(dtype, jnp.integer):
+        image = jax.random.randint(k1, shape, 1, vocab_size, dtype)
+    else:
+        image = jax.random.normal(k1, shape, dtype)
+    return {"image": image, "label": jax.random.randint(k2, (batch_size, *label_shape), 0,
+                                                        num_classes, jnp.int32)}

@@ -141,7 +141,12 @@ def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool, num_class
 
 def compile_steps(model, tx, schedule, config, num_classes: int, mesh, data_sharding,
                   replicated) -> tuple[Any, Any]:
-    """jit-compiled (train_step, eval_step) with the state donated and batches sharded."""
+    """jit-compiled (train_step, eval_step) with the state donated and batches sharded.
+
+    `config.compiler_options` (optional) maps XLA debug options to values for both steps, e.g.
+    {"xla_cpu_experimental_ynn_fusion_type": ""} (Eigen instead of YNNPACK convolutions on
+    CPU, measured in experiments/results/benchmarks.md); an unknown option fails at compile.
+    """
     pipeline = from_config(config.dataset, num_classes)
     train = functools.partial(
         train_step, model=model, tx=tx, schedule=schedule, seed=config.seed,
@@ -151,7 +156,10 @@ def compile_steps(model, tx, schedule, config, num_classes: int, mesh, data_shar
     evaluate = functools.partial(eval_step, model=model,
                                  use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
                                  num_classes=num_classes, pipeline=pipeline)
+    options = dict(config.get("compiler_options") or {})
     train_jit = jax.jit(train, in_shardings=(replicated, data_sharding),
-                        out_shardings=(replicated, replicated), donate_argnums=0)
-    eval_jit = jax.jit(evaluate, in_shardings=(replicated, data_sharding), out_shardings=replicated)
+                        out_shardings=(replicated, replicated), donate_argnums=0,
+                        compiler_options=options)
+    eval_jit = jax.jit(evaluate, in_shardings=(replicated, data_sharding), out_shardings=replicated,
+                       compiler_options=options)
     return train_jit, eval_jit
