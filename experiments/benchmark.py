@@ -4,7 +4,7 @@
 
 Measures the full training step (forward, backward, SGD-momentum update) on synthetic data
 already on the device, after warm-up: median and spread of images/s over --steps steps, the
-first step's compile time, memory (the peak of the step's buffers as XLA plans them, and the
+first step's compile time, memory (the step's buffers as XLA plans them, and the
 measured peak: the device's on a GPU, the process's resident set on CPU) and, on a GPU, model
 FLOPs utilisation against a bf16 matrix rate measured in the same run. --kernels=pallas runs
 the model under the cnnjax.kernels switch (the Pallas kernels on a GPU; their XLA references
