@@ -4,8 +4,9 @@
 
 For each model, builds the same jit-compiled training step as experiments/benchmark.py (forward,
 backward, SGD-momentum update) at its registered input size and `--batch`, and reports the
-seconds to lower and compile it, the peak of its buffers in XLA's plan, and one executed step's
-seconds (checking the compiled step runs). Compile time barely depends on the batch; the planned
+seconds to lower and compile it, the bytes of its buffers in XLA's plan (benchmark.py's
+planned_memory_bytes), and the seconds of one step after the warm-up step (checking that the
+compiled step runs). Compile time barely depends on the batch; the planned
 memory does. Prints a table, flags any compile over --limit-s (issue 10's bound for ResNet-152
 on CPU) and exits non-zero if one is over; --record appends the table to
 experiments/results/compile_times.md with the machine, date and command.
