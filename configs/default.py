@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         momentum=0.9,
         nesterov=True,
         weight_decay=5e-4,
-        decay_norm_and_bias=False,
+        decay_norm_and_bias=False,  # kernels only ("no bias decay", He et al. 2019, sec. 3.1)
     )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "warmup_cosine"

@@ -69,6 +69,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         nesterov=False,
         weight_decay=5e-4,
         decoupled_weight_decay=False,  # the update rule's -0.0005 eps w term
+        # Weights only: cuda-convnet's layer files give a weight cost (wc) to weights, none to
+        # biases (as Caffe's bvlc_alexnet: decay_mult 0 on biases). No normalisation layers
+        # with parameters (LRN has none).
+        decay_norm_and_bias=False,
     )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "reduce_on_plateau"

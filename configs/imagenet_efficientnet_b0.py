@@ -70,6 +70,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         eps=1e-3,
         weight_decay=1e-5,
         decoupled_weight_decay=False,  # an L2 term in the loss
+        # The TPU reference code exempts batch-norm variables only; here the squeeze-excite
+        # and classifier biases are exempt too (every 1-D parameter).
         decay_norm_and_bias=False,
     )
     c.schedule = ml_collections.ConfigDict()

@@ -64,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         eps=1e-3,
         weight_decay=4e-5,
         decoupled_weight_decay=False,  # an L2 term in the loss
-        decay_norm_and_bias=False,
+        decay_norm_and_bias=False,  # TF-slim's kernel regularisers: no biases, no batch norm
     )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "exponential"

@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         learning_rate=0.05,
         momentum=0.9,
         nesterov=False,
-        decay_norm_and_bias=False,
+        decay_norm_and_bias=False,  # moot: no weight decay (weight_decay 0)
     )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "piecewise"

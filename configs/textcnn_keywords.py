@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "adam",
         learning_rate=1e-3,
         decoupled_weight_decay=True,
-        decay_norm_and_bias=False,
+        decay_norm_and_bias=False,  # moot: no weight decay (weight_decay 0)
     )
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "constant"

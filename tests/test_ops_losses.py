@@ -27,12 +27,50 @@ def test_cross_entropy_soft_targets_and_large_logits():
         ops.softmax_cross_entropy(logits, jnp.asarray([0.0, 1.0]))
 
 
-def test_top_k_accuracy_by_hand():
-    logits = jnp.asarray([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05], [0.2, 0.3, 0.5], [0.3, 0.3, 0.4]])
-    labels = jnp.asarray([2, 0, 0, 1])
-    # top-1: only example 1; top-2: examples 0, 1 and 3 (0.3 ties 0.3 but only 0.4 is higher).
-    assert float(ops.top_k_accuracy(logits, labels, 1)) == 0.25
-    assert float(ops.top_k_accuracy(logits, labels, 2)) == 0.75
-    assert float(ops.top_k_accuracy(logits, labels, 1, mask=jnp.asarray([False, True, False, False]))) == 1.0
+def _top_k_by_sorting(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The stated rule by sorting each row: NaN ranks above everything and the label sorts after
+    every class it ties with; correct iff the label's logit is finite and its rank is < k."""
+    out = np.zeros(len(labels), bool)
+    for n, (row, label) in enumerate(zip(logits.astype(np.float64), labels)):
+        if not np.isfinite(row[label]):
+            continue
+        key = np.where(np.isnan(row), np.inf, row)
+        order = np.lexsort((np.arange(len(row)) == label, -key))  # last key is the primary one
+        out[n] = int(np.flatnonzero(order == label)[0]) < k
+    return out
+
+
+def test_top_k_with_ties_and_non_finite_logits_against_sorting():
+    rng = np.random.default_rng(0)
+    # Integer logits in a small range: most rows have ties, many at the top-k boundary.
+    logits = rng.integers(-2, 3, (400, 6)).astype(np.float32)
+    logits[:40] = 0.0  # a zero-initialised head: every logit equal
+    special = rng.integers(0, 6, (120, 2))
+    for row, (col, kind) in zip(range(40, 400, 3), special):
+        logits[row, col] = (np.nan, np.inf, -np.inf)[kind % 3]
+    logits[390:] = np.nan  # a diverged model
+    labels = rng.integers(0, 6, 400)
+    for k in range(1, 7):
+        got = np.asarray(ops.top_k_correct(jnp.asarray(logits), jnp.asarray(labels), k))
+        np.testing.assert_array_equal(got, _top_k_by_sorting(logits, labels, k), err_msg=f"k={k}")
+    for k in (1, 5):  # all-equal and NaN rows never count as correct below k = K
+        assert float(ops.top_k_accuracy(jnp.zeros((4, 6)), jnp.arange(4), k)) == 0.0
+        assert float(ops.top_k_accuracy(jnp.full((4, 6), jnp.nan), jnp.arange(4), k)) == 0.0
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_top_k_matches_torch_topk_without_ties(k):
+    rng = np.random.default_rng(k)
+    logits = rng.standard_normal((256, 10)).astype(np.float32)
+    assert all(len(set(row)) == 10 for row in logits)  # tie-free
+    labels = rng.integers(0, 10, 256)
+    top = torch.topk(torch.tensor(logits), k, dim=-1).indices.numpy()
+    want = (top == labels[:, None]).any(axis=1)
+    got = ops.top_k_correct(jnp.asarray(logits), jnp.asarray(labels), k)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    mask = rng.random(256) < 0.5
+    np.testing.assert_allclose(float(ops.top_k_accuracy(jnp.asarray(logits), jnp.asarray(labels), k,
+                                                        mask=jnp.asarray(mask))),
+                               want[mask].mean(), rtol=1e-6)
     with pytest.raises(ValueError, match="k must be"):
-        ops.top_k_accuracy(logits, labels, 4)
+        ops.top_k_accuracy(jnp.asarray(logits), jnp.asarray(labels), 11)

@@ -41,15 +41,20 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *,
 def top_k_correct(logits: jax.Array, labels: jax.Array, k: int = 1) -> jax.Array:
     """Per example, whether the label is among the k highest logits, shape (N,) bool.
 
-    Ties count against the prediction: the label must beat all but k - 1 other classes strictly.
+    The rule: correct iff the label's logit is finite and fewer than k other classes have a
+    logit >= it or NaN. So a tie at the boundary counts against the prediction (all-equal
+    logits score 0 for k < K, as a zero-initialised head must), and a row with a NaN or an
+    infinite label logit (a diverged model) is never correct. Soft targets (N, K) are scored
+    against their dominant class.
     """
     if not 1 <= k <= logits.shape[-1]:
         raise ValueError(f"k must be in [1, {logits.shape[-1]}], got {k!r}")
     if labels.ndim == 2:
         labels = jnp.argmax(labels, axis=-1)
     label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    higher = jnp.sum(logits > label_logit, axis=-1)
-    return higher < k
+    others = jnp.arange(logits.shape[-1]) != labels[:, None]
+    beaten_by = others & ((logits >= label_logit) | jnp.isnan(logits))
+    return (jnp.sum(beaten_by, axis=-1) < k) & jnp.isfinite(label_logit[:, 0])
 
 
 def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int = 1,

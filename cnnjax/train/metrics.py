@@ -11,7 +11,10 @@ import json
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+import jax
 
 
 def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
@@ -51,6 +54,38 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+class TrainTimer:
+    """Seconds spent training, for images/s: `pause(state)` before evaluating or checkpointing,
+    `resume()` after. The first window after a (re)start includes compilation."""
+
+    def __init__(self, step: int, clock: Callable[[], float] | None = None):
+        self._clock, self._step, self._seconds = clock or time.perf_counter, step, 0.0
+        self._since: float | None = self._clock()
+
+    def pause(self, ready: Any = None) -> None:
+        """Stops the clock once `ready` (the train state) is computed: the steps still queued
+        on the device are training time."""
+        if self._since is not None:
+            jax.block_until_ready(ready)
+            self._seconds += self._clock() - self._since
+            self._since = None
+
+    def resume(self) -> None:
+        if self._since is None:
+            self._since = self._clock()
+
+    def images_per_sec(self, step: int, batch_size: int) -> float:
+        """Images per training second since the last call (or the start), up to `step`, whose
+        metrics were just fetched (so the step has finished)."""
+        running = self._since is not None
+        self.pause()
+        rate = (step - self._step) * batch_size / max(self._seconds, 1e-9)
+        self._step, self._seconds = step, 0.0
+        if running:
+            self.resume()
+        return rate
 
 
 class Progress:

@@ -18,7 +18,7 @@ OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "lars", "lamb")
 # them in every config, so each can be set from the command line
 # (`--config.optimizer.agc_clip=0.01`) even when the experiment leaves it off.
 COMMON_DEFAULTS = {"weight_decay": 0.0, "decoupled_weight_decay": False,
-                   "decay_norm_and_bias": True, "grad_clip_norm": 0.0, "agc_clip": 0.0,
+                   "decay_norm_and_bias": False, "grad_clip_norm": 0.0, "agc_clip": 0.0,
                    "ema_decay": 0.0, "label_smoothing": 0.0}
 
 
@@ -91,8 +91,16 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
     return sched
 
 
-def _decay_mask(decay_norm_and_bias: bool) -> Callable:
-    # Biases and norm scales are 1-D; most papers decay them too, modern recipes do not.
+def decay_mask(decay_norm_and_bias: bool) -> Callable:
+    """params -> a tree of bools, True where weight decay applies: every leaf with
+    `decay_norm_and_bias`, else only the leaves of 2 or more dimensions (kernels, embeddings),
+    leaving out the 1-D and scalar ones (biases, norm scales and offsets, gains).
+
+    Off by default: the classic recipes decay weights only (cuda-convnet's and Caffe's
+    reference AlexNet/GoogLeNet set no weight cost on biases) and so do modern ones ("no bias
+    decay", He et al. 2019, Bag of Tricks, sec. 3.1); configs that follow a framework decaying
+    everything (the ResNet papers' Torch/Caffe) set it on, each stating its source.
+    """
     return lambda params: jax.tree_util.tree_map(
         lambda p: decay_norm_and_bias or p.ndim > 1, params)
 
@@ -112,7 +120,8 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
         chain.append(optax.masked(optax.adaptive_grad_clip(o.agc_clip), mask))
     if o.get("grad_clip_norm", 0.0):
         chain.append(optax.clip_by_global_norm(o.grad_clip_norm))
-    wd, mask = o.get("weight_decay", 0.0), _decay_mask(o.get("decay_norm_and_bias", True))
+    wd = o.get("weight_decay", 0.0)
+    mask = decay_mask(o.get("decay_norm_and_bias", COMMON_DEFAULTS["decay_norm_and_bias"]))
     decoupled = o.get("decoupled_weight_decay", False) or o.name in ("adamw", "lamb")
     if wd and not decoupled:
         chain.append(optax.add_decayed_weights(wd, mask))

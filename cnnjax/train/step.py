@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from cnnjax import ops
 from cnnjax.data.device_pipeline import DevicePipeline, from_config
+from cnnjax.train import rng
 from cnnjax.train.optim import current_scale, needs_loss_value
 from cnnjax.train.state import TrainState
 
@@ -74,10 +75,10 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     original ResNet's per-GPU batch norm) and averaged; otherwise the whole global batch is one
     batch-norm batch (synchronised BN), which is what jit over a sharded batch computes.
     """
-    dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+    dropout_key = rng.stream_key(seed, rng.DROPOUT, state.step)
     if pipeline.active:
         # A stream of its own, so switching augmentation on leaves the dropout masks unchanged.
-        batch = pipeline.train(batch, jax.random.fold_in(jax.random.PRNGKey(seed + 1), state.step))
+        batch = pipeline.train(batch, rng.stream_key(seed, rng.DEVICE_INPUT, state.step))
     grad_fn = jax.value_and_grad(
         functools.partial(_loss_and_metrics, model, label_smoothing=label_smoothing), has_aux=True)
     if mesh is None:
@@ -96,11 +97,13 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     extra = {"value": loss} if pass_loss else {}
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
+    ema, ema_stats = state.ema_params, state.ema_batch_stats
     if ema_decay:
-        ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+        average = lambda e, p: ema_decay * e + (1.0 - ema_decay) * p
+        ema = jax.tree_util.tree_map(average, ema, params)
+        ema_stats = jax.tree_util.tree_map(average, ema_stats, batch_stats)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state, ema_params=ema)
+                              opt_state=opt_state, ema_params=ema, ema_batch_stats=ema_stats)
     lr = schedule(state.step) * current_scale(opt_state)
     return new_state, {"loss": loss, "accuracy": accuracy, "learning_rate": lr}
 

@@ -24,13 +24,13 @@ from cnnjax import data, kernels, models
 from cnnjax.data import device_pipeline
 from cnnjax.data.augment import get_host_augment
 from cnnjax.train.checkpoint import Checkpointer
-from cnnjax.train.metrics import MetricsWriter, Progress
+from cnnjax.train.metrics import MetricsWriter, Progress, TrainTimer
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.sharding import check_batch, global_batch, make_mesh, shardings
 from cnnjax.train.state import init_state
 from cnnjax.train.step import compile_steps
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Exit status after a clean preemption save (128 + SIGTERM): the run is resumable, not finished.
 EXIT_PREEMPTED = 143
 # Keys of a run's config that may change between launches of the same workdir.
@@ -53,6 +53,10 @@ class Preempted(Exception):
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Keyword overrides for models.create: config.model minus its name and kernels, plus dtype
     and remat."""
+    if config.dtype == "float16":
+        # float16 gradients underflow without loss scaling, which cnnjax does not implement.
+        raise ValueError("dtype 'float16' needs loss scaling, which cnnjax does not implement; use "
+                         "--config.dtype=bfloat16 (same memory, float32's exponent range)")
     if config.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {config.dtype!r}; expected one of {sorted(DTYPES)}")
     overrides = {k: v for k, v in config.model.items() if k not in ("name", "kernels")}
@@ -147,11 +151,13 @@ def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> 
 
 
 def _evaluate(eval_fn, state, eval_ds, data_sharding) -> dict[str, float]:
-    sums: dict[str, float] = {}
+    # The sums stay on the device and are fetched once, so batches are not serialised by
+    # device-to-host copies; float32 sums of per-batch sums count exactly up to 2**24 examples.
+    device_sums = None
     for batch in eval_ds.batches():
-        out = jax.device_get(eval_fn(state, global_batch(batch, data_sharding)))
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+        out = eval_fn(state, global_batch(batch, data_sharding))
+        device_sums = out if device_sums is None else jax.tree_util.tree_map(jnp.add, device_sums, out)
+    sums = {k: float(v) for k, v in jax.device_get(device_sums).items()}
     count = sums.pop("count")
     if int(count) != eval_ds.num_examples:
         raise RuntimeError(f"eval saw {count} examples, the split has {eval_ds.num_examples}")
@@ -214,7 +220,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
     sigterm = _SigtermFlag()
     pending: list[tuple[int, dict]] = []
     last_eval: dict[str, float] | None = None
-    tick, tick_step = time.time(), start
+    timer = TrainTimer(start)
 
     def flush() -> dict[str, float]:
         """Fetches the metrics of the steps since the last flush; stops at a non-finite loss."""
@@ -237,20 +243,22 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
             evaluated = False
             if step % config.log_every_steps == 0 or step == total:
                 values = flush()
-                values["images_per_sec"] = (step - tick_step) * config.batch_size / (time.time() - tick)
-                tick, tick_step = time.time(), step
+                values["images_per_sec"] = timer.images_per_sec(step, config.batch_size)
                 writer.write(step, "train", values)
                 progress.train(step, values)
             if step % config.eval_every_steps == 0 or step == total:
+                timer.pause(state)  # images/s counts training only
                 last_eval = _evaluate(eval_fn, state, eval_ds, data_sharding)
                 evaluated = True
                 writer.write(step, "eval", last_eval)
                 progress.eval(step, step / train_ds.steps_per_epoch, last_eval)
             preempt = sigterm.any_process()
             if step % config.checkpoint_every_steps == 0 or step == total or preempt:
+                timer.pause(state)
                 if pending:
                     flush()
                 ckpt.save(state, last_eval if evaluated else None)
+            timer.resume()
             if preempt:
                 ckpt.wait()
                 raise Preempted(f"SIGTERM: saved a checkpoint at step {step}; relaunch the same "
