@@ -1,11 +1,13 @@
 """Optimisers and schedules built from configs, against values computed by hand."""
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from cnnjax.train.optim import make_optimizer, make_schedule
+from cnnjax import models
+from cnnjax.train.optim import current_scale, make_optimizer, make_schedule, optimizer_config
 
 
 def _config(optimizer: dict, schedule: dict) -> ml_collections.ConfigDict:
@@ -64,7 +66,7 @@ def test_resnet110_constant_warmup_and_the_fast_cifar_triangle():
 def _one_update(optimizer: dict, params, grads):
     c = _config(optimizer, {"name": "constant"})
     tx = make_optimizer(c, make_schedule(c, 1, 10), steps_per_epoch=1)
-    updates, _ = tx.update(grads, tx.init(params), params)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     return updates
 
 
@@ -117,3 +119,87 @@ def test_rmsprop_first_step_by_hand():
     p, g = {"w": jnp.zeros(())}, {"w": jnp.full((), 2.0)}
     u = _one_update({"name": "rmsprop", "learning_rate": 0.01, "eps": 1e-3}, p, g)
     assert float(u["w"]) == pytest.approx(-0.01 * 2.0 / np.sqrt(0.9 + 0.1 * 4.0 + 1e-3), rel=1e-6)
+
+
+def test_no_decay_mask_on_a_small_model_by_hand():
+    """simple_cnn with batch norm: with zero gradients an update is -lr * wd * p exactly on the
+    decayed leaves and 0 elsewhere. By default (and with the decoupled AdamW decay) only the
+    four kernels are decayed; decay_norm_and_bias=True decays every leaf."""
+    model = models.create("simple_cnn", num_classes=10, batch_norm=True)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)),
+                                               train=False)["params"])
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(
+        lambda s: jnp.asarray(rng.standard_normal(s.shape), jnp.float32), shapes)
+    kernels = {"Conv_0/kernel", "Conv_1/kernel", "Dense_0/kernel", "Dense_1/kernel"}
+    not_decayed = {"BatchNorm_0/scale", "BatchNorm_0/bias", "BatchNorm_1/scale", "BatchNorm_1/bias",
+                   "Dense_0/bias", "Dense_1/bias"}
+    assert set(_flat(params)) == kernels | not_decayed
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    for fields, decayed in [({"name": "sgd"}, kernels),
+                            ({"name": "adamw"}, kernels),
+                            ({"name": "sgd", "decay_norm_and_bias": True}, kernels | not_decayed)]:
+        u = _flat(_one_update(optimizer_config(learning_rate=0.5, weight_decay=0.1, **fields),
+                              params, zeros))
+        for name, p in _flat(params).items():
+            want = -0.5 * 0.1 * p if name in decayed else np.zeros_like(p)
+            np.testing.assert_allclose(u[name], want, rtol=1e-6, atol=1e-12, err_msg=f"{fields} {name}")
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+    return {"/".join(k.key for k in path): np.asarray(v)
+            for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_adaptive_gradient_clipping_by_hand():
+    """Brock et al. 2021, eq. 3: each unit's gradient G_i (an output unit: the column of a dense
+    kernel, the HWI slice of a conv kernel, a whole bias vector) is rescaled to
+    lambda * max(||W_i||, 1e-3) when ||G_i|| / max(||W_i||, 1e-3) > lambda; the "head" is left
+    alone (sec. 4.1)."""
+    rng = np.random.default_rng(0)
+    clip = 0.05
+    params = {"conv": {"kernel": rng.standard_normal((3, 3, 2, 4)), "bias": rng.standard_normal(4)},
+              "head": {"kernel": rng.standard_normal((5, 3))}}
+    params["conv"]["kernel"][..., 0] = 0.0  # a zero unit: clipped against eps = 1e-3
+    grads = {"conv": {"kernel": rng.standard_normal((3, 3, 2, 4)) * 0.1,
+                      "bias": rng.standard_normal(4)},
+             "head": {"kernel": rng.standard_normal((5, 3)) * 10}}
+    grads["conv"]["kernel"][..., 3] *= 1e-3  # a unit below the threshold: unchanged
+    want = {"conv": {}, "head": {"kernel": grads["head"]["kernel"]}}
+    w, g = params["conv"]["kernel"], grads["conv"]["kernel"]
+    out = np.empty_like(g)
+    for o in range(4):
+        w_norm = max(np.sqrt(np.sum(w[..., o] ** 2)), 1e-3)
+        g_norm = np.sqrt(np.sum(g[..., o] ** 2))
+        out[..., o] = g[..., o] * (clip * w_norm / g_norm if g_norm / w_norm > clip else 1.0)
+    assert not np.allclose(out[..., :3], g[..., :3]) and np.allclose(out[..., 3], g[..., 3])
+    want["conv"]["kernel"] = out
+    b, gb = params["conv"]["bias"], grads["conv"]["bias"]
+    want["conv"]["bias"] = gb * min(1.0, clip * np.linalg.norm(b) / np.linalg.norm(gb))
+    as32 = lambda tree: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), tree)
+    u = _one_update(optimizer_config("sgd", learning_rate=1.0, agc_clip=clip), as32(params),
+                    as32(grads))
+    for name, value in _flat(want).items():
+        np.testing.assert_allclose(_flat(u)[name], -value, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_reduce_on_plateau_by_hand():
+    """Epochs of 2 steps, patience 2, factor 0.1, min_scale 1e-3, relative threshold 1e-4 on the
+    epoch-averaged loss. The reduced rate starts with the epoch after the one that decided it,
+    and the logged rate (current_scale of the state before the update) is the applied one."""
+    epoch_losses = [(1.0, 1.0), (0.8, 0.8), (0.9, 0.9), (0.85, 0.79), (0.5, 0.5), (0.6, 0.6),
+                    (0.6, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.6)]
+    # Averages 1.0, 0.8 (best), 0.9 (bad 1), 0.82 (bad 2: x0.1 from epoch 4), 0.5 (best),
+    # 0.6 (bad 1), 0.6 (bad 2: x0.1 from epoch 7), bad 1, bad 2 (x0.1 from epoch 9: 1e-3, the
+    # floor), then no lower.
+    scales = [1, 1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3]
+    c = _config(optimizer_config("sgd", learning_rate=0.5),
+                {"name": "reduce_on_plateau", "factor": 0.1, "patience": 2, "min_scale": 1e-3})
+    tx = make_optimizer(c, make_schedule(c, 2, 22), steps_per_epoch=2)
+    p, g = {"w": jnp.zeros(())}, {"w": jnp.ones(())}
+    state, update = tx.init(p), jax.jit(tx.update)
+    for epoch, (losses, scale) in enumerate(zip(epoch_losses, scales)):
+        for loss in losses:
+            assert float(current_scale(state)) == pytest.approx(scale, rel=1e-6), epoch
+            u, state = update(g, state, p, value=jnp.asarray(loss))
+            assert float(u["w"]) == pytest.approx(-0.5 * scale, rel=1e-6), epoch

@@ -158,10 +158,23 @@ def _finish(chain: list, config: ml_collections.ConfigDict,
     s = config.schedule
     if s.name == "reduce_on_plateau":
         # AlexNet's recipe: divide the rate by 10 when the (epoch-averaged) loss stops improving.
-        chain.append(optax.contrib.reduce_on_plateau(
+        chain.append(_from_next_step(optax.contrib.reduce_on_plateau(
             factor=s.get("factor", 0.1), patience=s.get("patience", 5),
-            accumulation_size=steps_per_epoch, min_scale=s.get("min_scale", 1e-3)))
+            accumulation_size=steps_per_epoch, min_scale=s.get("min_scale", 1e-3))))
     return optax.chain(*chain)
+
+
+def _from_next_step(plateau: optax.GradientTransformationExtraArgs
+                    ) -> optax.GradientTransformationExtraArgs:
+    """reduce_on_plateau scaling each update by the scale before it: optax's applies a reduction
+    already to the step that completes the epoch deciding it; as in PyTorch's
+    ReduceLROnPlateau, the reduced rate starts with the next epoch."""
+
+    def update(updates, state, params=None, **extra):
+        _, new_state = plateau.update(updates, state, params, **extra)
+        return jax.tree_util.tree_map(lambda u: state.scale * u, updates), new_state
+
+    return optax.GradientTransformationExtraArgs(plateau.init, update)
 
 
 def needs_loss_value(config: ml_collections.ConfigDict) -> bool:
@@ -170,7 +183,8 @@ def needs_loss_value(config: ml_collections.ConfigDict) -> bool:
 
 
 def current_scale(opt_state) -> jax.Array:
-    """The reduce-on-plateau multiplier inside an optimiser state (1 when there is none)."""
+    """The reduce-on-plateau multiplier inside an optimiser state (1 when there is none): the one
+    the next update applies."""
     for leaf_state in jax.tree_util.tree_leaves(
             opt_state, is_leaf=lambda s: hasattr(s, "scale") and hasattr(s, "plateau_count")):
         if hasattr(leaf_state, "scale"):

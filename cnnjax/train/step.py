@@ -104,7 +104,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
         ema_stats = jax.tree_util.tree_map(average, ema_stats, batch_stats)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state, ema_params=ema, ema_batch_stats=ema_stats)
-    lr = schedule(state.step) * current_scale(opt_state)
+    lr = schedule(state.step) * current_scale(state.opt_state)  # the rate of this update
     return new_state, {"loss": loss, "accuracy": accuracy, "learning_rate": lr}
 
 
