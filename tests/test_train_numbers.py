@@ -241,9 +241,12 @@ def test_train_step_draws_distinct_keys_for_every_seed_purpose_and_step():
 # ---------------------------------------------------------------------------------------------
 # images/s counts training only; evaluation fetches its sums once.
 
-def test_images_per_sec_excludes_evaluation_and_checkpoint_time(tmp_path, monkeypatch):
+def test_train_log_lines_count_training_only_and_every_step_of_their_window(tmp_path,
+                                                                             monkeypatch):
     """A clock that jumps 1000 s in every evaluation and every checkpoint save: a window that
-    counted either would report under 4 * 64 / 1000 images/s."""
+    counted either would report under 4 * 64 / 1000 images/s. The logged loss and accuracy are
+    the means of the window's per-step values (recorded from the compiled step), checkpoints
+    inside the window included."""
     offset = [0.0]
     real = types.SimpleNamespace(**{k: getattr(trainer.time, k) for k in
                                     ("time", "perf_counter", "strftime", "gmtime", "sleep")})
@@ -261,14 +264,30 @@ def test_images_per_sec_excludes_evaluation_and_checkpoint_time(tmp_path, monkey
 
     monkeypatch.setattr(trainer, "_evaluate", slow(trainer._evaluate))
     monkeypatch.setattr(checkpoint.Checkpointer, "save", slow(checkpoint.Checkpointer.save))
+    per_step = []
+    compile_steps = trainer.compile_steps
+
+    def recording(*args, **kw):
+        train_fn, eval_fn = compile_steps(*args, **kw)
+        def train_and_record(state, batch):
+            state, m = train_fn(state, batch)
+            per_step.append(m)
+            return state, m
+        return train_and_record, eval_fn
+
+    monkeypatch.setattr(trainer, "compile_steps", recording)
     config = load_module(REPO_ROOT / "configs" / "default.py").get_config("smoke")
     config.num_train_steps, config.log_every_steps = 8, 4
     config.eval_every_steps = config.checkpoint_every_steps = 3  # inside both windows
     trainer.train(config, tmp_path)
-    rates = [r["images_per_sec"] for r in metrics.read_jsonl(tmp_path / "metrics.jsonl")
-             if r["split"] == "train"]
-    assert len(rates) == 2 and offset[0] >= 6000.0  # evaluated and saved at steps 3, 6 and 8
-    assert min(rates) > 4 * 64 / 100.0, rates
+    logged = [r for r in metrics.read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert [r["step"] for r in logged] == [4, 8] and offset[0] >= 6000.0  # evals at 3, 6, 8
+    assert min(r["images_per_sec"] for r in logged) > 4 * 64 / 100.0, logged
+    per_step = jax.device_get(per_step)
+    for r, window in zip(logged, (per_step[:4], per_step[4:])):
+        for k in ("loss", "accuracy"):
+            assert r[k] == pytest.approx(np.mean([m[k] for m in window], dtype=np.float64),
+                                         rel=1e-6), (r["step"], k)
 
 
 def test_evaluation_fetches_its_sums_once(monkeypatch):

@@ -143,7 +143,8 @@ def test_no_decay_mask_on_a_small_model_by_hand():
                               params, zeros))
         for name, p in _flat(params).items():
             want = -0.5 * 0.1 * p if name in decayed else np.zeros_like(p)
-            np.testing.assert_allclose(u[name], want, rtol=1e-6, atol=1e-12, err_msg=f"{fields} {name}")
+            np.testing.assert_allclose(u[name], want, rtol=1e-6, atol=1e-12,
+                                       err_msg=f"{fields} {name}")
 
 
 def _flat(tree) -> dict[str, np.ndarray]:

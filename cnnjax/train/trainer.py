@@ -156,7 +156,8 @@ def _evaluate(eval_fn, state, eval_ds, data_sharding) -> dict[str, float]:
     device_sums = None
     for batch in eval_ds.batches():
         out = eval_fn(state, global_batch(batch, data_sharding))
-        device_sums = out if device_sums is None else jax.tree_util.tree_map(jnp.add, device_sums, out)
+        device_sums = out if device_sums is None else jax.tree_util.tree_map(
+            jnp.add, device_sums, out)
     sums = {k: float(v) for k, v in jax.device_get(device_sums).items()}
     count = sums.pop("count")
     if int(count) != eval_ds.num_examples:
@@ -219,11 +220,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
 
     sigterm = _SigtermFlag()
     pending: list[tuple[int, dict]] = []
+    window: list[dict] = []  # host metrics of the log window's steps fetched so far
     last_eval: dict[str, float] | None = None
     timer = TrainTimer(start)
 
     def flush() -> dict[str, float]:
-        """Fetches the metrics of the steps since the last flush; stops at a non-finite loss."""
+        """Fetches the metrics of the steps since the last flush; stops at a non-finite loss.
+        Returns the means over the log window so far (a flush before a checkpoint keeps them)."""
         fetched = [(s, jax.device_get(m)) for s, m in pending]
         pending.clear()
         for s, m in fetched:
@@ -231,9 +234,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
                 raise FloatingPointError(
                     f"loss is {m['loss']} at step {s}; stopping. The last good checkpoint "
                     f"(step {ckpt.latest_step()}) is kept in {workdir / 'checkpoints'}")
-        return {"loss": float(np.mean([m["loss"] for _, m in fetched])),
-                "accuracy": float(np.mean([m["accuracy"] for _, m in fetched])),
-                "learning_rate": float(fetched[-1][1]["learning_rate"])}
+        window.extend(m for _, m in fetched)
+        return {"loss": float(np.mean([m["loss"] for m in window])),
+                "accuracy": float(np.mean([m["accuracy"] for m in window])),
+                "learning_rate": float(window[-1]["learning_rate"])}
 
     try:
         batches = train_ds.batches(start_step=start)
@@ -243,6 +247,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
             evaluated = False
             if step % config.log_every_steps == 0 or step == total:
                 values = flush()
+                window.clear()
                 values["images_per_sec"] = timer.images_per_sec(step, config.batch_size)
                 writer.write(step, "train", values)
                 progress.train(step, values)
