@@ -43,9 +43,9 @@ def top_k_correct(logits: jax.Array, labels: jax.Array, k: int = 1) -> jax.Array
 
     The rule: correct iff the label's logit is finite and fewer than k other classes have a
     logit >= it or NaN. So a tie at the boundary counts against the prediction (all-equal
-    logits score 0 for k < K, as a zero-initialised head must), and a row with a NaN or an
-    infinite label logit (a diverged model) is never correct. Soft targets (N, K) are scored
-    against their dominant class.
+    logits score 0 for k < K, as a zero-initialised head must), a NaN logit beats the label,
+    and a NaN or infinite label logit is never correct (an all-NaN row, a diverged model,
+    scores 0). Soft targets (N, K) are scored against their dominant class.
     """
     if not 1 <= k <= logits.shape[-1]:
         raise ValueError(f"k must be in [1, {logits.shape[-1]}], got {k!r}")

@@ -91,7 +91,7 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
     return sched
 
 
-def decay_mask(decay_norm_and_bias: bool) -> Callable:
+def _decay_mask(decay_norm_and_bias: bool) -> Callable:
     """params -> a tree of bools, True where weight decay applies: every leaf with
     `decay_norm_and_bias`, else only the leaves of 2 or more dimensions (kernels, embeddings),
     leaving out the 1-D and scalar ones (biases, norm scales and offsets, gains).
@@ -121,7 +121,7 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
     if o.get("grad_clip_norm", 0.0):
         chain.append(optax.clip_by_global_norm(o.grad_clip_norm))
     wd = o.get("weight_decay", 0.0)
-    mask = decay_mask(o.get("decay_norm_and_bias", COMMON_DEFAULTS["decay_norm_and_bias"]))
+    mask = _decay_mask(o.get("decay_norm_and_bias", COMMON_DEFAULTS["decay_norm_and_bias"]))
     decoupled = o.get("decoupled_weight_decay", False) or o.name in ("adamw", "lamb")
     if wd and not decoupled:
         chain.append(optax.add_decayed_weights(wd, mask))

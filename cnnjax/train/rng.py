@@ -2,12 +2,13 @@
 
     stream_key(seed, purpose, step) = fold_in(fold_in(PRNGKey(seed), purpose), step)
 
-Streams of different purposes, seeds or steps therefore never share a key, whereas deriving them
-from neighbouring seeds (PRNGKey(seed + 1) for augmentation) makes seed s's augmentation stream
-seed s + 1's dropout stream, correlating the runs of a sweep over seeds. A stream is a function
-of (seed, step) alone, so a resumed run draws the same keys. The host-side data order and
-augmentation use NumPy generators seeded with (seed, epoch) and (seed, 1 << 20, step)
-(cnnjax.data.source).
+Streams of different purposes, seeds or steps share a key only by hash chance (2^-64 a pair),
+whereas deriving them from neighbouring seeds (PRNGKey(seed + 1) for augmentation) makes seed
+s's augmentation stream seed s + 1's dropout stream, correlating the runs of a sweep over seeds.
+A stream is a function of (seed, step) alone, so a resumed run draws the same keys. Derive from a
+stream key in one way only: under JAX's partitionable threefry, split(k)[i] equals
+fold_in(k, i). The host-side data order and augmentation use NumPy generators seeded with
+(seed, epoch) and (seed, 1 << 20, step) (cnnjax.data.source).
 """
 
 from __future__ import annotations
