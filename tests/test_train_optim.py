@@ -204,3 +204,17 @@ def test_reduce_on_plateau_by_hand():
             assert float(current_scale(state)) == pytest.approx(scale, rel=1e-6), epoch
             u, state = update(g, state, p, value=jnp.asarray(loss))
             assert float(u["w"]) == pytest.approx(-0.5 * scale, rel=1e-6), epoch
+
+
+def test_every_config_states_whether_it_decays_norm_parameters_and_biases():
+    """The default leaves them out; a config must say so itself, with its source in a comment,
+    rather than inherit the default silently."""
+    from conftest import REPO_ROOT
+
+    for path in sorted((REPO_ROOT / "configs").glob("*.py")):
+        lines = path.read_text().splitlines()
+        stated = [i for i, line in enumerate(lines) if "decay_norm_and_bias=" in line]
+        assert len(stated) == 1, f"{path.name} does not state decay_norm_and_bias once"
+        i = stated[0]
+        assert "#" in lines[i] or lines[i - 1].strip().startswith("#"), \
+            f"{path.name}: decay_norm_and_bias has no comment giving its source"
