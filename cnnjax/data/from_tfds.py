@@ -8,9 +8,10 @@ catalog dataset at the catalog's version (cnnjax.data.catalog), every shard data
 lists is read (cnnjax.data.tfrecord: framing and CRCs checked), its record count compared with
 dataset_info.json's shard length, every record parsed as a tf.train.Example with tfds' protobuf
 classes and checked to hold the features of features.json, and the records written in order to
-NAME-SPLIT.array_record-0000i-of-0000n beside them. dataset_info.json then lists array_record as
-an alternative format (tfds' own `alternativeFileFormats` field), so `tfds.data_source` reads the
-copy too. The TFRecord files are kept.
+NAME-SPLIT.array_record-0000i-of-0000n beside them. dataset_info.json then gives array_record as
+the file format and keeps TFRecord, whose files stay, as an alternative (`alternativeFileFormats`):
+so `tfds.data_source(NAME)` reads the copy too (tfds 4.9.10's registered builders do not restore
+alternative formats from the file, so array_record must be the main one).
 
 Atomic: the array_record files are written in a staging folder inside the dataset's and moved in
 when all are complete, then dataset_info.json is replaced in one os.replace; until then the copy
@@ -105,8 +106,9 @@ def convert(name: str, data_dir: str | os.PathLike | None = None) -> tuple[pathl
         for done in staging.iterdir():
             os.replace(done, path / done.name)
         described = json.loads(info_file.read_text())
+        described["fileFormat"] = tfds_store.ARRAY_RECORD
         described["alternativeFileFormats"] = [
-            *described.get("alternativeFileFormats", []), tfds_store.ARRAY_RECORD]
+            *described.get("alternativeFileFormats", []), TFRECORD]
         written = staging / info_file.name
         written.write_text(json.dumps(described, indent=2, sort_keys=True))
         os.replace(written, info_file)
