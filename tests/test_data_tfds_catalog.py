@@ -191,7 +191,10 @@ def test_prepared_dataset_opens_in_tfds_by_name_with_the_same_arrays(tmp_path, n
     assert (tmp_path / "tfds" / name / version / "dataset_info.json").is_file()
     builder = tfds.builder(name, data_dir=str(tmp_path / "tfds"))
     assert str(builder.version) == version
-    builder.download_and_prepare()  # finds it prepared: no download (needs importlib_resources)
+    builder.download_and_prepare()  # finds it prepared: no download
+    # tfds' look-up of its download checksums, which a missing dataset starts with, imports
+    # importlib_resources (declared in setup.cfg: tfds declares it for Python < 3.9 only).
+    assert builder.url_infos
     for split, (images, labels, coarse) in expected.items():
         theirs = tfds.data_source(name, split=split, data_dir=str(tmp_path / "tfds"))
         rows = [theirs[i] for i in range(len(theirs))]
@@ -363,3 +366,22 @@ def test_from_tfds_without_a_copy_says_what_it_converts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'mnist' / '3.0.1' / 'dataset_info.json'} not found" in err
     assert err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- ImageNet's odd files
+
+def test_imagenet_cmyk_and_png_files_become_rgb_jpegs_as_in_tfds(tmp_path):
+    y, x = np.mgrid[:20, :24]  # smooth content: JPEG's chroma subsampling keeps it
+    pixels = np.stack([x * 10, y * 12, x * 5 + y * 6], -1).astype(np.uint8)
+    rgb, cmyk, png = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    Image.fromarray(pixels).save(rgb, "JPEG", quality=90)
+    Image.fromarray(pixels).convert("CMYK").save(cmyk, "JPEG", quality=95)
+    Image.fromarray(pixels).save(png, "PNG")
+    assert P._catalog_jpeg(rgb.getvalue(), "rgb") == (rgb.getvalue(), False)
+    for source in (cmyk, png):
+        stored, changed = P._catalog_jpeg(source.getvalue(), "odd")
+        with Image.open(io.BytesIO(stored)) as im:
+            assert changed and (im.format, im.mode, im.size) == ("JPEG", "RGB", (24, 20))
+            # Quality 100 keeps the pixels PIL decodes from the original to within JPEG's error.
+            reference = np.asarray(Image.open(source).convert("RGB"), np.float64)
+            assert np.abs(np.asarray(im, np.float64) - reference).mean() < 3
