@@ -24,6 +24,7 @@ from tensorflow_datasets.core import example_serializer
 
 import data_files as F
 from cnnjax import data
+from cnnjax.data import png
 from cnnjax.data import prepare as P
 from cnnjax.data import tfds_store
 from cnnjax.data.catalog import ORIGINALS
@@ -146,6 +147,28 @@ def test_corrupt_tfrecord_names_the_file_and_the_record_offset(tmp_path, case):
     with pytest.raises(CorruptRecord, match=f"{path}: record {bad} at byte offset "
                                             f"{offsets[bad]}:.*{what}"):
         read_records(path)
+
+
+# ---------------------------------------------------------------- PNGs that decode as a copy
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (7, 13, 3)])
+def test_stored_png_is_a_standard_png_and_decodes_as_a_copy(shape):
+    pixels = np.random.default_rng(6).integers(0, 256, shape, dtype=np.uint8)
+    encoded = png.encode(pixels)
+    with Image.open(io.BytesIO(encoded)) as im:  # PIL verifies the chunk CRCs and zlib stream
+        im.load()
+        assert im.mode == ("L" if shape[-1] == 1 else "RGB")
+        np.testing.assert_array_equal(np.asarray(im).reshape(shape), pixels)
+    np.testing.assert_array_equal(png.decode_stored([encoded, encoded], shape), [pixels, pixels])
+    truncated = encoded[:len(encoded) // 2]  # left to PIL, which names the problem
+    assert png.decode_stored([encoded, truncated], shape) is None
+
+
+def test_filtered_png_is_left_to_pil():
+    y, x = np.mgrid[:16, :16]
+    pixels = np.stack([x * 8, y * 8, x * y], -1).astype(np.uint8)  # PIL filters these rows
+    assert png.decode_stored([png.encode(pixels), _png(pixels)], (16, 16, 3)) is None
+    np.testing.assert_array_equal(png.decode_stored([png.encode(pixels)], (16, 16, 3))[0], pixels)
 
 
 # ---------------------------------------------------------------- the catalog's specs

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from cnnjax.data import tfds_store
+from cnnjax.data import png, tfds_store
 from cnnjax.data.catalog import CIFAR10_CLASSES, IDX_FILES, ORIGINALS, Original
 from cnnjax.data.checksums import check_md5
 from cnnjax.data.cifar_files import read_cifar
@@ -118,7 +118,7 @@ def _rows(images: np.ndarray, labels: Sequence[np.ndarray], keys: Sequence[str],
 
     def make() -> Iterable[dict]:
         for i in range(len(images)):
-            example = {"image": tfds_store.encode_png(images[i]),
+            example = {"image": png.encode(images[i]),
                        **{k: int(lab[i]) for k, lab in zip(keys, labels)}}
             if id_prefix is not None:
                 example["id"] = f"{id_prefix}_{i:05d}"
@@ -193,7 +193,7 @@ def _catalog_rows(rows: Iterable[dict]) -> Iterator[dict]:
     """An image-folder copy of CIFAR in the catalog's features: its file's path as the "id", the
     decoded pixels PNG-encoded."""
     for row in rows:
-        yield {"id": row["file_name"], "image": tfds_store.encode_png(row["image"]),
+        yield {"id": row["file_name"], "image": png.encode(row["image"]),
                "label": row["label"]}
 
 

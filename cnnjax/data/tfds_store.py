@@ -7,9 +7,10 @@ adds metadata.json (where the data came from, the holdout size).
 
 The standard datasets (mnist, fashion_mnist, cifar10, cifar100, imagenet2012) are written as
 tfds' catalog defines them: its version (cnnjax.data.catalog), feature names and types
-(catalog_features: images PNG-encoded, ImageNet's JPEG; ClassLabels named), as array_record, so
-`tfds.data_source(NAME, data_dir=D)` opens what cnnjax prepared by name, and cnnjax reads a copy
-tfds prepared itself: array_record as it is, TFRecord once converted (cnnjax.data.from_tfds).
+(catalog_features: images PNG-encoded (cnnjax.data.png), ImageNet's JPEG; ClassLabels named), as
+array_record, so `tfds.data_source(NAME, data_dir=D)` opens what cnnjax prepared by name, and
+cnnjax reads a copy tfds prepared itself: array_record as it is, TFRecord once converted
+(cnnjax.data.from_tfds).
 Image folders, and standard datasets prepared by cnnjax before it wrote the catalog's layout, are
 NAME/1.0.0 (FOLDER_VERSION) with cnnjax's own features: "image" a uint8 `Tensor` (H, W, C) stored
 as raw bytes ("decoded": small images of one size) or an `Image` of the original file's bytes
@@ -42,6 +43,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.proto import tf_example_pb2  # protobuf classes only, no TensorFlow
 
+from cnnjax.data import png
 from cnnjax.data.augment import center_crop, resize_shorter
 from cnnjax.data.catalog import ORIGINALS
 from cnnjax.data.imagefolder import decode_image
@@ -88,13 +90,6 @@ def is_prepared(name: str, data_dir: str | os.PathLike | None = None) -> bool:
         return False
     return ((dataset_dir(name, data_dir) / "dataset_info.json").is_file()
             or (dataset_dir(name, data_dir, FOLDER_VERSION) / METADATA_FILE).is_file())
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    """PNG bytes of uint8 pixels (H, W, 1) or (H, W, 3), what tfds' Image feature stores."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def catalog_features(name: str, class_names: Sequence[str],
@@ -293,10 +288,10 @@ class RecordDecoder:
     """Serialized examples -> a batch {"image": float32 (n, H, W, C) in [0, 1], label keys: int32}.
 
     Raw-byte (`Tensor`) images are reshaped. Encoded images (`Image`) are decoded with PIL to the
-    feature's channel count (grayscale or RGB); those of a fixed shape (the catalog's CIFAR and
-    MNIST) must have it, the others have their shorter side resized to `image_size` and the
-    central image_size x image_size window kept (a deterministic view; random crops belong to the
-    augmentation).
+    feature's channel count (grayscale or RGB), except the PNGs cnnjax writes (cnnjax.data.png:
+    read by a copy). Those of a fixed shape (the catalog's CIFAR and MNIST) must have it; the
+    others have their shorter side resized to `image_size` and the central image_size x
+    image_size window kept (a deterministic view; random crops belong to the augmentation).
     """
 
     features: tfds.features.FeaturesDict
@@ -324,7 +319,10 @@ class RecordDecoder:
     def __call__(self, records: Sequence[bytes]) -> dict[str, np.ndarray]:
         maps = [tf_example_pb2.Example.FromString(r).features.feature for r in records]
         images = [m["image"].bytes_list.value[0] for m in maps]
-        if self.encoded:
+        stored = png.decode_stored(images, self.shape) if self.encoded and self.fixed else None
+        if stored is not None:
+            pixels = stored
+        elif self.encoded:
             pixels = np.stack([self._decode_file(raw, f"record {i} of the batch")
                                for i, raw in enumerate(images)]) if images \
                 else np.zeros((0, *self.shape), np.float32)
