@@ -88,7 +88,7 @@ def is_prepared(name: str, data_dir: str | os.PathLike | None = None) -> bool:
     by tfds or cnnjax), or prepared by cnnjax at FOLDER_VERSION."""
     if not _NAME.fullmatch(name):
         return False
-    return ((dataset_dir(name, data_dir) / "dataset_info.json").is_file()
+    return ((name in ORIGINALS and (dataset_dir(name, data_dir) / "dataset_info.json").is_file())
             or (dataset_dir(name, data_dir, FOLDER_VERSION) / METADATA_FILE).is_file())
 
 
