@@ -250,6 +250,17 @@ def test_cifar10_jpeg_copy_says_so_in_tfds_description_and_metadata(tmp_path):
         assert row["id"].decode() == file.relative_to(tmp_path / "src").as_posix()
 
 
+def test_cifar100_folder_copy_has_unknown_superclasses(tmp_path):
+    classes = tuple(f"class{i:03d}" for i in range(100))
+    files = F.write_image_folder(tmp_path / "src", classes, {"train": 1, "test": 1},
+                                 sizes=[(32, 32)])
+    P.prepare("cifar100", tmp_path / "src", data_dir=str(tmp_path / "tfds"))
+    rows = tfds.data_source("cifar100", split="test", data_dir=str(tmp_path / "tfds"))
+    assert [r["label"] for r in rows] == [y for _, y in files["test"]]
+    assert {int(r["coarse_label"]) for r in rows} == {-1}
+    np.testing.assert_array_equal(rows[7]["image"], np.asarray(Image.open(files["test"][7][0])))
+
+
 def test_copy_prepared_by_earlier_cnnjax_still_loads_and_the_catalog_copy_wins(tmp_path):
     rng = np.random.default_rng(3)
     old = {s: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10)

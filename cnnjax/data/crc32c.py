@@ -72,7 +72,7 @@ def crc32c_ranges(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -
     starts = np.asarray(starts, np.int64)
     lengths = np.asarray(lengths, np.int64)
     blocks = -(-lengths // BLOCK)
-    first_block = np.concatenate([[0], np.cumsum(blocks)[:-1]]).astype(np.int64)
+    first_block = np.cumsum(blocks) - blocks
     padded = np.zeros((int(blocks.sum()), BLOCK), np.uint8)
     flat = padded.reshape(-1)
     pads = blocks * BLOCK - lengths

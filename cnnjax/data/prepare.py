@@ -189,12 +189,13 @@ def _prepare_cifar(name: str, source: pathlib.Path, data_dir: str | None,
     return path, origin, []
 
 
-def _catalog_rows(rows: Iterable[dict]) -> Iterator[dict]:
+def _catalog_rows(name: str, rows: Iterable[dict]) -> Iterator[dict]:
     """An image-folder copy of CIFAR in the catalog's features: its file's path as the "id", the
-    decoded pixels PNG-encoded."""
+    decoded pixels PNG-encoded; CIFAR-100's superclass unknown (-1, tfds' "no label")."""
+    unknown = {"coarse_label": -1} if name == "cifar100" else {}
     for row in rows:
         yield {"id": row["file_name"], "image": png.encode(row["image"]),
-               "label": row["label"]}
+               "label": row["label"], **unknown}
 
 
 def _write_folder(name: str, index: FolderIndex, data_dir: str | None, *, skip_bad: bool,
@@ -209,7 +210,7 @@ def _write_folder(name: str, index: FolderIndex, data_dir: str | None, *, skip_b
         def make() -> Iterable[dict]:
             rows = folder_examples(index, split, channels=channels, shape=shape,
                                    skip_bad=skip_bad, skipped=skipped)
-            return _catalog_rows(rows) if catalog else rows
+            return _catalog_rows(name, rows) if catalog else rows
         return make
 
     if catalog:

@@ -106,8 +106,9 @@ def catalog_features(name: str, class_names: Sequence[str],
     if name in ("cifar10", "cifar100"):
         spec = {"id": tfds.features.Text(), "image": tfds.features.Image(shape=(32, 32, 3)),
                 "label": label}
-        if name == "cifar100":
-            spec["coarse_label"] = tfds.features.ClassLabel(names=list(coarse_names))
+        if name == "cifar100":  # without names (an image-folder copy): 20 unnamed classes
+            spec["coarse_label"] = tfds.features.ClassLabel(names=list(coarse_names)) \
+                if coarse_names else tfds.features.ClassLabel(num_classes=20)
         return tfds.features.FeaturesDict(spec)
     if name == "imagenet2012":
         return tfds.features.FeaturesDict({

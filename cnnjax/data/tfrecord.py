@@ -53,6 +53,7 @@ def read_records(path: str | os.PathLike) -> list[bytes]:
     while position < len(raw):
         offsets.append(position)
         if len(raw) - position < HEADER:
+            _check_lengths(path, buffer, offsets[:-1])  # a corrupt length before misaligns
             raise CorruptRecord(f"{path}: record {len(offsets) - 1} at byte offset {position}: "
                                 f"{len(raw) - position} bytes left, a record header has {HEADER} "
                                 f"(truncated file)")
