@@ -6,7 +6,8 @@ and feature specs, not cnnjax's) and decodes the written pixels and labels. A TF
 catalog's layout, written here as tfds writes one (tfds' own builder info, feature encoding and
 example serializer; TFRecord framing with a CRC-32C written here bytewise), converts with
 `prepare from-tfds` and trains. Corrupt framing names the file and offset; the vectorised CRC-32C
-is compared with a bitwise loop; copies cnnjax prepared before (NAME/1.0.0) still load."""
+is compared with a bitwise loop; the PNGs cnnjax writes are read by PIL; copies cnnjax prepared
+before (NAME/1.0.0) still load."""
 
 from __future__ import annotations
 

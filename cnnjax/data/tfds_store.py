@@ -29,7 +29,6 @@ complete; with `overwrite` an existing copy is replaced only at that moment.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import pathlib
@@ -40,7 +39,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 from tensorflow_datasets.proto import tf_example_pb2  # protobuf classes only, no TensorFlow
 
 from cnnjax.data import png
