@@ -420,3 +420,17 @@ def test_imagenet_cmyk_and_png_files_become_rgb_jpegs_as_in_tfds(tmp_path):
             # Quality 100 keeps the pixels PIL decodes from the original to within JPEG's error.
             reference = np.asarray(Image.open(source).convert("RGB"), np.float64)
             assert np.abs(np.asarray(im, np.float64) - reference).mean() < 3
+
+
+def test_conversion_benchmark_round_trips_a_prepared_copy(tmp_path, monkeypatch):
+    import sys
+
+    from conftest import REPO_ROOT
+    sys.path.insert(0, str(REPO_ROOT / "experiments"))
+    import bench_from_tfds
+
+    _prepare_tiny("cifar10", tmp_path / "src", tmp_path / "tfds")
+    monkeypatch.setattr(bench_from_tfds, "RESULTS", tmp_path / "from_tfds.md")
+    bench_from_tfds.main(["cifar10", f"--data_dir={tmp_path / 'tfds'}", "--record"])
+    recorded = (tmp_path / "from_tfds.md").read_text()
+    assert "| cifar10 | 36 |" in recorded and "bench_from_tfds.py cifar10" in recorded
