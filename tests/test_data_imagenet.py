@@ -77,7 +77,7 @@ def write_source(root: pathlib.Path, labels: str = "devkit", seed: int = 0) -> d
     for synset in SYNSETS:
         images = [(f"{synset}_{k + 10}.JPEG", _jpeg(rng)) for k in range(PER_CLASS)]
         class_tars.append((f"{synset}.tar", _tar_bytes(images)))
-        written["train"] += [(f"{synset}/{n}", b, SORTED.index(synset)) for n, b in images]
+        written["train"] += [(n, b, SORTED.index(synset)) for n, b in images]
     (root / "ILSVRC2012_img_train.tar").write_bytes(_tar_bytes(class_tars))
     val = {i: (f"ILSVRC2012_val_{i:08d}.JPEG", _jpeg(rng)) for i in VAL_TAR_ORDER}
     (root / "ILSVRC2012_img_val.tar").write_bytes(_tar_bytes([val[i] for i in VAL_TAR_ORDER]))

@@ -1,6 +1,7 @@
-"""Offline preparation into the tensorflow-datasets layout: every preparer on small files of the
-real formats (written by tests/data_files.py) round-trips exact pixels and labels, read back both
-by tfds' own reader and by `cnnjax.data.create`; bad sources stop with an error naming the file
+"""Offline preparation into the tensorflow-datasets layout (the catalog's for the standard
+datasets: tests/test_data_tfds_catalog.py): every preparer on small files of the real formats
+(written by tests/data_files.py) round-trips exact pixels and labels, read back both by tfds' own
+reader and by `cnnjax.data.create`; bad sources stop with an error naming the file
 and leave nothing that loads; the real shared MNIST and CIFAR-10 JPEG copy when present."""
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
 """What the original distributions of the standard datasets are: file names, published MD5 sums,
-download locations, class names, split sizes and the default held-out validation size.
+download locations, class names, split sizes, the default held-out validation size, and the
+version of the tensorflow-datasets catalog entry of the same name that cnnjax prepares them as.
 
 MD5 sums are the ones published with the datasets (and used by torchvision's downloaders).
 `holdout` is the number of training examples the "holdout" split carves out
 (cnnjax.data.splits): 5,000, as He et al. (2016, sec. 4.2) did on CIFAR-10 (45k/5k), and the
-same for the others.
+same for the others. `tfds_version` is the `VERSION` of tfds' builder (tensorflow_datasets 4.9.10:
+image_classification/mnist.py 3.0.1 for mnist and fashion_mnist, image_classification/cifar.py 3.0.2
+for cifar10 and cifar100, datasets/imagenet2012 5.1.0); its feature spec is in
+cnnjax.data.tfds_store.catalog_features.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Original:
     counts: dict[str, int]  # published split sizes
     holdout: int
     homepage: str
+    tfds_version: str  # the tfds catalog's version of this dataset
 
 
 _DIGITS = tuple(str(d) for d in range(10))
@@ -57,14 +62,14 @@ ORIGINALS: dict[str, Original] = {
     "mnist": Original(
         title="MNIST", url="https://storage.googleapis.com/cvdf-datasets/mnist/", md5=_MNIST_MD5,
         class_names=_DIGITS, counts={"train": 60000, "test": 10000}, holdout=5000,
-        homepage="http://yann.lecun.com/exdb/mnist/"),
+        homepage="http://yann.lecun.com/exdb/mnist/", tfds_version="3.0.1"),
     "fashion_mnist": Original(
         title="Fashion-MNIST", url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         md5=_FASHION_MD5,
         class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                      "Sneaker", "Bag", "Ankle boot"),
         counts={"train": 60000, "test": 10000}, holdout=5000,
-        homepage="https://github.com/zalandoresearch/fashion-mnist"),
+        homepage="https://github.com/zalandoresearch/fashion-mnist", tfds_version="3.0.1"),
     "cifar10": Original(
         title="CIFAR-10", url="https://www.cs.toronto.edu/~kriz/",
         md5={"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a",
@@ -76,7 +81,7 @@ ORIGINALS: dict[str, Original] = {
              "test_batch": "40351d587109b95175f43aff81a1287e",
              "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"},
         class_names=CIFAR10_CLASSES, counts={"train": 50000, "test": 10000}, holdout=5000,
-        homepage="https://www.cs.toronto.edu/~kriz/cifar.html"),
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html", tfds_version="3.0.2"),
     "cifar100": Original(
         title="CIFAR-100", url="https://www.cs.toronto.edu/~kriz/",
         md5={"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85",
@@ -84,7 +89,7 @@ ORIGINALS: dict[str, Original] = {
              "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
              "meta": "7973b15100ade9c7d40fb424638fde48"},
         class_names=(), counts={"train": 50000, "test": 10000}, holdout=5000,
-        homepage="https://www.cs.toronto.edu/~kriz/cifar.html"),
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html", tfds_version="3.0.2"),
     # Downloaded by hand after registering (no `url`); MD5s as listed with torchvision's ImageNet
     # dataset; classes are read from the train tar. The holdout (10,000 training images) is this
     # codebase's choice for tuning without the validation set; the papers tuned on validation.
@@ -94,7 +99,8 @@ ORIGINALS: dict[str, Original] = {
              "ILSVRC2012_img_val.tar": "29b22e2961454d5413ddabcf34fc5622",
              "ILSVRC2012_devkit_t12.tar.gz": "fa75699e90414af021442c21a62c3abf"},
         class_names=(), counts={"train": 1281167, "validation": 50000},
-        holdout=10000, homepage="https://image-net.org/challenges/LSVRC/2012/"),
+        holdout=10000, homepage="https://image-net.org/challenges/LSVRC/2012/",
+        tfds_version="5.1.0"),
 }
 
 

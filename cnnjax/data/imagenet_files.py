@@ -49,8 +49,8 @@ _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One image of the archives: its file's bytes, label, and name ("n01440764/n01440764_1.JPEG"
-    for train, the file name for validation)."""
+    """One image of the archives: its file's bytes, label, and file name ("n01440764_1.JPEG",
+    "ILSVRC2012_val_00000001.JPEG": the tfds catalog's "file_name")."""
 
     raw: bytes
     label: int
@@ -128,7 +128,7 @@ def _class_examples(train: tarfile.TarFile, member: tarfile.TarInfo, label: int,
                     raise ValueError(f"{where}/{name}: expected only images named "
                                      f"{synset}_<number>.JPEG")
                 count += 1
-                yield Example(cls.extractfile(image).read(), label, f"{synset}/{name}",
+                yield Example(cls.extractfile(image).read(), label, name,
                               f"{where}/{name}")
     except tarfile.TarError as e:
         raise ValueError(f"{where}: truncated or corrupt tar ({e})") from e

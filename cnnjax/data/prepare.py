@@ -6,7 +6,12 @@
     python -m cnnjax.data.prepare cifar100 --source=DIR      #   an image-folder copy
     python -m cnnjax.data.prepare imagefolder --source=DIR --name=NAME [--skip-bad]
     python -m cnnjax.data.prepare imagenet2012 --source=DIR  # the ILSVRC-2012 tars + val labels
+    python -m cnnjax.data.prepare from-tfds cifar10 [--data_dir=DIR]  # tfds' own TFRecord copy
 
+The standard datasets are written as tfds' catalog entries of the same name and version
+(DATA_DIR/cifar10/3.0.2, ...: cnnjax.data.tfds_store), so tfds opens them by name; image folders
+as DATA_DIR/NAME/1.0.0. `from-tfds` converts a copy tfds prepared as TFRecord to array_record
+(cnnjax.data.from_tfds); a tfds copy in array_record is read as it is.
 Sources: MNIST / Fashion-MNIST: the four IDX files (.gz or not); CIFAR: the python version's
 .tar.gz, a folder holding it, or its extracted batch files; or, for CIFAR, a class-folder copy
 DIR/{train,test}/<class>/*.jpg|png (e.g. ../shared/data/cifar10_jpeg), whose results are labelled
@@ -24,18 +29,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import logging
 import pathlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
-from cnnjax.data import tfds_store
+from cnnjax.data import png, tfds_store
 from cnnjax.data.catalog import CIFAR10_CLASSES, IDX_FILES, ORIGINALS, Original
 from cnnjax.data.checksums import check_md5
 from cnnjax.data.cifar_files import read_cifar
 from cnnjax.data.download import download
+from cnnjax.data.from_tfds import convert
 from cnnjax.data.idx import read_idx_pair
 from cnnjax.data.imagefolder import (FolderIndex, decode_image, folder_examples, scan_folder,
                                      survey)
@@ -48,6 +56,7 @@ log = logging.getLogger("cnnjax.data.prepare")
 # What a preparer wrote: (dataset folder, origin label, unreadable files skipped).
 Prepared = tuple[pathlib.Path, str, list[str]]
 PREPARABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "imagenet2012")
+FROM_TFDS = "from-tfds"
 _SOURCES = {
     "mnist": "DIR holds the four MNIST IDX files (train-images-idx3-ubyte.gz, ...); add "
              "--download to fetch them into DIR first",
@@ -81,10 +90,15 @@ class Summary:
 
 
 def prepare_command(name: str, data_dir: str | None = None) -> str:
-    """The command that prepares dataset `name` into `data_dir` (resolved), with what DIR is."""
+    """How to get dataset `name` into `data_dir` (resolved): the command that prepares it from
+    its original files, with what DIR is, and for a catalog dataset, from a copy tfds prepared."""
     where = f"--data_dir={tfds_store.resolve_data_dir(data_dir)}"
     if name in _SOURCES:
-        return f"python -m cnnjax.data.prepare {name} --source=DIR {where}\n  ({_SOURCES[name]})"
+        folder = tfds_store.dataset_dir(name, data_dir)
+        return (f"python -m cnnjax.data.prepare {name} --source=DIR {where}\n  ({_SOURCES[name]})"
+                f"\nor put a copy prepared by tensorflow-datasets in {folder} (array_record is "
+                f"read as it is; convert TFRecord once with: "
+                f"{tfds_store.convert_command(name, data_dir)})")
     return (f"python -m cnnjax.data.prepare imagefolder --source=DIR --name={name} {where}\n"
             f"  (DIR holds DIR/<split>/<class>/*.jpg|png, e.g. DIR/train/cat/0001.jpg)")
 
@@ -97,13 +111,18 @@ def _check_count(original: Original, split: str, found: int, where: object) -> N
                     split, found, original.title, expected)
 
 
-def _rows(images: np.ndarray, labels: Sequence[np.ndarray],
-          keys: Sequence[str]) -> Callable[[], Iterable[dict]]:
-    """The examples of in-memory arrays: image i with label key k = labels[k][i]."""
+def _rows(images: np.ndarray, labels: Sequence[np.ndarray], keys: Sequence[str],
+          id_prefix: str | None = None) -> Callable[[], Iterable[dict]]:
+    """The examples of in-memory arrays: image i PNG-encoded, label key k = labels[k][i], and
+    with `id_prefix` the catalog's CIFAR "id" (e.g. "train_00042")."""
 
     def make() -> Iterable[dict]:
         for i in range(len(images)):
-            yield {"image": images[i], **{k: int(lab[i]) for k, lab in zip(keys, labels)}}
+            example = {"image": png.encode(images[i]),
+                       **{k: int(lab[i]) for k, lab in zip(keys, labels)}}
+            if id_prefix is not None:
+                example["id"] = f"{id_prefix}_{i:05d}"
+            yield example
     return make
 
 
@@ -138,8 +157,7 @@ def _prepare_idx(name: str, source: pathlib.Path, data_dir: str | None,
         splits[split] = _rows(images, [labels], ["label"])
     origin = _origin(original.title, checksums)
     path = tfds_store.write_dataset(
-        name, data_dir, features=tfds_store.image_features(class_names=original.class_names,
-                                                           shape=(28, 28, 1)),
+        name, data_dir, features=tfds_store.catalog_features(name, original.class_names),
         splits=splits, description=f"{original.title} from its IDX files ({source}).",
         homepage=original.homepage, overwrite=overwrite,
         metadata=_metadata(origin, source, "IDX", original.holdout, checksums=checksums))
@@ -159,11 +177,11 @@ def _prepare_cifar(name: str, source: pathlib.Path, data_dir: str | None,
     for split in ("train", "test"):
         _check_count(original, split, len(data.labels[split]), source)
         labels = [data.labels[split]] + ([data.coarse_labels[split]] if len(keys) > 1 else [])
-        splits[split] = _rows(data.images[split], labels, keys)
+        splits[split] = _rows(data.images[split], labels, keys, id_prefix=split)
     origin = _origin(original.title, data.checksums)
     path = tfds_store.write_dataset(
-        name, data_dir, features=tfds_store.image_features(
-            class_names=data.class_names, coarse_names=data.coarse_names, shape=(32, 32, 3)),
+        name, data_dir, features=tfds_store.catalog_features(name, data.class_names,
+                                                             data.coarse_names),
         splits=splits, description=f"{original.title}, python version ({source}).",
         homepage=original.homepage, overwrite=overwrite,
         metadata=_metadata(origin, source, "CIFAR python pickles", original.holdout,
@@ -171,27 +189,44 @@ def _prepare_cifar(name: str, source: pathlib.Path, data_dir: str | None,
     return path, origin, []
 
 
+def _catalog_rows(name: str, rows: Iterable[dict]) -> Iterator[dict]:
+    """An image-folder copy of CIFAR in the catalog's features: its file's path as the "id", the
+    decoded pixels PNG-encoded; CIFAR-100's superclass unknown (-1, tfds' "no label")."""
+    unknown = {"coarse_label": -1} if name == "cifar100" else {}
+    for row in rows:
+        yield {"id": row["file_name"], "image": png.encode(row["image"]),
+               "label": row["label"], **unknown}
+
+
 def _write_folder(name: str, index: FolderIndex, data_dir: str | None, *, skip_bad: bool,
                   overwrite: bool, origin: str, title: str, holdout: int,
                   shape: tuple[int, int, int] | None, channels: int, skipped: list[str],
-                  homepage: str = "", **metadata) -> Prepared:
-    """Writes an image-folder dataset; `skipped` (the files the survey found unreadable) grows
-    by those that fail to decode when `skip_bad`."""
+                  homepage: str = "", catalog: bool = False, **metadata) -> Prepared:
+    """Writes an image-folder dataset, with `catalog` in the catalog's features of standard
+    dataset `name` (else cnnjax's own); `skipped` (the files the survey found unreadable) grows by
+    those that fail to decode when `skip_bad`."""
 
     def split_examples(split: str) -> Callable[[], Iterable[dict]]:
-        return lambda: folder_examples(index, split, channels=channels, shape=shape,
-                                       skip_bad=skip_bad, skipped=skipped)
+        def make() -> Iterable[dict]:
+            rows = folder_examples(index, split, channels=channels, shape=shape,
+                                   skip_bad=skip_bad, skipped=skipped)
+            return _catalog_rows(name, rows) if catalog else rows
+        return make
 
-    store = "decoded" if shape is not None else "encoded"
+    if catalog:
+        store, features = "PNG", tfds_store.catalog_features(name, index.classes)
+    else:
+        store = "decoded" if shape is not None else "encoded"
+        features = tfds_store.image_features(class_names=index.classes, shape=shape,
+                                             channels=channels, file_names=True)
     # `skipped` fills while the examples are written, before tfds saves the metadata: the
     # dataset records the files it left out.
     metadata.update(class_folders=list(index.classes), storage=store, skipped_files=skipped)
     path = tfds_store.write_dataset(
-        name, data_dir, overwrite=overwrite, homepage=homepage,
-        features=tfds_store.image_features(class_names=index.classes, shape=shape,
-                                           channels=channels, file_names=True),
+        name, data_dir, overwrite=overwrite, homepage=homepage, features=features,
         splits={s: split_examples(s) for s in index.files},
-        description=f"{title}: image folders in {index.root}, stored {store}.",
+        description=f"{title}: image folders in {index.root}, stored {store}"
+                    + (" (ids: the images' file paths)." if catalog else "."),
         metadata=_metadata(origin, index.root, "image folder", holdout, **metadata))
     return path, origin, skipped
 
@@ -225,7 +260,7 @@ def _prepare_cifar_folder(name: str, source: pathlib.Path, data_dir: str | None,
         name, index, data_dir, skip_bad=skip_bad, overwrite=overwrite,
         origin=f"{original.title} ({copy})", title=f"{original.title} ({copy})",
         holdout=original.holdout, shape=(32, 32, 3), channels=3, homepage=original.homepage,
-        skipped=list(found.bad.values()),
+        skipped=list(found.bad.values()), catalog=True,
         formats=dict(found.formats), jpeg_qualities={str(q): n for q, n in
                                                      found.jpeg_qualities.items()})
 
@@ -243,15 +278,31 @@ def _prepare_imagefolder(name: str, source: pathlib.Path, data_dir: str | None, 
         skipped=list(found.bad.values()), formats=dict(found.formats))
 
 
+def _catalog_jpeg(raw: bytes, where: str) -> tuple[bytes, bool]:
+    """(the bytes to store, whether they were re-encoded) of one ImageNet image, decoded in full
+    as a check (BadImage names `where`). tfds' imagenet2012 stores RGB JPEGs: like its builder
+    (datasets/imagenet2012: CMYK_IMAGES, PNG_IMAGES), the few CMYK JPEGs and the PNG among the
+    training images are re-encoded as RGB JPEG at quality 100 (here with PIL)."""
+    pixels = decode_image(raw, where, 3)
+    with Image.open(io.BytesIO(raw)) as im:
+        if im.format == "JPEG" and im.mode != "CMYK":
+            return raw, False
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=100)
+    return out.getvalue(), True
+
+
 def _checked_images(original: Original, split: str, examples: Iterable[Example],
-                    where: pathlib.Path) -> Iterator[dict]:
-    """The examples to store, each image decoded once to check it (BadImage names the file);
-    the split size is compared with the published one at the end."""
+                    where: pathlib.Path, reencoded: list[str]) -> Iterator[dict]:
+    """The examples to store (_catalog_jpeg; `reencoded` collects the files re-encoded); the split
+    size is compared with the published one at the end."""
     count = 0
     for example in examples:
-        decode_image(example.raw, example.where, 3)
+        raw, changed = _catalog_jpeg(example.raw, example.where)
+        if changed:
+            reencoded.append(example.where)
         count += 1
-        yield {"image": example.raw, "label": example.label, "file_name": example.file_name}
+        yield {"image": raw, "label": example.label, "file_name": example.file_name}
     _check_count(original, split, count, where)
 
 
@@ -266,19 +317,22 @@ def _prepare_imagenet(source: pathlib.Path, data_dir: str | None, overwrite: boo
         log.warning("%s: %d classes, the published %s has %d", found.train, len(synsets),
                     original.title, PUBLISHED_CLASSES)
     labels = read_val_labels(found.labels)
+    reencoded: list[str] = []  # filled while writing, before tfds saves the metadata
     splits = {
         "train": lambda: _checked_images(original, "train", train_examples(found.train, synsets),
-                                         found.train),
+                                         found.train, reencoded),
         "validation": lambda: _checked_images(
             original, "validation", val_examples(found.val, labels, found.labels, synsets),
-            found.val)}
+            found.val, reencoded)}
     origin = _origin(original.title, checksums)
     path = tfds_store.write_dataset(
         "imagenet2012", data_dir, overwrite=overwrite, homepage=original.homepage,
-        features=tfds_store.image_features(class_names=synsets, channels=3, file_names=True),
-        splits=splits, description=f"{original.title} from its tars ({source}), stored encoded.",
+        features=tfds_store.catalog_features("imagenet2012", synsets),
+        splits=splits, description=f"{original.title} from its tars ({source}), the JPEG files' "
+                                   f"own bytes (CMYK and PNG files re-encoded as RGB JPEG).",
         metadata=_metadata(origin, source, "ILSVRC-2012 tars", original.holdout,
-                           checksums=checksums, labels_file=found.labels.name, storage="encoded"))
+                           checksums=checksums, labels_file=found.labels.name,
+                           storage="encoded", reencoded_to_rgb_jpeg=reencoded))
     return path, origin, []
 
 
@@ -322,24 +376,53 @@ def prepare(name: str, source: str | pathlib.Path, *, data_dir: str | None = Non
     return Summary(name, path, sizes, origin, skipped)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cnnjax.data.prepare",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=PREPARABLE)
-    parser.add_argument("--source", required=True, help="folder (or archive) of original files")
+def from_tfds(name: str, data_dir: str | None = None) -> Summary:
+    """Converts tfds' TFRecord copy of `name` in `data_dir` to array_record
+    (cnnjax.data.from_tfds)."""
+    path, sizes = convert(name, data_dir)
+    return Summary(name, path, sizes, f"{ORIGINALS[name].title}, prepared by tensorflow-datasets",
+                   [])
+
+
+def _data_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_dir", default=None,
                         help="tfds data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    prog = "python -m cnnjax.data.prepare"
+    if argv[:1] == [FROM_TFDS]:
+        parser = argparse.ArgumentParser(
+            prog=f"{prog} {FROM_TFDS}",
+            description="Convert a copy tensorflow-datasets prepared as TFRecord to array_record.")
+        parser.add_argument("name", choices=sorted(ORIGINALS))
+        _data_dir_flag(parser)
+        return parser.parse_args(argv[1:])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                     epilog=f"{prog} {FROM_TFDS} NAME [--data_dir=DIR]: convert "
+                                            f"tfds' own TFRecord copy")
+    parser.add_argument("name", choices=PREPARABLE)
+    parser.add_argument("--source", required=True, help="folder (or archive) of original files")
+    _data_dir_flag(parser)
     parser.add_argument("--download", action="store_true", help="fetch the originals first")
     parser.add_argument("--name", dest="dataset_name", help="imagefolder: the dataset's name")
     parser.add_argument("--skip-bad", action="store_true",
                         help="imagefolder / CIFAR image folders: skip unreadable images")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing copy")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
-        summary = prepare(args.name, args.source, data_dir=args.data_dir,
-                          dataset_name=args.dataset_name, download_first=args.download,
-                          skip_bad=args.skip_bad, overwrite=args.overwrite)
+        if argv[:1] == [FROM_TFDS]:
+            summary = from_tfds(args.name, args.data_dir)
+        else:
+            summary = prepare(args.name, args.source, data_dir=args.data_dir,
+                              dataset_name=args.dataset_name, download_first=args.download,
+                              skip_bad=args.skip_bad, overwrite=args.overwrite)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

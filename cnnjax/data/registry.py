@@ -54,8 +54,9 @@ def _keywords(split: str, *, vocab_size: int = 2000, num_classes: int = 4, max_l
 
 _BUILDERS: dict[str, Callable[..., ArraySource]] = {
     "digits": _digits, "synthetic": _synthetic, "shapes": _shapes, "keywords": _keywords}
-# Prepared from their original files into data_dir (cnnjax.data.prepare), read with grain;
-# any other name prepared there (an image folder) is opened the same way.
+# tfds' catalog datasets, prepared from their original files into data_dir by
+# cnnjax.data.prepare (or by tfds itself), read with grain; any other name prepared there (an
+# image folder) is opened the same way.
 _PREPARED = ("cifar10", "cifar100", "fashion_mnist", "imagenet2012", "mnist")
 
 
@@ -91,7 +92,8 @@ def create(name: str, split: str, *, batch_size: int, train: bool, seed: int = 0
     prepared datasets' worker_count, holdout, image_size: cnnjax.data.grain_source.open_prepared;
     imagenet2012's crops: cnnjax.data.imagenet.open_imagenet).
     `data_dir` (default $TFDS_DATA_DIR, else ~/tensorflow_datasets) holds prepared datasets; one
-    missing there raises MissingDataset (a FileNotFoundError) printing the command to prepare it.
+    missing there raises MissingDataset (a FileNotFoundError) naming both ways to get it (the
+    `prepare` command, or a copy tfds prepared; tfds' TFRecord copy: the command converting it).
     """
     kw = dict(batch_size=batch_size, train=train, seed=seed, process_index=process_index,
               process_count=process_count, **options)

@@ -1,29 +1,34 @@
 """Datasets in the tensorflow-datasets layout, written and opened without TensorFlow.
 
-Layout (tfds'): DATA_DIR/NAME/1.0.0/ holds dataset_info.json (splits and their sizes), features.json
-(the feature spec, class names included), metadata.json (where the data came from) and one or more
-NAME-SPLIT.array_record-0000i-of-0000n files of serialized tf.train.Example records, one per
-example, in the source's order. It is written by a tfds `GeneratorBasedBuilder` with file_format
-"array_record": tfds serializes examples with its own protobuf classes, so TensorFlow is needed
-only for what is skipped here: dataset statistics, and encoding NumPy images (images are given
-as raw bytes or encoded files instead). It is read back with tfds' read-only builder
-(`tfds.builder_from_directory(...).as_data_source(split)`, what `tfds.data_source` uses for a
-dataset without registered code), records fetched as raw bytes and parsed here with NumPy.
+Layout (tfds'): DATA_DIR/NAME/VERSION/ holds dataset_info.json (splits, their sizes and file
+format), features.json (the feature spec, class names included) and the split files
+NAME-SPLIT.FORMAT-0000i-of-0000n of serialized tf.train.Example records, one per example; cnnjax
+adds metadata.json (where the data came from, the holdout size).
 
-Features: "image" is either a `Tensor` of uint8 (H, W, C) stored as raw bytes ("decoded": small
-images of one size) or an `Image` holding the original file's bytes ("encoded": any size, decoded
-when read); "label" and, for CIFAR-100, "coarse_label" are `ClassLabel`s carrying the class names;
-image folders add the "file_name" each image came from.
+The standard datasets (mnist, fashion_mnist, cifar10, cifar100, imagenet2012) are written as
+tfds' catalog defines them: its version (cnnjax.data.catalog), feature names and types
+(catalog_features: images PNG-encoded (cnnjax.data.png), ImageNet's JPEG; ClassLabels named), as
+array_record, so `tfds.data_source(NAME, data_dir=D)` opens what cnnjax prepared by name, and
+cnnjax reads a copy tfds prepared itself: array_record as it is, TFRecord once converted
+(cnnjax.data.from_tfds).
+Image folders, and standard datasets prepared by cnnjax before it wrote the catalog's layout, are
+NAME/1.0.0 (FOLDER_VERSION) with cnnjax's own features: "image" a uint8 `Tensor` (H, W, C) stored
+as raw bytes ("decoded": small images of one size) or an `Image` of the original file's bytes
+("encoded"), "label" a ClassLabel, "file_name" the image's path in the folder. Both are read the
+same way: tfds' read-only builder (`tfds.builder_from_directory`, what `tfds.data_source` uses for
+a dataset without registered code) fetches records as raw bytes, decoded here with NumPy and PIL.
 
+Writing goes through a tfds `GeneratorBasedBuilder` (file_format "array_record", source order
+kept): tfds serializes examples with its own protobuf classes, so TensorFlow is needed only for
+what is skipped here: dataset statistics, and encoding NumPy images (images are given encoded).
 Nothing half-written ever loads: the dataset is built under DATA_DIR/.incomplete-NAME-*/ (where
-tfds itself writes into an incomplete.* folder renamed when done) and moved to DATA_DIR/NAME/1.0.0
-only when complete; with `overwrite` an existing copy is replaced only at that moment.
+tfds itself writes into an incomplete.* folder renamed when done) and moved into place only when
+complete; with `overwrite` an existing copy is replaced only at that moment.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import pathlib
@@ -34,12 +39,15 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 from tensorflow_datasets.proto import tf_example_pb2  # protobuf classes only, no TensorFlow
 
+from cnnjax.data import png
 from cnnjax.data.augment import center_crop, resize_shorter
+from cnnjax.data.catalog import ORIGINALS
+from cnnjax.data.imagefolder import decode_image
 
-VERSION = "1.0.0"
+FOLDER_VERSION = "1.0.0"
+ARRAY_RECORD = "array_record"
 DATA_DIR_ENV = "TFDS_DATA_DIR"
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 METADATA_FILE = "metadata.json"
@@ -61,21 +69,59 @@ def check_name(name: str) -> str:
     return name
 
 
-def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> pathlib.Path:
-    """Where dataset `name` lives: DATA_DIR/NAME/1.0.0."""
-    return resolve_data_dir(data_dir) / check_name(name) / VERSION
+def default_version(name: str) -> str:
+    """The version cnnjax writes dataset `name` as: the catalog's for a standard dataset, else
+    FOLDER_VERSION."""
+    return ORIGINALS[name].tfds_version if name in ORIGINALS else FOLDER_VERSION
+
+
+def dataset_dir(name: str, data_dir: str | os.PathLike | None = None,
+                version: str | None = None) -> pathlib.Path:
+    """DATA_DIR/NAME/VERSION, by default at default_version(name)."""
+    return resolve_data_dir(data_dir) / check_name(name) / (version or default_version(name))
 
 
 def is_prepared(name: str, data_dir: str | os.PathLike | None = None) -> bool:
-    """Whether `data_dir` holds a prepared dataset called `name` (any string)."""
-    return bool(_NAME.fullmatch(name)) and (dataset_dir(name, data_dir) / METADATA_FILE).is_file()
+    """Whether `data_dir` holds dataset `name` (any string): at the catalog's version (written
+    by tfds or cnnjax), or prepared by cnnjax at FOLDER_VERSION."""
+    if not _NAME.fullmatch(name):
+        return False
+    return ((name in ORIGINALS and (dataset_dir(name, data_dir) / "dataset_info.json").is_file())
+            or (dataset_dir(name, data_dir, FOLDER_VERSION) / METADATA_FILE).is_file())
+
+
+def catalog_features(name: str, class_names: Sequence[str],
+                     coarse_names: Sequence[str] = ()) -> tfds.features.FeaturesDict:
+    """The tfds catalog's feature spec of standard dataset `name` (tensorflow_datasets 4.9.10's
+    builders, named in cnnjax.data.catalog), its labels named `class_names` (`coarse_names`:
+    CIFAR-100's superclasses). MNIST, Fashion-MNIST: "image" PNG 28x28x1, "label"; CIFAR: "id"
+    ("train_00000", ...), "image" PNG 32x32x3, "label" (and "coarse_label"); ImageNet: "image"
+    JPEG of any size, RGB, "label" (the synset), "file_name" (the image's file name)."""
+    label = tfds.features.ClassLabel(names=list(class_names))
+    if name in ("mnist", "fashion_mnist"):
+        return tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(28, 28, 1)),
+                                           "label": label})
+    if name in ("cifar10", "cifar100"):
+        spec = {"id": tfds.features.Text(), "image": tfds.features.Image(shape=(32, 32, 3)),
+                "label": label}
+        if name == "cifar100":  # without names (an image-folder copy): 20 unnamed classes
+            spec["coarse_label"] = tfds.features.ClassLabel(names=list(coarse_names)) \
+                if coarse_names else tfds.features.ClassLabel(num_classes=20)
+        return tfds.features.FeaturesDict(spec)
+    if name == "imagenet2012":
+        return tfds.features.FeaturesDict({
+            "image": tfds.features.Image(encoding_format="jpeg"), "label": label,
+            "file_name": tfds.features.Text()})
+    raise ValueError(f"{name!r} is not a catalog dataset cnnjax prepares; expected one of "
+                     f"{sorted(ORIGINALS)}")
 
 
 def image_features(*, class_names: Sequence[str], shape: tuple[int, int, int] | None = None,
                    channels: int = 3, coarse_names: Sequence[str] = (),
                    file_names: bool = False) -> tfds.features.FeaturesDict:
-    """The feature spec: decoded uint8 images of `shape`, or (shape None) encoded image files of
-    any size with `channels` channels; labels named `class_names` (and `coarse_names`)."""
+    """cnnjax's own feature spec (image folders): decoded uint8 images of `shape`, or (shape None)
+    encoded image files of any size with `channels` channels; labels named `class_names` (and
+    `coarse_names`); with `file_names`, each image's path in the folder."""
     if shape is not None:
         image = tfds.features.Tensor(shape=tuple(shape), dtype=np.uint8,
                                      encoding=tfds.features.Encoding.BYTES)
@@ -90,22 +136,24 @@ def image_features(*, class_names: Sequence[str], shape: tuple[int, int, int] | 
 
 
 class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A builder whose name, features and examples are given when it is made (no registration)."""
+    """A builder whose name, version, features and examples are given when it is made (no
+    registration: a catalog name is opened by tfds' own builder of that name)."""
 
-    VERSION = tfds.core.Version(VERSION)
-    RELEASE_NOTES = {str(VERSION): "Prepared by cnnjax.data.prepare from the original files."}
+    VERSION = tfds.core.Version(FOLDER_VERSION)
     # tfds looks for a download-checksums file next to a builder's source; there is none (the
-    # preparers check the sources' MD5s), and the look-up needs the importlib_resources package.
+    # preparers check the sources' MD5s).
     code_path = None
 
-    def __init__(self, *, name: str, features: tfds.features.FeaturesDict,
+    def __init__(self, *, name: str, version: str, features: tfds.features.FeaturesDict,
                  splits: dict[str, Callable[[], Iterable[dict]]], description: str,
                  homepage: str, metadata: dict, data_dir: pathlib.Path):
         self.name = name
+        self.VERSION = tfds.core.Version(version)
+        self.RELEASE_NOTES = {version: "Prepared by cnnjax.data.prepare from the original files."}
         self._spec, self._splits = features, splits
         self._about = {"description": description, **({"homepage": homepage} if homepage else {})}
         self._metadata = metadata
-        super().__init__(data_dir=os.fspath(data_dir), file_format="array_record")
+        super().__init__(data_dir=os.fspath(data_dir), file_format=ARRAY_RECORD)
 
     def _info(self) -> tfds.core.DatasetInfo:
         # disable_shuffling keeps the source's order (tfds would otherwise order records by a
@@ -125,13 +173,16 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 def write_dataset(name: str, data_dir: str | os.PathLike | None, *,
                   features: tfds.features.FeaturesDict,
                   splits: dict[str, Callable[[], Iterable[dict]]], metadata: dict,
-                  description: str, homepage: str = "", overwrite: bool = False) -> pathlib.Path:
+                  description: str, homepage: str = "", overwrite: bool = False,
+                  version: str | None = None) -> pathlib.Path:
     """Writes dataset `name` (split -> a function returning its examples, dicts of `features`).
 
-    Returns DATA_DIR/NAME/1.0.0. An error raised while the examples are produced (a corrupt
-    source) propagates and leaves no dataset behind (and an existing one untouched).
+    Returns DATA_DIR/NAME/VERSION (default_version(name) unless `version` is given). An error
+    raised while the examples are produced (a corrupt source) propagates and leaves no dataset
+    behind (and an existing one untouched).
     """
-    final = dataset_dir(name, data_dir)
+    version = version or default_version(name)
+    final = dataset_dir(name, data_dir, version)
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} already holds a prepared {name!r}; delete it or pass "
                               f"--overwrite to replace it")
@@ -140,13 +191,14 @@ def write_dataset(name: str, data_dir: str | os.PathLike | None, *,
     tfds.disable_progress_bar()
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".incomplete-{name}-", dir=root))
     try:
-        builder = _Builder(name=name, features=features, splits=splits, description=description,
-                           homepage=homepage, metadata=metadata, data_dir=staging)
+        builder = _Builder(name=name, version=version, features=features, splits=splits,
+                           description=description, homepage=homepage, metadata=metadata,
+                           data_dir=staging)
         builder.download_and_prepare(
             download_dir=os.fspath(staging / "downloads"),
             download_config=tfds.download.DownloadConfig(
                 compute_stats=tfds.download.ComputeStatsMode.SKIP))
-        built = staging / name / VERSION
+        built = staging / name / version
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             final.rename(staging / "replaced")  # removed with the staging folder
@@ -160,9 +212,15 @@ class MissingDataset(FileNotFoundError):
     """The data_dir has no prepared copy of the dataset; the message says how to prepare it."""
 
 
+class NeedsConversion(MissingDataset):
+    """The data_dir holds tfds' copy of the dataset in a format without random access (TFRecord);
+    the message gives the command that converts it (cnnjax.data.from_tfds)."""
+
+
 @dataclasses.dataclass
 class StoredDataset:
-    """A prepared dataset: its folder, split sizes, features and metadata."""
+    """A prepared dataset: its folder, split sizes, features and metadata (cnnjax's metadata.json,
+    or for a copy tfds prepared, the catalog's title and holdout size)."""
 
     path: pathlib.Path
     split_sizes: dict[str, int]
@@ -176,31 +234,63 @@ class StoredDataset:
     def records(self, split: str) -> Sequence[bytes]:
         """Random access to a split's serialized records (a tfds ArrayRecordDataSource)."""
         builder = tfds.builder_from_directory(os.fspath(self.path))
-        return builder.as_data_source(split,
+        return builder.as_data_source(split, file_format=ARRAY_RECORD,
                                       deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
 
 
+def convert_command(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """The command that converts tfds' TFRecord copy of `name` in `data_dir` to array_record."""
+    return (f"python -m cnnjax.data.prepare from-tfds {name} "
+            f"--data_dir={resolve_data_dir(data_dir)}")
+
+
+def _catalog_info(name: str, path: pathlib.Path) -> tfds.core.DatasetInfo:
+    """The DatasetInfo of the copy at the catalog's version in `path` (tfds' read-only builder's);
+    NeedsConversion when it has no array_record files."""
+    info = tfds.builder_from_directory(os.fspath(path)).info
+    formats = {f.value for f in info.available_file_formats()}
+    if ARRAY_RECORD not in formats:
+        raise NeedsConversion(
+            f"{path} holds tfds' {name} as {', '.join(sorted(formats))} files; cnnjax reads "
+            f"array_record: convert it once with: {convert_command(name, path.parent.parent)}")
+    return info
+
+
 def open_dataset(name: str, data_dir: str | os.PathLike | None, prepare_hint: str) -> StoredDataset:
-    """The prepared dataset `name` in `data_dir`; MissingDataset (whose message includes
-    `prepare_hint`, the command that prepares it) when it is not there."""
-    path = dataset_dir(name, data_dir)
-    if not (path / "dataset_info.json").is_file() or not (path / METADATA_FILE).is_file():
-        raise MissingDataset(f"dataset {name!r} is not prepared in {path.parent.parent} (no "
-                             f"{path}/dataset_info.json). Prepare it with:\n  {prepare_hint}")
-    builder = tfds.builder_from_directory(os.fspath(path))
-    sizes = {s: info.num_examples for s, info in builder.info.splits.items()}
-    metadata = json.loads((path / METADATA_FILE).read_text())
-    return StoredDataset(path, sizes, builder.info.features, metadata)
+    """Dataset `name` in `data_dir`: at the catalog's version (by tfds or cnnjax), else at
+    FOLDER_VERSION (an image folder, or a standard dataset prepared by an earlier cnnjax).
+
+    Raises MissingDataset, whose message includes `prepare_hint` (how to get it), when neither is
+    there, and NeedsConversion for tfds' TFRecord copy.
+    """
+    catalog = dataset_dir(name, data_dir)
+    folder = dataset_dir(name, data_dir, FOLDER_VERSION)
+    if name in ORIGINALS and (catalog / "dataset_info.json").is_file():
+        path, info = catalog, _catalog_info(name, catalog)
+    elif (folder / "dataset_info.json").is_file() and (folder / METADATA_FILE).is_file():
+        path, info = folder, tfds.builder_from_directory(os.fspath(folder)).info
+    else:
+        raise MissingDataset(f"dataset {name!r} is not in {catalog.parent.parent} (no "
+                             f"{catalog}/dataset_info.json). Get it with:\n  {prepare_hint}")
+    if (path / METADATA_FILE).is_file():
+        metadata = json.loads((path / METADATA_FILE).read_text())
+    else:  # prepared by tfds from the original files
+        original = ORIGINALS[name]
+        metadata = {"origin": original.title, "holdout": original.holdout,
+                    "prepared_by": "tensorflow-datasets"}
+    sizes = {s: split.num_examples for s, split in info.splits.items()}
+    return StoredDataset(path, sizes, info.features, metadata)
 
 
 @dataclasses.dataclass
 class RecordDecoder:
     """Serialized examples -> a batch {"image": float32 (n, H, W, C) in [0, 1], label keys: int32}.
 
-    Decoded images are reshaped from their raw bytes. Encoded images are decoded with PIL,
-    converted to the dataset's channel count, their shorter side resized to `image_size` and the
-    central image_size x image_size window kept (a deterministic view; random crops belong to
-    the augmentation).
+    Raw-byte (`Tensor`) images are reshaped. Encoded images (`Image`) are decoded with PIL to the
+    feature's channel count (grayscale or RGB), except the PNGs cnnjax writes (cnnjax.data.png:
+    read by a copy). Those of a fixed shape (the catalog's CIFAR and MNIST) must have it; the
+    others have their shorter side resized to `image_size` and the central image_size x
+    image_size window kept (a deterministic view; random crops belong to the augmentation).
     """
 
     features: tfds.features.FeaturesDict
@@ -210,22 +300,30 @@ class RecordDecoder:
         image = self.features["image"]
         self.encoded = isinstance(image, tfds.features.Image)
         self.channels = image.shape[-1]
-        self.shape = (self.image_size, self.image_size, self.channels) if self.encoded \
-            else tuple(image.shape)
+        self.fixed = None not in image.shape
+        self.shape = tuple(image.shape) if self.fixed else \
+            (self.image_size, self.image_size, self.channels)
         self.label_keys = tuple(k for k in LABEL_KEYS if k in self.features)
 
-    def _decode_file(self, raw: bytes) -> np.ndarray:
-        with Image.open(io.BytesIO(raw)) as im:
-            pixels = np.asarray(im.convert("L" if self.channels == 1 else "RGB"))
-        view = center_crop(resize_shorter(pixels.reshape(*pixels.shape[:2], self.channels),
-                                          self.image_size), self.image_size)
-        return np.clip(view, 0, 255)
+    def _decode_file(self, raw: bytes, where: str) -> np.ndarray:
+        pixels = decode_image(raw, where, self.channels)
+        if self.fixed:
+            if pixels.shape != self.shape:
+                raise ValueError(f"{where}: image is {pixels.shape}, the dataset's features say "
+                                 f"{self.shape}")
+            return pixels
+        return np.clip(center_crop(resize_shorter(pixels, self.image_size), self.image_size),
+                       0, 255)
 
     def __call__(self, records: Sequence[bytes]) -> dict[str, np.ndarray]:
         maps = [tf_example_pb2.Example.FromString(r).features.feature for r in records]
         images = [m["image"].bytes_list.value[0] for m in maps]
-        if self.encoded:
-            pixels = np.stack([self._decode_file(raw) for raw in images]) if images \
+        stored = png.decode_stored(images, self.shape) if self.encoded and self.fixed else None
+        if stored is not None:
+            pixels = stored
+        elif self.encoded:
+            pixels = np.stack([self._decode_file(raw, f"record {i} of the batch")
+                               for i, raw in enumerate(images)]) if images \
                 else np.zeros((0, *self.shape), np.float32)
         else:
             pixels = np.frombuffer(b"".join(images), np.uint8).reshape(-1, *self.shape)
