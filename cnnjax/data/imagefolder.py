@@ -11,6 +11,7 @@ bytes, decoded when read); it has one channel when every image is grayscale, els
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import io
 import pathlib
@@ -149,12 +150,18 @@ def survey(index: FolderIndex, skip_bad: bool) -> Survey:
 
 def decode_image(raw: bytes, where: str, channels: int) -> np.ndarray:
     """uint8 (H, W, channels) pixels of an encoded image, fully decoded; BadImage names `where`."""
+    with reading(where), Image.open(io.BytesIO(raw)) as im:
+        pixels = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+    return pixels.reshape(*pixels.shape[:2], channels)
+
+
+@contextlib.contextmanager
+def reading(where: str) -> Iterator[None]:
+    """Turns PIL's errors on an unreadable or truncated image into BadImage naming `where`."""
     try:
-        with Image.open(io.BytesIO(raw)) as im:
-            pixels = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+        yield
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImage(f"{where}: unreadable or truncated image ({e})") from e
-    return pixels.reshape(*pixels.shape[:2], channels)
 
 
 def folder_examples(index: FolderIndex, split: str, *, channels: int,

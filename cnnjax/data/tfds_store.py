@@ -195,7 +195,8 @@ def open_dataset(name: str, data_dir: str | os.PathLike | None, prepare_hint: st
 
 @dataclasses.dataclass
 class RecordDecoder:
-    """Serialized examples -> a batch {"image": float32 (n, H, W, C) in [0, 1], label keys: int32}.
+    """Serialized examples -> a batch {"image": uint8 (n, H, W, C), label keys: int32}; the
+    device makes the pixels float32 in [0, 1] (cnnjax.data.device_pipeline).
 
     Decoded images are reshaped from their raw bytes. Encoded images are decoded with PIL,
     converted to the dataset's channel count, their shorter side resized to `image_size` and the
@@ -217,19 +218,18 @@ class RecordDecoder:
     def _decode_file(self, raw: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(raw)) as im:
             pixels = np.asarray(im.convert("L" if self.channels == 1 else "RGB"))
-        view = center_crop(resize_shorter(pixels.reshape(*pixels.shape[:2], self.channels),
+        return center_crop(resize_shorter(pixels.reshape(*pixels.shape[:2], self.channels),
                                           self.image_size), self.image_size)
-        return np.clip(view, 0, 255)
 
     def __call__(self, records: Sequence[bytes]) -> dict[str, np.ndarray]:
         maps = [tf_example_pb2.Example.FromString(r).features.feature for r in records]
         images = [m["image"].bytes_list.value[0] for m in maps]
         if self.encoded:
             pixels = np.stack([self._decode_file(raw) for raw in images]) if images \
-                else np.zeros((0, *self.shape), np.float32)
+                else np.zeros((0, *self.shape), np.uint8)
         else:
             pixels = np.frombuffer(b"".join(images), np.uint8).reshape(-1, *self.shape)
-        batch = {"image": pixels.astype(np.float32) * np.float32(1 / 255)}
+        batch = {"image": pixels}
         for key in self.label_keys:
             batch[key] = np.array([m[key].int64_list.value[0] for m in maps], np.int32)
         return batch
