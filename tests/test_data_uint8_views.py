@@ -162,3 +162,13 @@ def test_prepared_pixels_reach_the_device_as_uint8(tmp_path, monkeypatch):
     assert seen and set(seen) == {jnp.dtype(jnp.uint8)}
     assert data.create("toy8", "train", batch_size=8, train=True, data_dir=str(tmp_path / "tfds"),
                        worker_count=0).input_dtype == np.uint8
+
+
+def test_worker_count_defaults_to_the_cores_of_the_task(monkeypatch):
+    from cnnjax.data.grain_source import default_worker_count
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "12")  # sbatch --cpus-per-task=12
+    assert default_worker_count() == 12
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert default_worker_count() == 16  # every core, no cap

@@ -115,11 +115,10 @@ def build(config: ml_collections.ConfigDict, process_index: int = 0, process_cou
 
 def _fresh_state(config: ml_collections.ConfigDict, train_ds, model, tx):
     """The initial train state, for the input the model sees after the device pipeline."""
-    model_input = device_pipeline.from_config(config.dataset, train_ds.num_classes).output_shape(
-        train_ds.image_shape)
-    return init_state(model, tx, model_input, config.seed,
+    pipeline = device_pipeline.from_config(config.dataset, train_ds.num_classes)
+    return init_state(model, tx, pipeline.output_shape(train_ds.image_shape), config.seed,
                       use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
-                      input_dtype=train_ds.input_dtype)
+                      input_dtype=pipeline.output_dtype(train_ds.input_dtype))
 
 
 def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
