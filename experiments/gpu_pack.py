@@ -1,7 +1,7 @@
 """One command for a GPU lease: the Pallas kernels, ResNet-50 against PyTorch, a CIFAR-10 run.
 
     python experiments/gpu_pack.py --pack-data=../shared/data/cifar10_jpeg  # here, once
-    python experiments/gpu_pack.py --results=$OUT          # on one GPU: about 5-8 minutes
+    python experiments/gpu_pack.py --results=$OUT          # on one GPU (meant to end in 8 min)
     python experiments/gpu_pack.py --dry-run               # any CPU, toy sizes, records nothing
 
 How to run it with the device tool (wheels, carry list, time budget): experiments/gpu_pack.md.
