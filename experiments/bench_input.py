@@ -17,8 +17,8 @@ Pipelines (a prepared dataset that is missing is reported with its `prepare` com
   (cnnjax.data.imagenet.Views.train: decoded at reduced size where the crop allows, resized on
   uint8 RGB, uint8 out), and decoding plus the resize-256 / centre-224 evaluation view, in this
   one process: the rate per core, counted in images per second of this process's CPU time (so
-  other jobs on the machine do not lower it). The JPEGs are generated (500x375, ImageNet's most common size,
-  quality 90, smooth random content with noise) because ImageNet is not here.
+  other jobs on the machine do not lower it). The JPEGs are generated (500x375, ImageNet's most
+  common size, quality 90, smooth random content with noise) because ImageNet is not here.
 
 Each stream is timed after a warm-up (worker start-up, compilation: at least 3 batches and 2
 seconds) for --seconds, counting whole batches handed to the consumer. Prints a table; --record

@@ -36,7 +36,6 @@ JPEG folder of 32x32 images packed and decoded the same way); it records only wi
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import pathlib
 import sys

@@ -87,7 +87,8 @@ class DevicePipeline:
     @staticmethod
     def output_dtype(host_dtype) -> jnp.dtype:
         """The dtype the model sees for host images of `host_dtype` (uint8 becomes float32)."""
-        return jnp.dtype(jnp.float32) if jnp.dtype(host_dtype) == jnp.uint8 else jnp.dtype(host_dtype)
+        dtype = jnp.dtype(host_dtype)
+        return jnp.dtype(jnp.float32) if dtype == jnp.uint8 else dtype
 
     @staticmethod
     def _to_float(images: jax.Array) -> jax.Array:

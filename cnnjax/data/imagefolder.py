@@ -204,7 +204,8 @@ def pack_folder(root: pathlib.Path, out: pathlib.Path) -> dict[str, int]:
     return {split: len(files) for split, files in index.files.items()}
 
 
-def folder_arrays(source: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def folder_arrays(source: pathlib.Path, split: str
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """(uint8 images (N, H, W, C), int32 labels (N,), class names) of split `split` of a
     class-folder tree SOURCE/<split>/<class>/<image> or of its `pack_folder` .npz, decoded in
     memory with PIL (no tfds, no grain). Every image must have the first one's size."""
