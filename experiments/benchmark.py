@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["mfu"] = round(cj.flops / step_s / matmul_rate(), 4)
     if "torch" in runners:
         result["ratio"] = round(result["cnnjax_images_per_sec"] / result["torch_images_per_sec"], 3)
+        result["torch_mode"] = runners["torch"].mode  # "compile", or "eager" where it failed
 
     print(f"{args.model}, batch {args.batch}, {args.dtype}, {device}, {len(times['cnnjax'])} timed steps each")
     print(f"{'':8} {'images/s (median)':>18} {'min':>9} {'max':>9} {'first step s':>13}  mode")

@@ -45,6 +45,42 @@ class CifarResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+class _Bottleneck(nn.Module):
+    """torchvision's ResNet v1.5 bottleneck: 1x1, 3x3 (stride here), 1x1 x4; projection shortcut
+    when the shape changes."""
+
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = 4 * width
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True), nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet50(nn.Module):
+    """He et al. 2016's ResNet-50 (Table 1) as torchvision builds it (stride in the 3x3)."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        layers, cin = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)], 64
+        for i, (width, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3))):
+            for j in range(blocks):
+                layers.append(_Bottleneck(cin, width, 2 if i > 0 and j == 0 else 1))
+                cin = 4 * width
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
 class LeNet5(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
@@ -82,4 +118,6 @@ def create(name: str, num_classes: int) -> nn.Module:
         import timm
         return timm.create_model(TIMM_NAMES.get(name, name), num_classes=num_classes)
     except (ImportError, RuntimeError) as e:
+        if name == "resnet50":
+            return ResNet50(num_classes)
         raise ValueError(f"no PyTorch version of {name!r} here (install torchvision or timm): {e}") from None

@@ -54,7 +54,7 @@ def _take(source, n, start=0) -> list[dict]:
 
 
 def _ids(batch) -> list[int]:
-    return np.rint(batch["image"][:, 0, 0, 0] * 255).astype(int).tolist()
+    return batch["image"][:, 0, 0, 0].astype(int).tolist()
 
 
 def test_shapes_and_metadata(data_dir):
@@ -63,9 +63,8 @@ def test_shapes_and_metadata(data_dir):
     assert (ds.num_examples, ds.steps_per_epoch, ds.image_shape) == (N_TRAIN, 4, SHAPE)
     assert ds.num_classes == 3 and ds.class_names == ("a", "b", "c") and ds.origin == "toy arrays"
     batch = _take(ds, 1)[0]
-    assert batch["image"].dtype == np.float32 and batch["image"].shape == (8, *SHAPE)
-    assert batch["label"].dtype == np.int32
-    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+    assert batch["image"].dtype == np.uint8 and batch["image"].shape == (8, *SHAPE)
+    assert ds.input_dtype == np.uint8 and batch["label"].dtype == np.int32
 
 
 def test_train_order_is_the_documented_permutation_per_epoch(data_dir):
@@ -74,8 +73,7 @@ def test_train_order_is_the_documented_permutation_per_epoch(data_dir):
     for step, batch in enumerate(got):
         epoch, i = divmod(step, N_TRAIN // bs)
         rows = np.random.default_rng((seed, epoch)).permutation(N_TRAIN)[i * bs:(i + 1) * bs]
-        np.testing.assert_array_equal(np.rint(batch["image"] * 255), TRAIN[0][rows])
-        np.testing.assert_allclose(batch["image"], TRAIN[0][rows] / 255.0, rtol=0, atol=1e-7)
+        np.testing.assert_array_equal(batch["image"], TRAIN[0][rows])  # the stored uint8
         np.testing.assert_array_equal(batch["label"], TRAIN[1][rows])
     for epoch in range(2):  # within an epoch no example repeats
         ids = sum((_ids(b) for b in got[4 * epoch:4 * epoch + 4]), [])
@@ -157,12 +155,12 @@ def _flip_some(batch, rng):
 
 def test_augment_hook_runs_per_batch_like_array_source(data_dir):
     grain_batches = _take(_source(data_dir, seed=7, augment=_flip_some), 6)
-    reference = ArraySource("toy", TRAIN[0].astype(np.float32) / 255, TRAIN[1].astype(np.int32), 3,
+    reference = ArraySource("toy", TRAIN[0], TRAIN[1].astype(np.int32), 3,
                             batch_size=8, train=True, seed=7, augment=_flip_some)
     stream = reference.batches()
     for g in grain_batches:
         r = next(stream)
-        np.testing.assert_allclose(g["image"], r["image"], rtol=0, atol=1e-7)
+        np.testing.assert_array_equal(g["image"], r["image"])
         np.testing.assert_array_equal(g["label"], r["label"])
     plain = _take(_source(data_dir, seed=7), 6)
     assert any(not np.array_equal(g["image"], p["image"]) for g, p in zip(grain_batches, plain))

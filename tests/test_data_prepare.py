@@ -33,12 +33,13 @@ def _tfds_split(data_dir, name, split) -> list[dict]:
 
 
 def _read_all(data_dir, name, split, **options) -> dict[str, np.ndarray]:
-    """A whole split through cnnjax.data.create, in stored order, images back in 0..255."""
+    """A whole split through cnnjax.data.create, in stored order (uint8 pixels, as stored)."""
     probe = data.create(name, split, batch_size=1, train=False, data_dir=str(data_dir),
                         worker_count=0, **options)
     batch = next(data.create(name, split, batch_size=probe.num_examples, train=False,
                              data_dir=str(data_dir), worker_count=0, **options).batches())
-    batch["pixels"] = np.rint(batch["image"] * 255).astype(np.uint8)
+    assert batch["image"].dtype == np.uint8  # scaled to [0, 1] on the device, not here
+    batch["pixels"] = batch["image"]
     return batch
 
 
@@ -407,7 +408,7 @@ def test_shared_mnist_prepared_and_read_back(shared_data, tmp_path, caplog):
     assert np.bincount(train["label"]).tolist() == MNIST_TRAIN_HIST
     assert np.bincount(test["label"]).tolist() == MNIST_TEST_HIST
     assert train["label"][:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
-    assert abs(train["image"].mean() - 0.124) < 0.001  # the shared copy's mean (README)
+    assert abs(train["image"].mean() / 255 - 0.124) < 0.001  # the shared copy's mean (README)
 
 
 @pytest.mark.needs_data
@@ -429,5 +430,5 @@ def test_shared_cifar10_jpeg_copy_prepared_and_read_back(shared_data, tmp_path):
     train, test = _read_all(tmp_path, "cifar10", "train"), _read_all(tmp_path, "cifar10", "test")
     assert np.bincount(train["label"]).tolist() == [5000] * 10
     assert np.bincount(test["label"]).tolist() == [1000] * 10
-    means = train["image"].astype(np.float64).mean(axis=(0, 1, 2))
+    means = train["image"].astype(np.float64).mean(axis=(0, 1, 2)) / 255
     np.testing.assert_allclose(means, [0.489, 0.481, 0.447], atol=0.01)

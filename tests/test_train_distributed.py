@@ -54,3 +54,29 @@ def test_two_processes_train_together_like_one(tmp_path):
     multi, single = th.flat(th.final_params(tmp_path / "multi")), th.flat(th.final_params(tmp_path / "single"))
     for k in single:
         np.testing.assert_allclose(multi[k], single[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
+    """JAX's preemption sync point (no per-step gather): SIGTERM to process 1 alone makes both
+    save one checkpoint at the step they agree on and exit 143."""
+    import signal
+    import time
+
+    port = _free_port()
+    flags = ("--config.num_train_steps=2000", "--config.checkpoint_every_steps=6",
+             "--config.log_every_steps=5", "--config.eval_every_steps=2000")
+    procs = [subprocess.Popen(
+        th.launch_cmd(tmp_path / "multi", *flags, f"--coordinator_address=127.0.0.1:{port}",
+                      "--num_processes=2", f"--process_id={i}"),
+        env=th.env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    deadline = time.time() + 300
+    while not (tmp_path / "multi" / "checkpoints" / "6").is_dir():
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], outs
+    steps = [int(o.split("SIGTERM: saved a checkpoint at step ")[1].split(";")[0]) for o in outs]
+    assert steps[0] == steps[1] < 2000, outs
+    assert (tmp_path / "multi" / "checkpoints" / str(steps[0])).is_dir()

@@ -119,8 +119,10 @@ def split_arrays(config: ml_collections.ConfigDict, split: str, limit: int | Non
         labels.append(batch["label"][batch["mask"]])
         if limit is not None and sum(map(len, labels)) >= limit:
             break
-    return (source, np.concatenate(images)[:limit].astype(np.float32),
-            np.concatenate(labels)[:limit])
+    images = np.concatenate(images)[:limit]
+    # Prepared datasets hand out uint8 pixels (the device scales them in training): [0, 1] here.
+    images = images.astype(np.float32) / 255 if images.dtype == np.uint8 else images
+    return source, images.astype(np.float32), np.concatenate(labels)[:limit]
 
 
 def load_run(workdir: str | pathlib.Path, max_train: int | None = None,

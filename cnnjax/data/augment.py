@@ -1,7 +1,9 @@
 """The papers' preprocessing and augmentation, on the host (NumPy) and on the device (jax.numpy).
 
-Conventions: images are NHWC float32 in [0, 1] before normalisation (per-image functions take one
-HWC array); augmentation runs before `normalize`, so padding is black, as in the papers. Host
+Conventions: images are NHWC, float32 in [0, 1] or uint8 in [0, 255] (the prepared datasets'
+pixels, which stay uint8 until the device), before normalisation (per-image functions take one
+HWC array); crops, flips, padding and resizing keep the dtype, `lighting` returns float32 in
+[0, 1] units; augmentation runs before `normalize`, so padding is black, as in the papers. Host
 functions draw from a `np.random.Generator`, device functions from a `jax.random` key; both are
 deterministic in their randomness source, which the data sources derive from (seed, step).
 
@@ -125,11 +127,26 @@ def sample_crop_box(height: int, width: int, rng: np.random.Generator, *,
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of one HWC float image (PIL, per channel, antialiased when shrinking)."""
-    channels = [np.asarray(Image.fromarray(image[..., c]).resize((width, height),
-                                                                  Image.Resampling.BILINEAR))
+    """Bilinear resize of one HWC image with PIL, antialiased when shrinking. uint8 RGB or
+    grey images are resized in one pass as such (uint8 out, rounded); float images channel by
+    channel in PIL's 32-bit float mode (float32 out)."""
+    size = (width, height)
+    if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
+        mode = "RGB" if image.shape[-1] == 3 else "L"
+        flat = image if mode == "RGB" else image[..., 0]
+        out = np.asarray(Image.fromarray(np.ascontiguousarray(flat), mode).resize(
+            size, Image.Resampling.BILINEAR))
+        return out.reshape(height, width, image.shape[-1])
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32))
+                           .resize(size, Image.Resampling.BILINEAR))
                 for c in range(image.shape[-1])]
     return np.stack(channels, axis=-1).astype(np.float32)
+
+
+def shorter_side_shape(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """(height, width) after resizing the shorter side to `shorter`, keeping the aspect ratio."""
+    s = shorter / min(height, width)
+    return max(shorter, int(round(height * s))), max(shorter, int(round(width * s)))
 
 
 def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int, *,
@@ -138,15 +155,12 @@ def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int, 
     """One HWC image -> a random `sample_crop_box` crop resized to (size, size, C)."""
     top, left, h, w = sample_crop_box(image.shape[0], image.shape[1], rng, scale=scale,
                                       ratio=ratio)
-    return _resize(np.ascontiguousarray(image[top:top + h, left:left + w], np.float32), size, size)
+    return _resize(image[top:top + h, left:left + w], size, size)
 
 
 def resize_shorter(image: np.ndarray, shorter: int) -> np.ndarray:
     """Resizes one HWC image so its shorter side is `shorter`, keeping the aspect ratio."""
-    h, w = image.shape[:2]
-    s = shorter / min(h, w)
-    return _resize(np.asarray(image, np.float32), max(shorter, int(round(h * s))),
-                   max(shorter, int(round(w * s))))
+    return _resize(image, *shorter_side_shape(image.shape[0], image.shape[1], shorter))
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -178,13 +192,27 @@ def lighting(images: np.ndarray, rng: np.random.Generator, *, alpha_std: float =
              eigval: np.ndarray = IMAGENET_EIGVAL, eigvec: np.ndarray = IMAGENET_EIGVEC
              ) -> np.ndarray:
     """AlexNet's PCA colour augmentation: adds eigvec @ (alpha * eigval) to every pixel of an
-    image, alpha ~ N(0, alpha_std^2) per image and component. (N, H, W, 3) -> same shape."""
+    image, alpha ~ N(0, alpha_std^2) per image and component. (N, H, W, 3) -> same shape,
+    float32 in [0, 1] units (uint8 pixels are divided by 255 first)."""
     _check_nhwc(images, "lighting")
     if images.shape[-1] != 3:
         raise ValueError(f"lighting needs RGB images, got {images.shape[-1]} channels")
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) * np.float32(1 / 255)
     alpha = rng.normal(0.0, alpha_std, (images.shape[0], 3)).astype(np.float32)
     shift = (alpha * eigval) @ eigvec.T  # (N, 3): sum_j eigvec[:, j] alpha_j eigval_j
     return (images + shift[:, None, None, :]).astype(np.float32)
+
+
+def lighting_device(images: jax.Array, key: jax.Array, *, alpha_std: float = 0.1) -> jax.Array:
+    """`lighting` as jit-able jax.numpy on float images in [0, 1] units, for the train step (so
+    ImageNet's views can travel as uint8)."""
+    _check_nhwc(images, "lighting_device")
+    if images.shape[-1] != 3:
+        raise ValueError(f"lighting needs RGB images, got {images.shape[-1]} channels")
+    alpha = alpha_std * jax.random.normal(key, (images.shape[0], 3), jnp.float32)
+    shift = (alpha * IMAGENET_EIGVAL) @ IMAGENET_EIGVEC.T
+    return images + shift[:, None, None, :].astype(images.dtype)
 
 
 def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -202,7 +230,8 @@ def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
 def mixup(images: jax.Array, labels: jax.Array, key: jax.Array, *, alpha: float,
           num_classes: int) -> tuple[jax.Array, jax.Array]:
     """Mixes the batch with its reverse: lam x + (1 - lam) x[::-1], lam ~ Beta(alpha, alpha) per
-    batch. Returns (images, soft labels (N, num_classes))."""
+    batch. Returns (images, soft labels (N, num_classes)). The train step applies it to each
+    device's shard (cnnjax.data.device_pipeline)."""
     lam = jax.random.beta(key, alpha, alpha)
     one_hot = jax.nn.one_hot(labels, num_classes)
     return (lam * images + (1 - lam) * images[::-1],
@@ -213,7 +242,8 @@ def cutmix(images: jax.Array, labels: jax.Array, key: jax.Array, *, alpha: float
            num_classes: int) -> tuple[jax.Array, jax.Array]:
     """Pastes a box of the reversed batch into each image; the box area is 1 - lam of the image,
     lam ~ Beta(alpha, alpha), centred uniformly and clipped at the borders. The soft labels are
-    weighted by the area actually pasted. Returns (images, soft labels (N, num_classes))."""
+    weighted by the area actually pasted. Returns (images, soft labels (N, num_classes)). The
+    train step applies it to each device's shard (cnnjax.data.device_pipeline)."""
     _check_nhwc(images, "cutmix")
     n, h, w, _ = images.shape
     k_lam, k_y, k_x = jax.random.split(key, 3)
@@ -253,6 +283,7 @@ DEVICE_AUGMENTS = {
     "pad_crop_flip": lambda x, key, pad: pad_crop_flip_device(x, key, pad=pad),
     "pad_crop": lambda x, key, pad: pad_crop_flip_device(x, key, pad=pad, flip=False),
     "flip": _flip_device,
+    "lighting": lambda x, key, pad: lighting_device(x, key),
 }
 HostAugment = Callable[[Batch, np.random.Generator], Batch]
 

@@ -1,11 +1,21 @@
 """The part of the input pipeline that runs on the accelerator, inside the compiled steps.
 
-Batches arrive from the host as images in [0, 1]; on the device they are zero-padded to a fixed
-size (`pad_to`: LeNet-5's 32x32 from MNIST's 28x28), augmented (`augment`, training only, see
-cnnjax.data.augment.DEVICE_AUGMENTS), normalised per channel (`mean`, `std`) and, in training,
-mixed (`mix`: mixup or cutmix, giving soft labels). In evaluation, `flip_tta` adds each image's
-mirror image as a second view (the eval step averages the views' probabilities). Every random draw comes from the key the
-train step passes, a function of (seed, step), so a resumed run repeats them exactly.
+Batches arrive from the host as images in [0, 1], float32, or as uint8 pixels in [0, 255] (the
+prepared datasets: a quarter of the bytes through the grain workers' shared memory and the
+host-to-device copy), which become float32 in [0, 1] first, on the device. They are then
+zero-padded to a fixed size (`pad_to`: LeNet-5's 32x32 from MNIST's 28x28), augmented
+(`augment`, training only, see cnnjax.data.augment.DEVICE_AUGMENTS), normalised per channel
+(`mean`, `std`) and, in training, mixed (`mix`: mixup or cutmix, giving soft labels). In
+evaluation, `flip_tta` adds each image's mirror image as a second view (the eval step averages
+the views' probabilities). Every random draw comes from the key the train step passes, a
+function of (seed, step), so a resumed run repeats them exactly.
+
+Mixing pairs examples within each device's shard of the batch (`mesh`: the batch sharded along
+its "data" axis): with D devices and m = N / D rows each, row s m + r is mixed with row
+s m + (m - 1 - r), the mirror position in its own shard, and every device uses the same mixing
+weight (and, for cutmix, box). Pairing across the global batch (x[::-1]) would move every image
+to another device each step (an all-to-all of the batch); within shards nothing moves. With one
+device this is x[::-1], as before.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from cnnjax.data.augment import cutmix, get_device_augment, mixup
 
@@ -34,6 +46,7 @@ class DevicePipeline:
     mix_alpha: float = 0.0
     num_classes: int = 0
     flip_tta: bool = False
+    mesh: Mesh | None = None  # the batch's "data" axis, to mix within each device's shard
 
     def __post_init__(self):
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
@@ -71,6 +84,18 @@ class DevicePipeline:
                                                (left, self.pad_to - w - left), (0, 0)]
         return jnp.pad(images, spec)
 
+    @staticmethod
+    def output_dtype(host_dtype) -> jnp.dtype:
+        """The dtype the model sees for host images of `host_dtype` (uint8 becomes float32)."""
+        dtype = jnp.dtype(host_dtype)
+        return jnp.dtype(jnp.float32) if dtype == jnp.uint8 else dtype
+
+    @staticmethod
+    def _to_float(images: jax.Array) -> jax.Array:
+        if images.dtype != jnp.uint8:
+            return images
+        return images.astype(jnp.float32) * jnp.float32(1 / 255)
+
     def _normalize(self, images: jax.Array) -> jax.Array:
         if not self.mean:
             return images
@@ -79,22 +104,31 @@ class DevicePipeline:
     def train(self, batch: dict, key: jax.Array) -> dict:
         """Pad, augment, normalise, mix a training batch {"image", "label"}."""
         k_aug, k_mix = jax.random.split(key)
-        images, labels = self._pad(batch["image"]), batch["label"]
+        images, labels = self._pad(self._to_float(batch["image"])), batch["label"]
         if self.augment is not None:
             images = self.augment(images, k_aug)
         images = self._normalize(images)
-        if self.mix == "mixup":
-            images, labels = mixup(images, labels, k_mix, alpha=self.mix_alpha,
-                                   num_classes=self.num_classes)
-        elif self.mix == "cutmix":
-            images, labels = cutmix(images, labels, k_mix, alpha=self.mix_alpha,
-                                    num_classes=self.num_classes)
+        if self.mix != "none":
+            images, labels = self._mix(images, labels, k_mix)
         return {**batch, "image": images, "label": labels}
+
+    def _mix(self, images: jax.Array, labels: jax.Array, key: jax.Array
+             ) -> tuple[jax.Array, jax.Array]:
+        """mixup/cutmix of each device's shard with itself (see the module docstring)."""
+        fn = mixup if self.mix == "mixup" else cutmix
+
+        def local(x, y, k):
+            return fn(x, y, k, alpha=self.mix_alpha, num_classes=self.num_classes)
+
+        if self.mesh is None or self.mesh.size == 1:
+            return local(images, labels, key)
+        return shard_map(local, self.mesh, in_specs=(P("data"), P("data"), P()),
+                         out_specs=(P("data"), P("data")))(images, labels, key)
 
     def eval(self, images: jax.Array) -> jax.Array:
         """Pad and normalise evaluation images (N, H, W, C) or views (N, V, H, W, C); with
         `flip_tta`, images (N, H, W, C) become views (N, 2, H, W, C): as given and mirrored."""
-        images = self._normalize(self._pad(images))
+        images = self._normalize(self._pad(self._to_float(images)))
         if self.flip_tta:
             if images.ndim != 4:
                 raise ValueError(f"flip_tta needs single images (N, H, W, C), got shape "
@@ -112,3 +146,13 @@ def from_config(ds: ml_collections.ConfigDict, num_classes: int) -> DevicePipeli
                           mean=tuple(ds.get("mean") or ()), std=tuple(ds.get("std") or ()),
                           mix=ds.get("mix", "none"), mix_alpha=ds.get("mix_alpha", 0.0),
                           num_classes=num_classes, flip_tta=ds.get("flip_tta", False))
+
+
+def shard_map(f, mesh: Mesh, in_specs, out_specs):
+    """jax.shard_map without its replication check (callers pmean by hand or keep outputs
+    sharded); the flag's name differs across JAX versions."""
+    try:
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    except (AttributeError, TypeError):
+        from jax.experimental.shard_map import shard_map as legacy
+        return legacy(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)

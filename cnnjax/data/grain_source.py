@@ -90,7 +90,8 @@ class GrainSource:
 
     @property
     def input_dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
+        """uint8: pixels travel as stored, and become float32 in [0, 1] on the device."""
+        return np.dtype(np.uint8)
 
     @property
     def label_shape(self) -> tuple[int, ...]:
@@ -161,9 +162,14 @@ class GrainSource:
 
 
 def default_worker_count() -> int:
-    """Train-time grain workers when none are configured: one per usable core, at most 8."""
+    """Train-time grain workers when none are configured: one per core this process may use,
+    which is SLURM's --cpus-per-task when set (SLURM_CPUS_PER_TASK; one task per GPU, so it is
+    the cores of one GPU's input pipeline), else the cores of its CPU affinity."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(8, cores or 1)
+    return max(1, cores or 1)
 
 
 def open_prepared(name: str, split: str, *, batch_size: int, train: bool, prepare_hint: str,

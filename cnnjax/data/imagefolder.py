@@ -11,6 +11,7 @@ bytes, decoded when read); it has one channel when every image is grayscale, els
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import io
 import pathlib
@@ -149,12 +150,18 @@ def survey(index: FolderIndex, skip_bad: bool) -> Survey:
 
 def decode_image(raw: bytes, where: str, channels: int) -> np.ndarray:
     """uint8 (H, W, channels) pixels of an encoded image, fully decoded; BadImage names `where`."""
+    with reading(where), Image.open(io.BytesIO(raw)) as im:
+        pixels = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+    return pixels.reshape(*pixels.shape[:2], channels)
+
+
+@contextlib.contextmanager
+def reading(where: str) -> Iterator[None]:
+    """Turns PIL's errors on an unreadable or truncated image into BadImage naming `where`."""
     try:
-        with Image.open(io.BytesIO(raw)) as im:
-            pixels = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+        yield
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImage(f"{where}: unreadable or truncated image ({e})") from e
-    return pixels.reshape(*pixels.shape[:2], channels)
 
 
 def folder_examples(index: FolderIndex, split: str, *, channels: int,
@@ -176,3 +183,57 @@ def folder_examples(index: FolderIndex, split: str, *, channels: int,
             continue
         yield {"image": pixels if shape is not None else raw, "label": label,
                "file_name": index.relative(path)}
+
+
+def pack_folder(root: pathlib.Path, out: pathlib.Path) -> dict[str, int]:
+    """Writes the files of every split of the class-folder tree `root` into one .npz `out`
+    (their bytes, unchanged, concatenated: one file to copy instead of thousands); returns the
+    number of files per split. `folder_arrays` decodes either form."""
+    index = scan_folder(pathlib.Path(root))
+    arrays: dict[str, np.ndarray] = {"classes": np.array(index.classes)}
+    for split, files in index.files.items():
+        raw = [path.read_bytes() for path, _ in files]
+        arrays[f"{split}/bytes"] = np.frombuffer(b"".join(raw), np.uint8)
+        arrays[f"{split}/offsets"] = np.cumsum([0] + [len(r) for r in raw])
+        arrays[f"{split}/labels"] = np.array([label for _, label in files], np.int32)
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial.npz")
+    np.savez(partial, **arrays)
+    partial.replace(out)  # nothing half-written under the final name
+    return {split: len(files) for split, files in index.files.items()}
+
+
+def folder_arrays(source: pathlib.Path, split: str
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(uint8 images (N, H, W, C), int32 labels (N,), class names) of split `split` of a
+    class-folder tree SOURCE/<split>/<class>/<image> or of its `pack_folder` .npz, decoded in
+    memory with PIL (no tfds, no grain). Every image must have the first one's size."""
+    source = pathlib.Path(source)
+    if source.suffix == ".npz":
+        with np.load(source) as pack:
+            classes = tuple(str(c) for c in pack["classes"])
+            if f"{split}/labels" not in pack:
+                splits = sorted({k.split("/")[0] for k in pack.files if "/" in k})
+                raise ValueError(f"{source} has splits {splits}, got {split!r}")
+            data, offsets = pack[f"{split}/bytes"].tobytes(), pack[f"{split}/offsets"]
+            labels = pack[f"{split}/labels"]
+        raw = [(data[a:b], f"{source}[{split} #{i}]")
+               for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:]))]
+    else:
+        index = scan_folder(source)
+        if split not in index.files:
+            raise ValueError(f"{source} has splits {sorted(index.files)}, got {split!r}")
+        classes = index.classes
+        raw = [(path.read_bytes(), str(path)) for path, _ in index.files[split]]
+        labels = np.array([label for _, label in index.files[split]], np.int32)
+    if not raw:
+        raise ValueError(f"{source}: split {split!r} has no images")
+    with Image.open(io.BytesIO(raw[0][0])) as im:
+        channels = 1 if im.mode in _GRAY_MODES else 3
+    images = []
+    for r, where in raw:
+        images.append(decode_image(r, where, channels))
+        if images[-1].shape != images[0].shape:
+            raise BadImage(f"{where}: image is {images[-1].shape}, the first is {images[0].shape}")
+    return np.stack(images), labels.astype(np.int32), classes

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import pathlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cnnjax.data import shapes, text
 from cnnjax.data.digits import load_digits_split
+from cnnjax.data.imagefolder import folder_arrays
 from cnnjax.data.source import ArraySource
 from cnnjax.data.synthetic import synthetic_arrays
 
@@ -52,8 +54,20 @@ def _keywords(split: str, *, vocab_size: int = 2000, num_classes: int = 4, max_l
                        origin="generated keyword sentences (token ids)", **kw)
 
 
+def _folder(split: str, *, source: str = "", origin: str = "", **kw) -> ArraySource:
+    if not source:
+        raise ValueError("dataset 'folder' needs options.source: a folder SOURCE/<split>/<class>/"
+                         "<image> or its .npz pack (cnnjax.data.imagefolder.pack_folder)")
+    images, labels, classes = folder_arrays(pathlib.Path(source), split)
+    return ArraySource("folder", images, labels, len(classes),
+                       origin=origin or f"image folder {source}", **kw)
+
+
+# "folder" decodes a class-folder tree of one image size into memory (no tfds or grain needed):
+# for small sets, or a machine without those packages (experiments/gpu_pack.py).
 _BUILDERS: dict[str, Callable[..., ArraySource]] = {
-    "digits": _digits, "synthetic": _synthetic, "shapes": _shapes, "keywords": _keywords}
+    "digits": _digits, "synthetic": _synthetic, "shapes": _shapes, "keywords": _keywords,
+    "folder": _folder}
 # tfds' catalog datasets, prepared from their original files into data_dir by
 # cnnjax.data.prepare (or by tfds itself), read with grain; any other name prepared there (an
 # image folder) is opened the same way.
@@ -88,7 +102,8 @@ def create(name: str, split: str, *, batch_size: int, train: bool, seed: int = 0
 
     `options` are dataset-specific (e.g. synthetic's image_shape, num_classes, num_examples;
     shapes' image_size, num_examples (cnnjax.data.shapes); keywords' vocab_size, num_classes,
-    max_len, num_examples (cnnjax.data.text);
+    max_len, num_examples (cnnjax.data.text); folder's source (and origin, a label for results):
+    cnnjax.data.imagefolder.folder_arrays;
     prepared datasets' worker_count, holdout, image_size: cnnjax.data.grain_source.open_prepared;
     imagenet2012's crops: cnnjax.data.imagenet.open_imagenet).
     `data_dir` (default $TFDS_DATA_DIR, else ~/tensorflow_datasets) holds prepared datasets; one

@@ -284,7 +284,8 @@ def open_dataset(name: str, data_dir: str | os.PathLike | None, prepare_hint: st
 
 @dataclasses.dataclass
 class RecordDecoder:
-    """Serialized examples -> a batch {"image": float32 (n, H, W, C) in [0, 1], label keys: int32}.
+    """Serialized examples -> a batch {"image": uint8 (n, H, W, C), label keys: int32}; the
+    device makes the pixels float32 in [0, 1] (cnnjax.data.device_pipeline).
 
     Raw-byte (`Tensor`) images are reshaped. Encoded images (`Image`) are decoded with PIL to the
     feature's channel count (grayscale or RGB), except the PNGs cnnjax writes (cnnjax.data.png:
@@ -312,8 +313,7 @@ class RecordDecoder:
                 raise ValueError(f"{where}: image is {pixels.shape}, the dataset's features say "
                                  f"{self.shape}")
             return pixels
-        return np.clip(center_crop(resize_shorter(pixels, self.image_size), self.image_size),
-                       0, 255)
+        return center_crop(resize_shorter(pixels, self.image_size), self.image_size)
 
     def __call__(self, records: Sequence[bytes]) -> dict[str, np.ndarray]:
         maps = [tf_example_pb2.Example.FromString(r).features.feature for r in records]
@@ -324,10 +324,10 @@ class RecordDecoder:
         elif self.encoded:
             pixels = np.stack([self._decode_file(raw, f"record {i} of the batch")
                                for i, raw in enumerate(images)]) if images \
-                else np.zeros((0, *self.shape), np.float32)
+                else np.zeros((0, *self.shape), np.uint8)
         else:
             pixels = np.frombuffer(b"".join(images), np.uint8).reshape(-1, *self.shape)
-        batch = {"image": pixels.astype(np.float32) * np.float32(1 / 255)}
+        batch = {"image": pixels}
         for key in self.label_keys:
             batch[key] = np.array([m[key].int64_list.value[0] for m in maps], np.int32)
         return batch

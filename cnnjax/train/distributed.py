@@ -1,4 +1,5 @@
-"""Multi-process start-up: `jax.distributed.initialize()` when a cluster is named.
+"""Multi-process start-up (`jax.distributed.initialize()` when a cluster is named) and the
+preemption notice the training loop polls at every step boundary.
 
 A cluster is named by SLURM (a job step with more than one task: JAX reads SLURM's environment)
 or explicitly by flags/environment (coordinator address, process count and id), as for two local
@@ -8,8 +9,10 @@ processes on 127.0.0.1. On CPU, cross-process collectives go through gloo.
 from __future__ import annotations
 
 import os
+import signal
 
 import jax
+from jax.experimental import multihost_utils
 
 
 def slurm_tasks() -> int:
@@ -31,3 +34,37 @@ def maybe_initialize(coordinator: str = "", num_processes: int = 0, process_id: 
     else:
         jax.distributed.initialize()
     return True
+
+
+class PreemptionNotice:
+    """Whether the loop must checkpoint and stop at this step because the cluster asked (SIGTERM).
+
+    One process: a SIGTERM handler sets a flag, read at the next step boundary (`reached`).
+    Several processes: JAX's preemption sync manager, which jax.distributed starts. Its notifier
+    catches SIGTERM on any process, the coordination service tells the others and they agree on
+    one step every process reaches (the largest step any has announced, plus one), so all save
+    the same checkpoint. Polling it is a local read: no device work and no collective per step,
+    unlike gathering every process's flag (process_allgather) at every step, which is a
+    device-to-host round trip that stalls the pipeline of queued steps. No Python handler is
+    installed then, since it would replace the notifier's.
+    """
+
+    def __init__(self):
+        self.raised = False
+        self._multi_process = jax.process_count() > 1
+        if not self._multi_process:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def reached(self, step: int) -> bool:
+        """True at the step where every process must save and stop; call at every step."""
+        if self._multi_process:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.raised
+
+    def restore(self) -> None:
+        """Puts back the SIGTERM handler that was there before (one process)."""
+        if not self._multi_process:
+            signal.signal(signal.SIGTERM, self._previous)

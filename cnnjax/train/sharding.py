@@ -6,6 +6,9 @@ holds only its own rows of the global batch and assembles the global array from 
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterator
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
@@ -31,3 +34,25 @@ def check_batch(batch_size: int, mesh: Mesh) -> None:
 def global_batch(local: dict[str, np.ndarray], data_sharding: NamedSharding) -> dict[str, jax.Array]:
     """Assembles this process's rows into global arrays sharded along `data`."""
     return {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in local.items()}
+
+
+def prefetch_to_device(batches: Iterator[dict[str, np.ndarray]], data_sharding: NamedSharding,
+                       depth: int = 2) -> Iterator[dict[str, jax.Array]]:
+    """`batches` as global device arrays, `depth` batches ahead of the consumer.
+
+    Transfers are asynchronous: a batch is sent while the steps before it run, so a step never
+    waits for its own input to be copied (depth 2: one in flight, one ready).
+    """
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+    queue: collections.deque = collections.deque()
+    try:
+        for batch in batches:
+            queue.append(global_batch(batch, data_sharding))
+            if len(queue) > depth:
+                yield queue.popleft()
+        while queue:
+            yield queue.popleft()
+    finally:
+        if hasattr(batches, "close"):
+            batches.close()  # a grain stream stops its workers

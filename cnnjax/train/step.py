@@ -12,6 +12,7 @@ softmax probabilities of the views are averaged.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -21,7 +22,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from cnnjax import ops
-from cnnjax.data.device_pipeline import DevicePipeline, from_config
+from cnnjax.data.device_pipeline import DevicePipeline, from_config, shard_map
 from cnnjax.train import rng
 from cnnjax.train.optim import current_scale, needs_loss_value
 from cnnjax.train.state import TrainState
@@ -76,7 +77,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     batch-norm batch (synchronised BN), which is what jit over a sharded batch computes.
     """
     dropout_key = rng.stream_key(seed, rng.DROPOUT, state.step)
-    if pipeline.active:
+    if pipeline.active or batch["image"].dtype == jnp.uint8:
         # A stream of its own, so switching augmentation on leaves the dropout masks unchanged.
         batch = pipeline.train(batch, rng.stream_key(seed, rng.DEVICE_INPUT, state.step))
     grad_fn = jax.value_and_grad(
@@ -91,7 +92,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
             (l, (s, a)), g = grad_fn(params, stats, local_batch, key)
             return jax.lax.pmean((l, s, a, g), "data")
 
-        loss, batch_stats, accuracy, grads = _shard_map(
+        loss, batch_stats, accuracy, grads = shard_map(
             local, mesh, in_specs=(P(), P(), P("data"), P()), out_specs=P())(
                 state.params, state.batch_stats, batch, dropout_key)
     extra = {"value": loss} if pass_loss else {}
@@ -106,15 +107,6 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
                               opt_state=opt_state, ema_params=ema, ema_batch_stats=ema_stats)
     lr = schedule(state.step) * current_scale(state.opt_state)  # the rate of this update
     return new_state, {"loss": loss, "accuracy": accuracy, "learning_rate": lr}
-
-
-def _shard_map(f, mesh, in_specs, out_specs):
-    # jax.shard_map's replication-check flag has been renamed across versions; we pmean by hand.
-    try:
-        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
-    except (AttributeError, TypeError):
-        from jax.experimental.shard_map import shard_map
-        return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
 
 
 def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool, num_classes: int,
@@ -150,7 +142,8 @@ def compile_steps(model, tx, schedule, config, num_classes: int, mesh, data_shar
     {"xla_cpu_experimental_ynn_fusion_type": ""} (Eigen instead of YNNPACK convolutions on
     CPU, measured in experiments/results/benchmarks.md); an unknown option fails at compile.
     """
-    pipeline = from_config(config.dataset, num_classes)
+    # Mixing pairs examples within each device's shard (no cross-device shuffle of the batch).
+    pipeline = dataclasses.replace(from_config(config.dataset, num_classes), mesh=mesh)
     train = functools.partial(
         train_step, model=model, tx=tx, schedule=schedule, seed=config.seed,
         label_smoothing=config.optimizer.get("label_smoothing", 0.0),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
-import signal
 import time
 from typing import Any
 
@@ -18,15 +17,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
 from cnnjax import data, kernels, models
 from cnnjax.data import device_pipeline
 from cnnjax.data.augment import get_host_augment
 from cnnjax.train.checkpoint import Checkpointer
+from cnnjax.train.distributed import PreemptionNotice
 from cnnjax.train.metrics import MetricsWriter, Progress, TrainTimer
 from cnnjax.train.optim import make_optimizer, make_schedule
-from cnnjax.train.sharding import check_batch, global_batch, make_mesh, shardings
+from cnnjax.train.sharding import (check_batch, global_batch, make_mesh,
+                                  prefetch_to_device, shardings)
 from cnnjax.train.state import init_state
 from cnnjax.train.step import compile_steps
 
@@ -119,11 +119,10 @@ def build(config: ml_collections.ConfigDict, process_index: int = 0, process_cou
 
 def _fresh_state(config: ml_collections.ConfigDict, train_ds, model, tx):
     """The initial train state, for the input the model sees after the device pipeline."""
-    model_input = device_pipeline.from_config(config.dataset, train_ds.num_classes).output_shape(
-        train_ds.image_shape)
-    return init_state(model, tx, model_input, config.seed,
+    pipeline = device_pipeline.from_config(config.dataset, train_ds.num_classes)
+    return init_state(model, tx, pipeline.output_shape(train_ds.image_shape), config.seed,
                       use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
-                      input_dtype=train_ds.input_dtype)
+                      input_dtype=pipeline.output_dtype(train_ds.input_dtype))
 
 
 def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -168,25 +167,6 @@ def _evaluate(eval_fn, state, eval_ds, data_sharding) -> dict[str, float]:
     return result
 
 
-class _SigtermFlag:
-    """Records SIGTERM (how clusters preempt) so the loop can checkpoint at a step boundary."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.raised = True
-
-    def any_process(self) -> bool:
-        if jax.process_count() == 1:
-            return self.raised
-        return bool(np.any(multihost_utils.process_allgather(np.array(self.raised))))
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
     """Trains (or resumes) the run in `workdir`; returns the final eval metrics.
 
@@ -218,7 +198,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
               f"{'resuming at step ' + str(start) if start else 'from scratch'}; workdir "
               f"{workdir.resolve()}", flush=True)
 
-    sigterm = _SigtermFlag()
+    preemption = PreemptionNotice()
     pending: list[tuple[int, dict]] = []
     window: list[dict] = []  # host metrics of the log window's steps fetched so far
     last_eval: dict[str, float] | None = None
@@ -240,10 +220,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
                 "learning_rate": float(window[-1]["learning_rate"])}
 
     try:
-        batches = train_ds.batches(start_step=start)
+        batches = prefetch_to_device(train_ds.batches(start_step=start), data_sharding, depth=2)
         for step in range(start + 1, total + 1):
-            state, m = train_fn(state, global_batch(next(batches), data_sharding))
-            pending.append((step, m))
+            # Between log points a step only queues work: no value comes back to the host (the
+            # metrics wait in `pending`), so the host runs ahead of the device.
+            with jax.transfer_guard_device_to_host("disallow"):
+                state, m = train_fn(state, next(batches))
+                pending.append((step, m))
+                preempt = preemption.reached(step)
             evaluated = False
             if step % config.log_every_steps == 0 or step == total:
                 values = flush()
@@ -257,7 +241,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
                 evaluated = True
                 writer.write(step, "eval", last_eval)
                 progress.eval(step, step / train_ds.steps_per_epoch, last_eval)
-            preempt = sigterm.any_process()
             if step % config.checkpoint_every_steps == 0 or step == total or preempt:
                 timer.pause(state)
                 if pending:
@@ -272,7 +255,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
             last_eval = _evaluate(eval_fn, state, eval_ds, data_sharding)
         ckpt.wait()
     finally:
-        sigterm.restore()
+        preemption.restore()
         ckpt.close()
         writer.close()
     # Every process prints it, so multi-process runs can be checked to end identical.

@@ -1,0 +1,85 @@
+"""experiments/gpu_pack.py --dry-run: the whole GPU measurement pack on CPU at toy sizes, in a
+fresh interpreter where tensorflow_datasets and grain cannot be imported (the GPU machine has
+neither); and the one-file JPEG pack it carries decodes to the pixels PIL reads from the files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnjax import data
+from cnnjax.data.imagefolder import folder_arrays, pack_folder
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "experiments"))
+import gpu_pack  # noqa: E402
+
+# The lead switches this to configs/airbench94.py:smoke once that config is merged.
+CONFIG = "configs/fast_cifar10.py:smoke"
+
+
+def test_dry_run_runs_every_stage_without_tfds_or_grain(tmp_path):
+    script = textwrap.dedent(f"""
+        import runpy, sys
+        sys.modules.update({{"tensorflow_datasets": None, "grain": None}})
+        sys.argv = ["experiments/gpu_pack.py", "--dry-run", "--config={CONFIG}",
+                    "--results={tmp_path}"]
+        runpy.run_path("experiments/gpu_pack.py", run_name="__main__")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=900, env={**__import__("os").environ,
+                                                       "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (run,) = [json.loads(line) for line in (tmp_path / "gpu_pack.jsonl").read_text().splitlines()]
+    ops = {row["op"] for row in run["kernels"]}
+    assert ops == {"depthwise_conv2d", "max_pool2d", "avg_pool2d", "batch_norm_act"}
+    for row in run["kernels"]:
+        assert row["kernel_ran"] and row["ok"] and row["max_rel_error"] <= 1e-5
+        assert row["xla_us"] > 0 and row["pallas_us"] > 0
+    r = run["resnet50"]
+    assert r["model"] == "resnet50" and r["dtype"] == "bfloat16"
+    assert r["cnnjax_images_per_sec"] > 0 and r["torch_images_per_sec"] > 0
+    c = run["cifar10"]
+    # 10 classes x 8 training JPEGs, batch 16, one epoch; 20 test images.
+    assert c["steps"] == 5 and c["config"] == CONFIG and c["dataset"] == "CIFAR-10 (JPEG q75 copy)"
+    assert 0.0 <= c["test_accuracy"] <= 1.0 and np.isfinite(c["test_loss"])
+    text = (tmp_path / "gpu_pack.md").read_text()
+    assert "DRY RUN" in text and "cpu" in text.lower()
+    for section in ("Pallas kernels against XLA", "ResNet-50 training step", CONFIG):
+        assert section in text
+
+
+def test_packed_folder_decodes_to_the_files_pixels(tmp_path):
+    root = gpu_pack.toy_jpeg_folder(tmp_path / "toy", per_class=(2, 1))
+    counts = pack_folder(root, tmp_path / "toy.npz")
+    assert counts == {"train": 20, "test": 10}
+    for source in (root, tmp_path / "toy.npz"):
+        images, labels, classes = folder_arrays(source, "test")
+        assert classes == tuple(f"class{k}" for k in range(10))
+        assert images.dtype == np.uint8 and images.shape == (10, 32, 32, 3)
+        for k in range(10):
+            want = np.asarray(Image.open(root / "test" / f"class{k}" / "0000.jpg").convert("RGB"))
+            np.testing.assert_array_equal(images[k], want)
+            assert labels[k] == k
+    ds = data.create("folder", "train", batch_size=4, train=True,
+                     source=str(tmp_path / "toy.npz"))
+    assert ds.num_classes == 10 and ds.num_examples == 20 and ds.input_dtype == np.uint8
+    with pytest.raises(ValueError, match="has splits"):
+        folder_arrays(tmp_path / "toy.npz", "validation")
+    with pytest.raises(ValueError, match="options.source"):
+        data.create("folder", "train", batch_size=4, train=True)
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        gpu_pack.main(["--pack-data", str(tmp_path / "nowhere")])
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gpu_pack.main([])  # not a GPU here
+    assert "--dry-run" in capsys.readouterr().err
