@@ -1,6 +1,10 @@
 """launch.py's contract: outputs in the workdir, clear errors before anything is written."""
 
 import json
+import math
+import re
+
+import numpy as np
 
 import train_helpers as th
 
@@ -52,12 +56,26 @@ def test_workdir_of_another_run_is_refused_and_kept(tmp_path):
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
+    """The loss of step s is the first non-finite one: the run exits 3 naming s, the checkpoint
+    of step s - 1 (one per step here) is the latest on disk, restores with Orbax alone to finite
+    parameters at step s - 1, and metrics.jsonl logs steps 1 .. s - 1 with finite losses."""
     proc = th.run(tmp_path, "--config.optimizer.learning_rate=1e12", "--config.checkpoint_every_steps=1",
                   "--config.log_every_steps=1", check=False)
     assert proc.returncode == 3, proc.stderr
-    assert "at step" in proc.stderr and "last good checkpoint" in proc.stderr
+    found = re.search(r"at step (\d+)", proc.stderr)
+    assert found and "checkpoint" in proc.stderr, proc.stderr
+    bad = int(found.group(1))
+    assert bad >= 2  # the first loss comes from the finite initial parameters
     kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert kept, "the last good checkpoint must be kept"
+    assert kept and kept[-1] == bad - 1, (kept, bad)
+    restored = th.restore(tmp_path, bad - 1)
+    assert int(restored["step"]) == bad - 1
+    leaves = list(th.flat(restored["params"]).values())
+    assert leaves and all(np.all(np.isfinite(leaf)) for leaf in leaves)
+    train = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+             if r["split"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, bad))
+    assert all(math.isfinite(r["loss"]) for r in train)
 
 
 def test_host_and_device_augmentation_and_mixing_train(tmp_path):
