@@ -86,10 +86,13 @@ def randomize_batch_norm(model: nn.Module, seed: int = 0) -> None:
 # torch's own conv2d / batch_norm on the same numbers, with gradients from torch.autograd.
 
 def to_torch(tree, requires_grad: bool = False):
-    """A nested dict of NHWC-convention arrays as float64 torch tensors (kernels HWIO -> OIHW)."""
+    """Nested dicts / lists of NHWC-convention arrays as float64 torch tensors (kernels HWIO ->
+    OIHW)."""
     import numpy as np
     if isinstance(tree, dict):
         return {k: to_torch(v, requires_grad) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [to_torch(v, requires_grad) for v in tree]
     a = np.asarray(tree, np.float64)
     t = torch.tensor(a.transpose(3, 2, 0, 1) if a.ndim == 4 else a)
     return t.requires_grad_(requires_grad)
@@ -99,6 +102,8 @@ def from_torch_tree(tree):
     """The inverse of `to_torch` (for values and gradients), as float64 NumPy."""
     if isinstance(tree, dict):
         return {k: from_torch_tree(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [from_torch_tree(v) for v in tree]
     a = tree.detach().numpy()
     return a.transpose(2, 3, 1, 0) if a.ndim == 4 else a
 
