@@ -27,11 +27,11 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow and not cluster"
 
-# The slow tests CI runs after the fast suite (.ci/run), each measured alone on 2 CPU cores
-# (tests/README.md lists the figures): full-size VGG against PyTorch, the real-data preparation
-# (skipped where ../shared/data is absent), the deepest ResNets' gradients, training through
-# grain worker processes, AlexNet's config end to end. The other slow tests are deeper or wider
-# copies of models the fast suite covers, or compile for minutes; `make test-all` runs them.
+# The slow tests CI runs after the fast suite (.ci/run; 164 CPU-seconds, measured in the README):
+# full-size VGG against PyTorch, the real-data preparation (skipped where ../shared/data is
+# absent), the deepest ResNets' gradients, training through grain worker processes, AlexNet's
+# config end to end. The other slow tests are deeper or wider copies of models the fast suite
+# covers, or run Pallas kernels in interpret mode; `make test-all` runs them.
 SLOW_CI := \
 	'tests/test_models_classic.py::test_deep_vgg_from_torch_matches_torch_at_full_size' \
 	'tests/test_data_prepare.py::test_shared_mnist_prepared_and_read_back' \
