@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST_WORKERS ?= 2
 RUN_WORKDIR ?= runs/default
 
-.PHONY: run test test-all test-cluster clean-venv
+.PHONY: run test test-slow test-all test-cluster clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,23 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow and not cluster"
+
+# The slow tests CI runs after the fast suite (.ci/run; 164 CPU-seconds, measured in the README):
+# full-size VGG against PyTorch, the real-data preparation (skipped where ../shared/data is
+# absent), the deepest ResNets' gradients, training through grain worker processes, AlexNet's
+# config end to end. The other slow tests are deeper or wider copies of models the fast suite
+# covers, or run Pallas kernels in interpret mode; `make test-all` runs them.
+SLOW_CI := \
+	'tests/test_models_classic.py::test_deep_vgg_from_torch_matches_torch_at_full_size' \
+	'tests/test_data_prepare.py::test_shared_mnist_prepared_and_read_back' \
+	'tests/test_data_prepare.py::test_shared_cifar10_jpeg_copy_prepared_and_read_back' \
+	'tests/test_models_registry.py::test_jit_grad_at_the_smallest_input[resnet152]' \
+	'tests/test_models_registry.py::test_jit_grad_at_the_smallest_input[cifar_resnet110]' \
+	'tests/test_data_grain.py::test_launch_trains_on_a_prepared_dataset_with_grain_workers' \
+	'tests/test_configs_smoke.py::test_smoke_variant_trains[imagenet_alexnet]'
+
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow $(SLOW_CI)
 
 test-all: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not cluster"

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from analysis_helpers import trained_digits
@@ -59,15 +60,51 @@ def test_layer_outputs_match_a_numpy_forward(trained):
         graph.evaluate(model, variables, x[:2], ["Conv_9"])
 
 
-def test_fgsm_and_pgd_lower_accuracy(trained):
-    *_, (x, y), logits_fn = trained
+def _torch_logits(params, x: torch.Tensor) -> torch.Tensor:
+    """simple_cnn in float64 PyTorch (NHWC in, flattened in NHWC order as Flax does)."""
+    p = {k: {n: torch.tensor(np.asarray(v, np.float64)) for n, v in d.items()} for k, d in params.items()}
+    y = x.permute(0, 3, 1, 2)
+    for conv in ("Conv_0", "Conv_1"):
+        w = p[conv]["kernel"].permute(3, 2, 0, 1)
+        y = torch.nn.functional.max_pool2d(torch.relu(
+            torch.nn.functional.conv2d(y, w, p[conv]["bias"], padding=1)), 2)
+    y = y.permute(0, 2, 3, 1).reshape(len(x), -1)
+    y = torch.relu(y @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    return y @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+
+
+def _torch_attack(params, x, y, eps, steps):
+    """FGSM (steps=0: one step of eps) or Madry et al.'s PGD (steps of 2.5 eps / steps, projected
+    onto the eps-ball and [0, 1]) with torch.autograd's input gradients of the summed
+    cross-entropy; returns the accuracy on the attacked images."""
+    x0 = torch.tensor(np.asarray(x, np.float64))
+    labels = torch.tensor(np.asarray(y, np.int64))
+    adv, size = x0.clone(), eps if steps == 0 else 2.5 * eps / steps
+    for _ in range(max(steps, 1)):
+        adv.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(_torch_logits(params, adv), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, adv)
+        adv = torch.minimum(torch.maximum(adv.detach() + size * grad.sign(), x0 - eps), x0 + eps)
+        adv = adv.clamp(0.0, 1.0)
+    with torch.no_grad():
+        return float((_torch_logits(params, adv).argmax(1) == labels).double().mean())
+
+
+def test_fgsm_and_pgd_accuracy_against_torch_attacks(trained):
+    """accuracy_vs_eps for FGSM and 10-step PGD against the same attacks written with PyTorch on
+    a float64 copy of the model: equal up to 2 of 150 images (a float32 gradient entry near zero
+    may take the other sign)."""
+    _, variables, _, (x, y), logits_fn = trained
     x, y = x[:150], y[:150]
     eps = [0.0, 0.05, 0.1, 0.2, 0.3]
     fgsm = adversarial.accuracy_vs_eps(logits_fn, x, y, eps, attack="fgsm")
     pgd = adversarial.accuracy_vs_eps(logits_fn, x, y, eps, attack="pgd")
-    assert fgsm[0] == pgd[0] == adversarial.accuracy(logits_fn, x, y)
-    assert np.all(np.diff(fgsm) <= 0) and fgsm[-1] < fgsm[0] - 0.3
-    assert np.all(pgd <= fgsm) and pgd[-1] < fgsm[-1]
+    params = variables["params"]
+    want_fgsm = [_torch_attack(params, x, y, e, 0) for e in eps]
+    want_pgd = [_torch_attack(params, x, y, e, 10) for e in eps]
+    np.testing.assert_allclose(fgsm, want_fgsm, atol=2 / 150 + 1e-9)
+    np.testing.assert_allclose(pgd, want_pgd, atol=2 / 150 + 1e-9)
+    assert fgsm[0] == pgd[0] > 0.9 and pgd[-1] < fgsm[-1] < fgsm[0] - 0.3
     adv = np.asarray(adversarial.pgd(logits_fn, x, y, 0.1, random_start=True,
                                      key=jax.random.PRNGKey(0)))
     assert np.abs(adv - x).max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
@@ -137,18 +174,37 @@ def test_occlusion_of_the_digit_hurts_more_than_of_the_border(trained):
     assert occ[n, 3, 2] == pytest.approx(prob(x[n:n + 1]) - prob(hidden), abs=1e-5)
 
 
-def test_activation_maximisation_raises_the_activation(trained):
+def test_activation_maximisation_is_normalised_gradient_ascent_like_torch(trained):
+    """Without jitter and blur, maximize is x <- clip((x + lr g / mean|g|) (1 - l2), 0, 1) on the
+    unit's logit: its history and final image against the same ascent with torch.autograd on a
+    float64 copy of the model. With jitter and blur on (the defaults) the logit still rises."""
     model, variables, *_ = trained
     objective = activation_max.unit_objective(model, variables, "Dense_1", 3)
     x0 = 0.5 + 0.01 * jax.random.normal(jax.random.PRNGKey(0), (1, 8, 8, 1))
+    x, history = activation_max.maximize(objective, x0, key=jax.random.PRNGKey(1), steps=30,
+                                         jitter=0, blur_every=0, lr=0.05, l2=1e-3)
+    xt, want = torch.tensor(np.asarray(x0, np.float64)), []
+    for _ in range(30):
+        xt.requires_grad_(True)
+        unit = _torch_logits(variables["params"], xt)[:, 3]
+        (g,) = torch.autograd.grad(unit.sum(), xt)
+        want.append(float(unit[0].detach()))
+        xt = ((xt.detach() + 0.05 * g / g.abs().mean()) * (1 - 1e-3)).clamp(0.0, 1.0)
+    with torch.no_grad():
+        want.append(float(_torch_logits(variables["params"], xt)[0, 3]))
+    assert history.shape == (31, 1)
+    np.testing.assert_allclose(history[:, 0], want, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(x), xt.numpy(), atol=1e-3)
+    assert want[-1] > want[0] + 5.0
     x, history = activation_max.maximize(objective, x0, key=jax.random.PRNGKey(1), steps=60)
-    assert history.shape == (61, 1)
     assert history[-1, 0] > history[0, 0] + 5.0
     assert float(jax.jit(objective)(x)[0]) == pytest.approx(history[-1, 0], rel=1e-5)
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    # A convolutional unit's objective is its value at the centre of the map: Conv_1's output
+    # at (2, 2) of its 4x4 map, from the NumPy forward.
     conv = activation_max.unit_objective(model, variables, "Conv_1", 5)
-    maps = graph.evaluate(model, variables, x, ["Conv_1"])["Conv_1"]  # (1, 4, 4, 64)
-    assert float(conv(x)[0]) == float(maps[0, 2, 2, 5])
+    reference = _numpy_forward(variables["params"], np.asarray(x))["Conv_1"][0, 2, 2, 5]
+    assert float(conv(x)[0]) == pytest.approx(reference, rel=1e-4, abs=1e-5)
 
 
 def test_gaussian_blur_matches_scipy():

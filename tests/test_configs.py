@@ -1,7 +1,9 @@
 """Every config in configs/ parses, its variants too, and builds its model and optimiser
 (shapes only, through jax.eval_shape: nothing is trained or allocated)."""
 
+import ast
 import pathlib
+import re
 
 import jax
 import pytest
@@ -38,5 +40,12 @@ def test_config_builds(path):
             assert len(module.get_sweep(arg)) > 0
 
 
-def test_configs_exist():
-    assert (REPO_ROOT / "configs" / "default.py") in CONFIGS
+def test_every_config_states_its_launch_command_and_the_readme_names_only_real_configs():
+    """Each config's docstring gives the command that launches it (the style rule for configs),
+    and every configs/*.py the README mentions is a file the tests above build."""
+    for path in CONFIGS:
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert f"launch.py --config=configs/{path.name}" in doc, f"{path.name}: no launch command"
+    readme = (REPO_ROOT / "README.md").read_text()
+    named = set(re.findall(r"configs/(\w+\.py)", readme))
+    assert "default.py" in named and named <= {p.name for p in CONFIGS}, named - {p.name for p in CONFIGS}

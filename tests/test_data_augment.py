@@ -1,4 +1,5 @@
-"""Augmentations: shapes and ranges, crops are true windows, flips really flip, the papers'
+"""Augmentations: crops are true windows (of the padded image, of the source resized by torch),
+flips really flip, the sampling laws (crop boxes, mixup's Beta) by KS tests, the papers'
 formulas (PCA lighting, mixup, cutmix, 10-crop) against hand computations, and the wiring into
 the train step (device side, deterministic per step) and the 10-crop eval step."""
 
@@ -11,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import torch
+from scipy import stats
 
 from cnnjax import models
 from cnnjax.data import augment as A
@@ -80,18 +83,40 @@ def test_named_flip_mirrors_exactly():
         A.get_host_augment("flipp")
 
 
-def test_inception_crop_boxes_respect_area_and_aspect_ratio():
+def _torch_resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """torch's antialiased bilinear resize of one HWC image (the reference for PIL's), float64."""
+    t = torch.tensor(np.asarray(image, np.float64).transpose(2, 0, 1)[None])
+    out = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", antialias=True,
+                                          align_corners=False)
+    return out[0].numpy().transpose(1, 2, 0)
+
+
+def test_inception_crop_boxes_have_uniform_area_and_log_uniform_aspect():
+    """Szegedy et al.'s crop: area fraction ~ U(scale), log(w / h) ~ U(log ratio). KS tests on
+    2,000 boxes of a 400x400 image with scale (0.08, 0.5), where every sampled box fits (no
+    retries to skew the law); whole-pixel rounding moves each value by < 1%."""
     rng = np.random.default_rng(0)
-    h, w = 300, 400
-    for _ in range(500):
-        top, left, ch, cw = A.sample_crop_box(h, w, rng)
-        assert 0 <= top and top + ch <= h and 0 <= left and left + cw <= w
-        # Rounding to whole pixels moves area and ratio slightly off the sampled values.
-        assert 0.08 * 0.97 <= ch * cw / (h * w) <= 1.0
-        assert 3 / 4 * 0.97 <= cw / ch <= 4 / 3 * 1.03
-    out = A.random_resized_crop(np.full((300, 400, 3), 0.25, np.float32), rng, 224)
-    assert out.shape == (224, 224, 3)
-    np.testing.assert_allclose(out, 0.25, atol=1e-6)  # resizing a constant keeps it
+    boxes = np.array([A.sample_crop_box(400, 400, rng, scale=(0.08, 0.5)) for _ in range(2000)])
+    top, left, h, w = boxes.T
+    assert np.all((top >= 0) & (left >= 0) & (top + h <= 400) & (left + w <= 400))
+    area = h * w / 400 ** 2
+    assert stats.kstest(area, stats.uniform(0.08, 0.42).cdf).pvalue > 1e-3
+    lo, hi = np.log(3 / 4), np.log(4 / 3)
+    assert stats.kstest(np.log(w / h), stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
+    # Offsets uniform over the positions that fit: the relative offset is ~ U(0, 1).
+    rel = (top + rng.uniform(0, 1, len(top))) / (400 - h + 1)
+    assert stats.kstest(rel, "uniform").pvalue > 1e-3
+
+
+def test_random_resized_crop_is_its_box_window_resized():
+    """The output is the window of the source at the sampled box (the same rng draws it first),
+    resized by torch's antialiased bilinear interpolation."""
+    image = np.random.default_rng(1).uniform(size=(60, 80, 3)).astype(np.float32)
+    for seed in range(5):
+        top, left, h, w = A.sample_crop_box(60, 80, np.random.default_rng(seed))
+        out = A.random_resized_crop(image, np.random.default_rng(seed), 24)
+        np.testing.assert_allclose(out, _torch_resize(image[top:top + h, left:left + w], 24, 24),
+                                   atol=1e-5)
 
 
 def test_crop_box_falls_back_to_a_centred_box_for_impossible_ratios():
@@ -100,14 +125,38 @@ def test_crop_box_falls_back_to_a_centred_box_for_impossible_ratios():
     assert (h, w) == (10, 13) and top == 0 and left == (1000 - 13) // 2
 
 
-def test_resize_center_crop_and_scale_jitter_shapes():
+def test_resize_and_center_crop_against_torch():
     img = np.random.default_rng(0).uniform(size=(300, 400, 3)).astype(np.float32)
-    assert A.resize_shorter(img, 256).shape == (256, 341, 3)
-    assert A.resize_center_crop(img).shape == (224, 224, 3)
-    rng = np.random.default_rng(1)
-    assert A.scale_jitter_crop(img, rng).shape == (224, 224, 3)
+    resized = A.resize_shorter(img, 256)
+    want = _torch_resize(img, 256, 341)  # 400 * 256 / 300 = 341.3
+    np.testing.assert_allclose(resized, want, atol=1e-5)
+    np.testing.assert_allclose(A.resize_center_crop(img), want[16:240, 58:282], atol=1e-5)
     with pytest.raises(ValueError, match="smaller than the crop 224x224"):
         A.center_crop(img[:100], 224)
+
+
+def test_scale_jitter_crop_is_a_window_of_the_image_resized_to_a_scale_in_range():
+    """Simonyan & Zisserman's training view: shorter side S ~ U{lo..hi}, a random crop, a random
+    flip. Each output is found, by exhaustive search, as exactly one (S, top, left, mirrored)
+    window of the torch-resized source; over 40 draws S, offsets and mirroring all vary."""
+    img = np.random.default_rng(0).uniform(size=(24, 32, 3)).astype(np.float32)
+    resized = {s: _torch_resize(img, s, round(32 * s / 24)) for s in range(18, 27)}
+    rng, found = np.random.default_rng(1), []
+    for _ in range(40):
+        out = A.scale_jitter_crop(img, rng, scale_range=(20, 24), crop=16)
+        assert out.shape == (16, 16, 3)
+        hits = []
+        for s, r in resized.items():
+            windows = np.lib.stride_tricks.sliding_window_view(r, (16, 16), axis=(0, 1))
+            for mirrored in (False, True):
+                view = out[:, ::-1] if mirrored else out
+                err = np.abs(windows - view.transpose(2, 0, 1)).max(axis=(2, 3, 4))
+                hits += [(s, t, l, mirrored) for t, l in zip(*np.nonzero(err < 1e-5))]
+        assert len(hits) == 1, hits
+        found.append(hits[0])
+    scales = {f[0] for f in found}
+    assert scales <= set(range(20, 25)) and len(scales) >= 4
+    assert len({f[1:3] for f in found}) > 10 and 8 < sum(f[3] for f in found) < 32
 
 
 def test_ten_crop_views_by_hand():
@@ -141,16 +190,22 @@ def test_normalize_and_its_errors():
         A.normalize(x, (0.5,), (0.2,))
 
 
-def test_mixup_is_a_convex_combination_with_matching_labels():
+def test_mixup_is_a_convex_combination_with_lambda_from_beta():
+    """Zhang et al.: x' = lam x + (1 - lam) x[::-1] with the labels mixed alike, lam ~ Beta(a, a)
+    per batch: a KS test of 2,000 batches' lam against scipy's Beta(0.4, 0.4)."""
     x = jnp.asarray(_images(n=6))
     labels = jnp.array([0, 1, 2, 3, 4, 0])
-    out, soft = A.mixup(x, labels, jax.random.PRNGKey(0), alpha=0.4, num_classes=5)
-    soft = np.asarray(soft)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2000)
+    out, soft = jax.vmap(lambda k: A.mixup(x, labels, k, alpha=0.4, num_classes=5))(keys)
+    out, soft = np.asarray(out), np.asarray(soft)
+    lam = soft[:, 1, 1]  # example 1's own class weight (its partner, example 4, is class 4)
     np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-6)
-    lam = soft[1, 1]  # example 1's own class weight (its partner, example 4, is class 4)
-    assert 0.0 <= lam <= 1.0
-    np.testing.assert_allclose(np.asarray(out), lam * np.asarray(x) + (1 - lam) * np.asarray(x)[::-1],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(soft[:, 1, 4], 1 - lam, rtol=1e-5, atol=1e-6)
+    xs = np.asarray(x)
+    np.testing.assert_allclose(out, lam[:, None, None, None, None] * xs
+                               + (1 - lam[:, None, None, None, None]) * xs[::-1], atol=2e-6)
+    assert stats.kstest(lam, stats.beta(0.4, 0.4).cdf).pvalue > 1e-3
+    assert stats.kstest(lam, stats.beta(1.0, 1.0).cdf).pvalue < 1e-6  # the test tells alphas apart
 
 
 def test_cutmix_label_weights_equal_the_pasted_area():
@@ -172,23 +227,49 @@ def _tiny_model_state():
     return model, init_state(model, optax.sgd(0.1), (8, 8, 1), seed=0, use_ema=False)
 
 
+def _step(model, seed, pipeline=None):
+    kw = {} if pipeline is None else {"pipeline": pipeline}
+    return jax.jit(functools.partial(
+        train_step, model=model, tx=optax.sgd(0.1), schedule=optax.constant_schedule(0.1),
+        seed=seed, label_smoothing=0.0, ema_decay=0.0, pass_loss=False, **kw))
+
+
 def test_device_augmentation_in_the_train_step_is_a_function_of_seed_and_step():
-    model, state = _tiny_model_state()
-    x = jnp.asarray(_images(n=8, c=1))
-    batch = {"image": x, "label": jnp.arange(8) % 10}
-    step = jax.jit(functools.partial(
-        train_step, model=model, tx=optax.sgd(0.1), schedule=optax.constant_schedule(0.1),
-        seed=0, label_smoothing=0.0, ema_decay=0.0, pass_loss=False,
-        pipeline=DevicePipeline(augment=A.get_device_augment("pad_crop_flip"), mix="mixup",
-                                mix_alpha=0.2, num_classes=10)))
-    a, ma = step(state, batch)
-    b, mb = step(state, batch)
-    assert float(ma["loss"]) == float(mb["loss"])
-    plain = jax.jit(functools.partial(
-        train_step, model=model, tx=optax.sgd(0.1), schedule=optax.constant_schedule(0.1),
-        seed=0, label_smoothing=0.0, ema_decay=0.0, pass_loss=False))
-    _, mp = plain(state, batch)
-    assert float(mp["loss"]) != float(ma["loss"])  # the augmentation changed what was trained on
+    """With a random flip on the device, the step's loss is the loss (model applied directly) of
+    one of the 2^4 flip patterns of the 4 images; the pattern is the same for the same (seed,
+    step), and over 12 steps and 2 seeds several patterns occur. Mixup changes the loss and is
+    repeatable too."""
+    model = models.create("simple_cnn", num_classes=10, dropout_rate=0.0)
+    state = init_state(model, optax.sgd(0.1), (8, 8, 1), seed=0, use_ema=False)
+    x = np.asarray(_images(n=4, c=1))
+    labels = np.array([1, 2, 3, 4])
+    batch = {"image": jnp.asarray(x), "label": jnp.asarray(labels)}
+    patterns = [tuple(int(b) for b in f"{p:04b}") for p in range(16)]
+    flipped = np.concatenate([np.where(np.array(p)[:, None, None, None] == 1, x[:, :, ::-1], x)
+                              for p in patterns])
+    logits = np.asarray(model.apply(state.variables(False), jnp.asarray(flipped), train=False),
+                        np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    losses = -logp[np.arange(64), np.tile(labels, 16)].reshape(16, 4).mean(1)
+    assert len(set(np.round(losses, 6))) == 16  # every pattern tells itself apart
+    flip = DevicePipeline(augment=A.get_device_augment("flip"))
+    seen = set()
+    for seed in (0, 1):
+        step = _step(model, seed, flip)
+        for k in range(12):
+            s = state.replace(step=jnp.asarray(k, state.step.dtype))
+            loss = float(step(s, batch)[1]["loss"])
+            match = np.flatnonzero(np.isclose(losses, loss, rtol=1e-5, atol=1e-6))
+            assert len(match) == 1, f"seed {seed} step {k}: loss {loss} is no flip pattern's"
+            assert float(step(s, batch)[1]["loss"]) == loss  # repeatable
+            seen.add(patterns[match[0]])
+    assert len(seen) >= 6
+    mix = _step(model, 0, DevicePipeline(augment=A.get_device_augment("pad_crop_flip"), mix="mixup",
+                                         mix_alpha=0.2, num_classes=10))
+    a, b = mix(state, batch)[1], mix(state, batch)[1]
+    assert float(a["loss"]) == float(b["loss"])
+    assert float(a["loss"]) != float(_step(model, 0)(state, batch)[1]["loss"])
 
 
 def test_ten_crop_eval_averages_the_views_probabilities():

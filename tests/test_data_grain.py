@@ -67,12 +67,37 @@ def test_shapes_and_metadata(data_dir):
     assert ds.input_dtype == np.uint8 and batch["label"].dtype == np.int32
 
 
+def _documented_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """np.random.default_rng((seed, epoch)).permutation(n), re-derived without calling it: the
+    PCG64 stream seeded by SeedSequence((seed, epoch)), and NumPy's Fisher-Yates shuffle from the
+    last position down, each j uniform in [0, i] by masked rejection on 32-bit draws (a 64-bit
+    output supplies its low half, then its high half)."""
+    bits = np.random.PCG64(np.random.SeedSequence((seed, epoch)))
+    high: list[int] = []
+
+    def next32() -> int:
+        if high:
+            return high.pop()
+        word = int(bits.random_raw())
+        high.append(word >> 32)
+        return word & 0xFFFFFFFF
+
+    order = list(range(n))
+    for i in range(n - 1, 0, -1):
+        mask = (1 << i.bit_length()) - 1
+        j = next32() & mask
+        while j > i:
+            j = next32() & mask
+        order[i], order[j] = order[j], order[i]
+    return np.asarray(order)
+
+
 def test_train_order_is_the_documented_permutation_per_epoch(data_dir):
     seed, bs = 3, 8
     got = _take(_source(data_dir, seed=seed), 10)  # 2.5 epochs of 4 steps
     for step, batch in enumerate(got):
         epoch, i = divmod(step, N_TRAIN // bs)
-        rows = np.random.default_rng((seed, epoch)).permutation(N_TRAIN)[i * bs:(i + 1) * bs]
+        rows = _documented_order(seed, epoch, N_TRAIN)[i * bs:(i + 1) * bs]
         np.testing.assert_array_equal(batch["image"], TRAIN[0][rows])  # the stored uint8
         np.testing.assert_array_equal(batch["label"], TRAIN[1][rows])
     for epoch in range(2):  # within an epoch no example repeats
@@ -148,22 +173,39 @@ def test_holdout_splits_are_fixed_disjoint_and_cover_train(data_dir):
 
 
 def _flip_some(batch, rng):
-    flip = rng.random(len(batch["image"])) < 0.5
-    images = np.where(flip[:, None, None, None], batch["image"][:, :, ::-1], batch["image"])
-    return {**batch, "image": images}
+    """Mirrors each image whose uniform draw is below 0.5, and returns the draws as "u"."""
+    u = rng.random(len(batch["image"]))
+    images = np.where((u < 0.5)[:, None, None, None], batch["image"][:, :, ::-1], batch["image"])
+    return {**batch, "image": images, "u": u}
 
 
-def test_augment_hook_runs_per_batch_like_array_source(data_dir):
-    grain_batches = _take(_source(data_dir, seed=7, augment=_flip_some), 6)
+def test_augment_hook_runs_per_batch_with_randomness_from_seed_and_step(data_dir):
+    """Each batch is augmented once, on the rows of the documented order, with draws that are a
+    function of (seed, step): the same when resumed there or built by worker processes, fresh
+    at every step and for another seed; and as ArraySource's (the documented equivalence)."""
+    got = _take(_source(data_dir, seed=7, augment=_flip_some), 6)
+    for step, batch in enumerate(got):
+        epoch, i = divmod(step, 4)
+        source = TRAIN[0][_documented_order(7, epoch, N_TRAIN)[i * 8:(i + 1) * 8]]
+        flip = batch["u"] < 0.5
+        want = np.where(flip[:, None, None, None], source[:, :, ::-1], source)
+        np.testing.assert_array_equal(batch["image"], want)
+    draws = np.stack([b["u"] for b in got])
+    assert 0.3 < np.mean(draws < 0.5) < 0.7
+    assert len({tuple(d) for d in draws}) == 6  # fresh draws at every step
+    for start in (2, 5):
+        resumed = _take(_source(data_dir, seed=7, augment=_flip_some), 1, start=start)[0]
+        np.testing.assert_array_equal(resumed["u"], draws[start])
+    workers = _take(_source(data_dir, seed=7, augment=_flip_some, worker_count=2), 6)
+    np.testing.assert_array_equal(np.stack([b["u"] for b in workers]), draws)
+    other = _take(_source(data_dir, seed=8, augment=_flip_some), 1)[0]
+    assert not np.array_equal(other["u"], draws[0])
     reference = ArraySource("toy", TRAIN[0], TRAIN[1].astype(np.int32), 3,
-                            batch_size=8, train=True, seed=7, augment=_flip_some)
-    stream = reference.batches()
-    for g in grain_batches:
-        r = next(stream)
+                            batch_size=8, train=True, seed=7, augment=_flip_some).batches()
+    for g in got:
+        r = next(reference)
         np.testing.assert_array_equal(g["image"], r["image"])
-        np.testing.assert_array_equal(g["label"], r["label"])
-    plain = _take(_source(data_dir, seed=7), 6)
-    assert any(not np.array_equal(g["image"], p["image"]) for g, p in zip(grain_batches, plain))
+        np.testing.assert_array_equal(g["u"], r["u"])
 
 
 def test_bad_arguments(data_dir):

@@ -1,7 +1,8 @@
 """ImageNet-2012 end to end on a tiny source in the published format, written here: a train tar of
 per-class tars of JPEGs, a flat validation tar, and the devkit (or Kaggle's CSV) labels.
 Preparation must store the exact JPEG bytes with the labels of sorted synsets; the evaluation
-views must match a PIL computation written here; training crops have the right shape and range;
+views must match a PIL computation written here; training crops have the right shape and range,
+and scale-jitter views are windows of their own source resized by torch;
 a malformed source stops with an error naming the file; an imagenet config trains on the set."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from PIL import Image
 from tensorflow_datasets.proto import tf_example_pb2
 
@@ -202,6 +204,47 @@ def test_train_crops_have_the_shape_range_and_determinism(prepared, crop):
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a["image"], b["image"])
     assert not np.array_equal(first[0]["image"], other[0]["image"])
+
+
+def _torch_resize(pixels: np.ndarray, h: int, w: int) -> np.ndarray:
+    """torch's antialiased bilinear resize (PIL's filter) of HWC pixels, float64."""
+    t = torch.tensor(np.asarray(pixels, np.float64).transpose(2, 0, 1)[None])
+    return torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", antialias=True,
+                                           align_corners=False)[0].numpy().transpose(1, 2, 0)
+
+
+def test_scale_jitter_views_are_windows_of_their_own_resized_image(prepared):
+    """Every scale-jitter training view is, by exhaustive search over the 9 training JPEGs, the
+    scales S in scale_range, the offsets and mirroring, exactly one window of one source image
+    resized (by torch) to shorter side S, and it carries that image's label."""
+    data_dir, written = prepared
+    low, high = SIZE + 4, SIZE + 20
+    candidates = []  # (label, S, resized image / 255)
+    for _, jpeg, label in written["train"]:
+        pixels = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+        h, w = pixels.shape[:2]
+        for s in range(low, high + 1):
+            size = (s, max(s, round(w * s / min(h, w)))) if h <= w else (max(s, round(h * s / w)), s)
+            candidates.append((label, s, np.clip(_torch_resize(pixels, *size) / 255, 0, 1)))
+    source = data.create("imagenet2012", "train", batch_size=4, train=True, seed=0,
+                         data_dir=str(data_dir), worker_count=0, image_size=SIZE,
+                         train_crop="scale_jitter", scale_range=(low, high))
+    stream, scales = source.batches(), set()
+    for _ in range(3):
+        batch = next(stream)
+        for image, label in zip(batch["image"], batch["label"]):
+            hits = []
+            for cand_label, s, resized in candidates:
+                corners = resized[:resized.shape[0] - SIZE + 1, :resized.shape[1] - SIZE + 1]
+                for view in (image, image[:, ::-1]):
+                    # Windows whose first pixel matches, then the whole window.
+                    for t, l in zip(*np.nonzero(np.all(np.abs(corners - view[0, 0]) < 1e-5, -1))):
+                        if np.abs(resized[t:t + SIZE, l:l + SIZE] - view).max() < 1e-5:
+                            hits.append((cand_label, s))
+            assert len(hits) == 1, f"{len(hits)} matching windows"
+            assert hits[0][0] == label
+            scales.add(hits[0][1])
+    assert len(scales) > 3
 
 
 def test_worker_processes_give_the_same_batches_as_in_process(prepared):

@@ -1,4 +1,5 @@
-"""The ResNet family: the papers' parameter counts, PyTorch equivalence, shapes, BN modes."""
+"""The ResNet family: the papers' parameter counts, PyTorch equivalence, shapes, BN modes against
+PyTorch's."""
 
 import jax
 import jax.numpy as jnp
@@ -63,18 +64,39 @@ def test_from_torch_names_the_first_mismatch():
         models.from_torch("resnet18", sd, num_classes=10)
 
 
-def test_train_and_eval_batch_norm_and_shapes():
+def _max_rel_err(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def test_train_and_eval_batch_norm_against_pytorch():
+    """cifar_resnet20 in training mode (batch statistics, running-statistics update with
+    momentum 0.1 in PyTorch's terms) and then in evaluation mode with the updated statistics,
+    against the functional PyTorch ResNet-20 (torch_resnet.cifar_resnet) in float64."""
     model = models.create("cifar_resnet20")
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3)) * 2 + 1
     v = model.init(jax.random.PRNGKey(1), x, train=False)
     logits, updates = model.apply(v, x, train=True, mutable=["batch_stats"])
-    assert logits.shape == (4, 10)
-    # Training updates the running statistics; evaluation leaves them alone and uses them.
-    before = v["batch_stats"]["bn1"]["mean"]
-    assert not np.allclose(updates["batch_stats"]["bn1"]["mean"], before)
-    eval_a = model.apply(v, x, train=False)
-    eval_b = model.apply(v, x[:1], train=False)  # inference is per example: batch-independent
-    np.testing.assert_allclose(np.asarray(eval_a[:1]), np.asarray(eval_b), rtol=1e-5, atol=1e-5)
+    x_t = torch.tensor(np.asarray(x, np.float64).transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        want, want_stats = tr.cifar_resnet(tr.to_torch(v["params"]), tr.to_torch(v["batch_stats"]),
+                                           x_t, depth=20, train=True)
+    assert _max_rel_err(logits, want.numpy()) < 1e-4
+    got_stats = jax.tree_util.tree_leaves_with_path(updates["batch_stats"])
+    want_stats = dict(jax.tree_util.tree_leaves_with_path(tr.from_torch_tree(want_stats)))
+    assert len(got_stats) == len(want_stats) == 2 * 19  # mean and var of 19 batch norms
+    for path, leaf in got_stats:
+        assert _max_rel_err(leaf, want_stats[path]) < 1e-4, jax.tree_util.keystr(path)
+    # Evaluation uses the running statistics: per example, so independent of the batch.
+    trained = {**v, "batch_stats": updates["batch_stats"]}
+    eval_logits = model.apply(trained, x, train=False)
+    with torch.no_grad():
+        want_eval, _ = tr.cifar_resnet(tr.to_torch(v["params"]),
+                                       tr.to_torch(updates["batch_stats"]), x_t, depth=20,
+                                       train=False)
+    assert _max_rel_err(eval_logits, want_eval.numpy()) < 1e-4
+    np.testing.assert_allclose(np.asarray(model.apply(trained, x[:1], train=False)),
+                               np.asarray(eval_logits[:1]), rtol=1e-5, atol=1e-5)
 
 
 def test_larger_inputs_work_and_too_small_inputs_say_the_minimum():

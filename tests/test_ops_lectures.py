@@ -1,10 +1,12 @@
 """The lectures' worked examples, each checked against the number the lecture gives."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnjax import ops
+import reference
+from cnnjax import models, nn as cnn, ops
 
 # The lectures' 6x6 binary image (a diagonal stroke pattern) and its diagonal-detector filter.
 SIX_BY_SIX = np.array([[1, 0, 0, 0, 0, 1], [0, 1, 0, 0, 1, 0], [0, 0, 1, 1, 0, 0],
@@ -42,17 +44,35 @@ def test_seven_by_seven_output_sizes():
     assert _conv_single(np.ones((7, 7), np.float32), np.ones((3, 3), np.float32), stride=2).shape == (3, 3)
 
 
+def _param_count(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
 def test_32x32x3_with_ten_5x5_filters_pad_2():
-    x, w, b = jnp.ones((1, 32, 32, 3)), jnp.ones((5, 5, 3, 10)), jnp.zeros(10)
-    assert ops.conv2d(x, w, b, padding=2).shape == (1, 32, 32, 10)
-    assert w.size + b.size == 760  # 10 x (5 x 5 x 3 + 1)
+    """A conv layer of ten 5x5 filters with bias on a 32x32x3 input: 760 parameters
+    (10 x (5 x 5 x 3 + 1)) and a 32x32x10 output, whose values match the float64 reference."""
+    layer = cnn.Conv(10, 5, padding=2)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
+    params = layer.init(jax.random.PRNGKey(1), x)["params"]
+    assert _param_count(params) == 760
+    params = {**params, "bias": jnp.arange(10, dtype=jnp.float32)}  # a bias that shows
+    out = np.asarray(layer.apply({"params": params}, x))
+    want = reference.conv2d(x, params["kernel"], params["bias"], pads=((2, 2), (2, 2)))
+    assert want.shape == (1, 32, 32, 10)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
 
 
 def test_alexnet_first_layer():
+    """The lecture's AlexNet conv1: 96 11x11 filters, stride 4, on 227x227x3 gives 55x55x96 with
+    34,944 parameters; checked on the registry's AlexNet itself."""
     assert ops.conv_output_size(227, 11, stride=4, exact=True) == 55
-    x, w, b = jnp.ones((1, 227, 227, 3)), jnp.ones((11, 11, 3, 96)), jnp.zeros(96)
-    assert ops.conv2d(x, w, b, stride=4).shape == (1, 55, 55, 96)
-    assert w.size + b.size == 34_944
+    model = models.create("alexnet", num_classes=1000)
+    x = jnp.zeros((1, 227, 227, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+    assert _param_count(variables["params"]["conv1"]) == 34_944
+    _, state = jax.eval_shape(lambda v: model.apply(v, x, train=False, capture_intermediates=True,
+                                                    mutable=["intermediates"]), variables)
+    assert state["intermediates"]["conv1"]["__call__"][0].shape == (1, 55, 55, 96)
 
 
 def test_sharpen_kernel_on_zero_padded_image():
@@ -69,7 +89,6 @@ def test_sharpen_kernel_on_zero_padded_image():
 
 def test_three_stacked_3x3_convs_see_7x7():
     # The receptive field is the support of the gradient of one output pixel w.r.t. the input.
-    import jax
     x = jnp.zeros((1, 15, 15, 1))
     w = jnp.ones((3, 3, 1, 1))
     f = lambda z: ops.conv2d(ops.conv2d(ops.conv2d(z, w), w), w)[0, 4, 4, 0]

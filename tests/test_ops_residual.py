@@ -1,55 +1,100 @@
-"""Pure-function residual blocks (cnnjax.ops.residual): against PyTorch blocks, against their Flax
-wrappers (values, gradients, batch statistics), composed into a whole network, and their errors."""
+"""Pure-function residual blocks (cnnjax.ops.residual) and their Flax wrappers against PyTorch
+(torch_resnet.py: torchvision-named modules, and functional blocks for training mode: values,
+gradients, running statistics), composed into a whole network against PyTorch, He-normal
+fan-out initialisation against torch's, and their errors."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from scipy import stats as st
 
 import torch_resnet as tr
 from cnnjax import models, nn as cnn, ops
 
-CASES = [  # (Flax class, pure fn, cin, cout, stride, shortcut, extra kwargs)
-    (cnn.BasicBlock, ops.basic_block, 8, 8, 1, "B", {}),
-    (cnn.BasicBlock, ops.basic_block, 8, 16, 2, "B", {}),
-    (cnn.BasicBlock, ops.basic_block, 8, 16, 2, "A", {}),
-    (cnn.BasicBlock, ops.basic_block, 8, 16, 2, "none", {}),
-    (cnn.BottleneckBlock, ops.bottleneck_block, 16, 32, 2, "B", {}),
-    (cnn.BottleneckBlock, ops.bottleneck_block, 32, 32, 1, "B", {"groups": 4, "width": 16}),
-    (cnn.PreActBlock, ops.preact_block, 8, 16, 2, "B", {}),
-    (cnn.PreActBlock, ops.preact_block, 8, 8, 1, "B", {}),
-    (cnn.PreActBottleneckBlock, ops.preact_bottleneck_block, 16, 32, 2, "B", {}),
+CASES = [  # (Flax class, pure fn, torch kind, cin, cout, stride, shortcut, extra kwargs)
+    (cnn.BasicBlock, ops.basic_block, "basic", 8, 8, 1, "B", {}),
+    (cnn.BasicBlock, ops.basic_block, "basic", 8, 16, 2, "B", {}),
+    (cnn.BasicBlock, ops.basic_block, "basic", 8, 16, 2, "A", {}),
+    (cnn.BasicBlock, ops.basic_block, "basic", 8, 16, 2, "none", {}),
+    (cnn.BottleneckBlock, ops.bottleneck_block, "bottleneck", 16, 32, 2, "B", {}),
+    (cnn.BottleneckBlock, ops.bottleneck_block, "bottleneck", 32, 32, 1, "B", {"groups": 4, "width": 16}),
+    (cnn.PreActBlock, ops.preact_block, "preact", 8, 16, 2, "B", {}),
+    (cnn.PreActBlock, ops.preact_block, "preact", 8, 8, 1, "B", {}),
+    (cnn.PreActBottleneckBlock, ops.preact_bottleneck_block, "preact_bottleneck", 16, 32, 2, "B", {}),
 ]
 
 
-@pytest.mark.parametrize("flax_cls,fn,cin,cout,stride,shortcut,kw", CASES)
+def _randomize(tree, seed: int):
+    """Batch-norm scales near 1, biases, means and variances away from their initial values, so
+    both modes are exercised with non-trivial numbers."""
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, a):
+        name = path[-1].key
+        if name in ("scale", "var"):
+            return jnp.asarray(rng.uniform(0.5, 1.5, a.shape), jnp.float32)
+        if name in ("bias", "mean"):
+            return jnp.asarray(rng.normal(0, 0.2, a.shape), jnp.float32)
+        return a
+    return jax.tree_util.tree_map_with_path(leaf, tree)
+
+
+def _close(got, want, what, rtol=2e-4):
+    """Float32 against float64: every entry within rtol of the largest reference magnitude."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} vs {want.shape}"
+    err, scale = np.abs(got - want).max(), max(np.abs(want).max(), 1e-3)
+    assert err <= rtol * scale, f"{what}: max error {err:.3g} vs max magnitude {scale:.3g}"
+
+
+def _compare_trees(got, want, what, rtol=2e-4):
+    flat_got = dict(jax.tree_util.tree_flatten_with_path(got)[0])
+    flat_want = dict(jax.tree_util.tree_flatten_with_path(want)[0])
+    assert flat_got.keys() == flat_want.keys(), what
+    for k in flat_want:
+        _close(flat_got[k], flat_want[k], f"{what} {jax.tree_util.keystr(k)}", rtol)
+
+
+@pytest.mark.parametrize("flax_cls,fn,kind,cin,cout,stride,shortcut,kw", CASES)
 @pytest.mark.parametrize("train", [True, False])
-def test_pure_block_equals_flax_block(flax_cls, fn, cin, cout, stride, shortcut, kw, train):
+@pytest.mark.parametrize("impl", ["pure", "flax"])
+def test_blocks_match_pytorch_in_both_modes(flax_cls, fn, kind, cin, cout, stride, shortcut, kw,
+                                            train, impl):
+    """Output, gradients of sum(y^2) with respect to every parameter, and (in training) the
+    updated running statistics, of the pure function and of its Flax wrapper, against torch's
+    conv2d / batch_norm / autograd in float64 on the same numbers."""
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, cin))
     block = flax_cls(cout, stride=stride, shortcut=shortcut, **kw)
     v = block.init(jax.random.PRNGKey(1), x, train=False)
-    # Non-trivial running statistics so evaluation mode is exercised.
-    v = {**v, "batch_stats": jax.tree_util.tree_map(lambda a: a + 0.3, v["batch_stats"])}
-    pure_kw = {"groups": kw["groups"]} if "groups" in kw else {}
+    params, stats = _randomize(v["params"], 2), _randomize(v["batch_stats"], 3)
+    groups = kw.get("groups", 1)
 
-    def flax_loss(p):
-        out, upd = block.apply({**v, "params": p}, x, train=train, mutable=["batch_stats"])
-        return jnp.sum(out ** 2), (out, upd.get("batch_stats", {}))
+    def loss(p):
+        if impl == "flax":
+            out, upd = block.apply({"params": p, "batch_stats": stats}, x, train=train,
+                                   mutable=["batch_stats"])
+            new = upd["batch_stats"]
+        else:
+            out, new = fn(p, x, stride=stride, train=train, batch_stats=stats, shortcut=shortcut,
+                          **({"groups": groups} if groups > 1 else {}))
+        return jnp.sum(out ** 2), (out, new)
 
-    def pure_loss(p):
-        out, stats = fn(p, x, stride=stride, train=train, batch_stats=v["batch_stats"],
-                        shortcut=shortcut, **pure_kw)
-        return jnp.sum(out ** 2), (out, stats)
+    (_, (out, new)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
-    (lf, (yf, sf)), gf = jax.value_and_grad(flax_loss, has_aux=True)(v["params"])
-    (lp, (yp, sp)), gp = jax.value_and_grad(pure_loss, has_aux=True)(v["params"])
-    np.testing.assert_array_equal(np.asarray(yf), np.asarray(yp))
-    for a, b in zip(jax.tree_util.tree_leaves(gf), jax.tree_util.tree_leaves(gp)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    tp = tr.to_torch(params, requires_grad=True)
+    t_out, t_new = tr.block(kind, tp, tr.to_torch(stats), torch.tensor(
+        np.asarray(x, np.float64).transpose(0, 3, 1, 2)), stride=stride, train=train,
+        shortcut=shortcut, groups=groups)
+    (t_out ** 2).sum().backward()
+    t_grads = jax.tree_util.tree_map(lambda t: t.grad, tp)
+    _close(out, t_out.detach().numpy().transpose(0, 2, 3, 1), "output")
+    _compare_trees(grads, tr.from_torch_tree(t_grads), "gradient", rtol=5e-4)
     if train:
-        for a, b in zip(jax.tree_util.tree_leaves(sf), jax.tree_util.tree_leaves(sp)):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        _compare_trees(new, tr.from_torch_tree(t_new), "running statistics")
+    else:
+        _compare_trees(new, stats, "running statistics (unchanged)", rtol=0)
 
 
 def _torch_params(block):
@@ -87,39 +132,48 @@ def test_pure_blocks_match_pytorch_blocks(block_cls, pure, cin, planes, stride):
 
 
 def _pure_cifar_resnet(variables, x, train):
-    """CIFAR ResNet-20 written with cnnjax.ops only."""
+    """CIFAR ResNet-20 written with cnnjax.ops only: (logits, updated running statistics)."""
     p, s = variables["params"], variables["batch_stats"]
+    new = {}
     y = ops.conv2d(x, p["conv1"]["kernel"], padding=1)
-    y, _, _ = ops.batch_norm(y, p["bn1"]["scale"], p["bn1"]["bias"], mean=s["bn1"]["mean"],
-                             var=s["bn1"]["var"], train=train)
+    y, mean, var = ops.batch_norm(y, p["bn1"]["scale"], p["bn1"]["bias"], mean=s["bn1"]["mean"],
+                                  var=s["bn1"]["var"], train=train)
+    if train:
+        new["bn1"] = {"mean": 0.9 * s["bn1"]["mean"] + 0.1 * mean,
+                      "var": 0.9 * s["bn1"]["var"] + 0.1 * var}
     y = ops.relu(y)
     for i in range(3):
         for j in range(3):
             name = f"layer{i + 1}_{j}"
-            y, _ = ops.basic_block(p[name], y, stride=2 if (i > 0 and j == 0) else 1, train=train,
-                                   batch_stats=s[name], shortcut="A")
-    return ops.global_avg_pool(y) @ p["fc"]["kernel"] + p["fc"]["bias"]
+            y, new[name] = ops.basic_block(p[name], y, stride=2 if (i > 0 and j == 0) else 1,
+                                           train=train, batch_stats=s[name], shortcut="A")
+    return ops.global_avg_pool(y) @ p["fc"]["kernel"] + p["fc"]["bias"], new
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_flax_resnet_equals_the_network_composed_from_pure_functions(train):
+def test_network_composed_from_pure_functions_matches_pytorch(train):
+    """ResNet-20 written with cnnjax.ops only, on the registry model's initial parameters (with
+    randomised batch-norm numbers): logits, gradients of the mean squared logit and the updated
+    running statistics against the functional PyTorch ResNet-20 in float64."""
     model = models.create("cifar_resnet20")
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
     v = model.init(jax.random.PRNGKey(1), x, train=False)
+    params, stats = _randomize(v["params"], 4), _randomize(v["batch_stats"], 5)
 
-    def flax_loss(p):
-        out, _ = model.apply({**v, "params": p}, x, train=train, mutable=["batch_stats"])
-        return jnp.mean(out ** 2), out
+    def loss(p):
+        out, new = _pure_cifar_resnet({"params": p, "batch_stats": stats}, x, train)
+        return jnp.mean(out ** 2), (out, new)
 
-    def pure_loss(p):
-        out = _pure_cifar_resnet({**v, "params": p}, x, train)
-        return jnp.mean(out ** 2), out
-
-    (_, of), gf = jax.value_and_grad(flax_loss, has_aux=True)(v["params"])
-    (_, op), gp = jax.value_and_grad(pure_loss, has_aux=True)(v["params"])
-    np.testing.assert_allclose(np.asarray(of), np.asarray(op), rtol=1e-5, atol=1e-6)
-    for a, b in zip(jax.tree_util.tree_leaves(gf), jax.tree_util.tree_leaves(gp)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    (_, (out, new)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    tp = tr.to_torch(params, requires_grad=True)
+    t_out, t_new = tr.cifar_resnet(tp, tr.to_torch(stats), torch.tensor(
+        np.asarray(x, np.float64).transpose(0, 3, 1, 2)), depth=20, train=train)
+    (t_out ** 2).mean().backward()
+    _close(out, t_out.detach().numpy(), "logits", rtol=1e-3)
+    _compare_trees(grads, tr.from_torch_tree(jax.tree_util.tree_map(lambda t: t.grad, tp)),
+                   "gradient", rtol=2e-3)
+    if train:
+        _compare_trees(new, tr.from_torch_tree(t_new), "running statistics", rtol=1e-3)
 
 
 def test_init_functions_make_the_documented_trees():
@@ -127,11 +181,31 @@ def test_init_functions_make_the_documented_trees():
     assert params["conv2"]["kernel"].shape == (3, 3, 64, 64)
     assert params["downsample"]["conv"]["kernel"].shape == (1, 1, 64, 256)
     assert set(stats) == {"bn1", "bn2", "bn3", "downsample"} and stats["bn3"]["var"].shape == (256,)
-    # He normal, fan-out: std sqrt(2 / (k * k * C_out)).
-    k = np.asarray(ops.init_basic_block(jax.random.PRNGKey(1), 64, 64)[0]["conv1"]["kernel"])
-    assert abs(k.std() - np.sqrt(2 / (9 * 64))) < 0.01 * np.sqrt(2 / (9 * 64)) * 10
     y, new = ops.bottleneck_block(params, jnp.ones((1, 8, 8, 64)), stride=2, train=True, batch_stats=stats)
     assert y.shape == (1, 4, 4, 256) and jax.tree_util.tree_structure(new) == jax.tree_util.tree_structure(stats)
+
+
+def test_kernels_are_he_normal_fan_out_like_torch():
+    """With C_in = 16 != C_out = 64 fan-out and fan-in differ by 4x in variance. Each kernel's
+    values against torch's kaiming_normal_(mode="fan_out", nonlinearity="relu") on a kernel of
+    the same shape: a two-sample Kolmogorov-Smirnov test (same distribution) and an F test on
+    the variances; the fan-in variant must fail the F test."""
+    params, _ = ops.init_basic_block(jax.random.PRNGKey(1), 16, 64, stride=2)
+    kernels = {"conv1": params["conv1"]["kernel"], "conv2": params["conv2"]["kernel"],
+               "downsample": params["downsample"]["conv"]["kernel"]}
+    torch.manual_seed(0)
+    for name, k in kernels.items():
+        kh, kw, cin, cout = k.shape
+        want = torch.empty(cout, cin, kh, kw)
+        torch.nn.init.kaiming_normal_(want, mode="fan_out", nonlinearity="relu")
+        got, want = np.asarray(k, np.float64).ravel(), want.numpy().astype(np.float64).ravel()
+        assert st.ks_2samp(got, want).pvalue > 1e-3, name
+        f_p = lambda a, b: 2 * min(st.f.cdf(a.var() / b.var(), a.size - 1, b.size - 1),
+                                   st.f.sf(a.var() / b.var(), a.size - 1, b.size - 1))
+        assert f_p(got, want) > 1e-3, f"{name}: std {got.std():.4f} vs torch's {want.std():.4f}"
+        if cin != cout:
+            fan_in = want * np.sqrt(cout / cin)  # what mode="fan_in" would give
+            assert f_p(got, fan_in) < 1e-6, name
 
 
 def test_errors_name_the_parameter():

@@ -1,10 +1,15 @@
-"""Data parallelism: 8 fake CPU devices vs 1, per-device batch norm, two processes training together."""
+"""Data parallelism: 8 fake CPU devices vs 1 (a run, and one batch-norm step against NumPy's
+statistics), per-device batch norm, two processes training together."""
 
+import pathlib
 import socket
 import subprocess
+import sys
 
 import numpy as np
+import pytest
 
+import reference
 import train_helpers as th
 
 STEPS = ("--config.num_train_steps=12", "--config.log_every_steps=1", "--config.eval_every_steps=12",
@@ -18,20 +23,60 @@ def test_eight_devices_give_the_one_device_loss_trajectory(tmp_path):
                                rtol=2e-5)
 
 
-def test_per_device_batch_norm_averages_per_device_statistics(tmp_path):
-    """After one step, the running mean is the same either way (equal shards: the mean of shard
-    means is the global mean) but per-device variances miss the spread between shard means, so
-    the per-device running variance is smaller."""
-    one = ("--config.num_train_steps=1", "--config.model.batch_norm=True", "--config.log_every_steps=1",
-           "--config.eval_every_steps=1", "--config.checkpoint_every_steps=1")
-    th.run(tmp_path / "sync", *one, devices=8)
-    th.run(tmp_path / "local", *one, "--config.per_device_batch_norm=True", devices=8)
-    stats = {}
-    for name in ("sync", "local"):
-        stats[name] = th.restore(tmp_path / name, 1)["batch_stats"]["BatchNorm_0"]
-    np.testing.assert_allclose(stats["local"]["mean"], stats["sync"]["mean"], rtol=1e-4, atol=1e-6)
-    assert np.all(np.asarray(stats["local"]["var"]) <= np.asarray(stats["sync"]["var"]) + 1e-7)
-    assert np.any(np.asarray(stats["local"]["var"]) < np.asarray(stats["sync"]["var"]) - 1e-6)
+@pytest.fixture(scope="module")
+def bn_step(tmp_path_factory) -> dict[str, np.ndarray]:
+    """tests/bn_devices.py's one step on 1 device, 8 with synchronised and 8 with per-device BN."""
+    out = tmp_path_factory.mktemp("bn") / "bn.npz"
+    proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name("bn_devices.py")),
+                           str(out)], env=th.env(8), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dict(np.load(out))
+
+
+def _first_bn_input(bn_step) -> np.ndarray:
+    """simple_cnn's first batch-norm input: the bias-free 3x3 SAME convolution, in float64."""
+    return reference.conv2d(bn_step["x"], bn_step["init/params/Conv_0/kernel"], pads=((1, 1), (1, 1)))
+
+
+def _tree(bn_step, prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v for k, v in bn_step.items() if k.startswith(prefix)}
+
+
+def test_synchronised_batch_norm_on_8_devices_equals_1_device(bn_step):
+    """Loss, updated parameters (SGD with momentum from the same start: the same gradients) and
+    running statistics of one step agree between 8 devices and 1, and the statistics are those
+    of the whole global batch (running = 0.9 running + 0.1 batch, biased variance)."""
+    np.testing.assert_allclose(bn_step["sync8/loss"], bn_step["one_device/loss"], rtol=1e-6)
+    for part in ("params", "batch_stats"):
+        one, eight = _tree(bn_step, f"one_device/{part}/"), _tree(bn_step, f"sync8/{part}/")
+        assert one.keys() == eight.keys() and len(one) >= 4
+        for k in one:
+            np.testing.assert_allclose(eight[k], one[k], rtol=1e-5, atol=1e-7, err_msg=k)
+        # The step moved every leaf, so the comparison covers the gradients and the statistics.
+        init = _tree(bn_step, f"init/{part}/")
+        assert all(not np.allclose(one[k], init[k], rtol=0, atol=1e-6) for k in one), part
+    h = _first_bn_input(bn_step)
+    np.testing.assert_allclose(bn_step["sync8/batch_stats/BatchNorm_0/mean"], 0.1 * h.mean((0, 1, 2)),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(bn_step["sync8/batch_stats/BatchNorm_0/var"],
+                               0.9 + 0.1 * h.var((0, 1, 2)), rtol=1e-5)
+
+
+def test_per_device_batch_norm_averages_the_statistics_of_each_device_shard(bn_step):
+    """per_device_batch_norm=True: each of the 8 devices normalises its own 8 rows; the running
+    statistics are the average of the shards' statistics (NumPy over the shards), and the update
+    differs from the synchronised one."""
+    shards = _first_bn_input(bn_step).reshape(8, 8, *_first_bn_input(bn_step).shape[1:])
+    np.testing.assert_allclose(bn_step["local8/batch_stats/BatchNorm_0/mean"],
+                               0.1 * shards.mean((1, 2, 3)).mean(0), rtol=1e-5, atol=1e-7)
+    local_var = 0.9 + 0.1 * shards.var((1, 2, 3)).mean(0)
+    np.testing.assert_allclose(bn_step["local8/batch_stats/BatchNorm_0/var"], local_var, rtol=1e-5)
+    sync_var = bn_step["sync8/batch_stats/BatchNorm_0/var"]
+    # The spread between the shard means is missing from the per-device variance.
+    assert np.all(local_var <= sync_var + 1e-6) and np.max(sync_var - local_var) > 1e-2
+    assert not np.allclose(bn_step["local8/loss"], bn_step["sync8/loss"], rtol=1e-5)
+    assert not np.allclose(bn_step["local8/params/Dense_1/kernel"],
+                           bn_step["sync8/params/Dense_1/kernel"], rtol=1e-4)
 
 
 def _free_port() -> int:
