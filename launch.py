@@ -87,12 +87,20 @@ def _parse_flags(argv: list[str]) -> list[str]:
               + (f"; did you mean {hint.group(1)!r}?" if hint else ""), 2)
 
 
+def _config_spec() -> str:
+    """The --config value as given (path[:arg]), to hand on to the sweep's runs."""
+    for arg in sys.argv[1:]:
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    raise app.UsageError("--config=PATH[:ARG] must be given with '='")
+
+
 def _load_config():
     """The --config file's config, or a one-line error naming the file and why it failed."""
-    spec = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--config=")), "")
-    if not pathlib.Path(spec.split(":")[0]).is_file() and not _DEBUG.value:
-        _fail(f"config file {spec.split(':')[0]!r} not found (expected --config=PATH.py[:ARG], "
-              f"e.g. --config=configs/default.py:smoke)", 2)
+    path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
+    if not pathlib.Path(path).is_file() and not _DEBUG.value:
+        _fail(f"config file {path!r} not found (expected --config=PATH.py[:ARG], e.g. "
+              f"--config=configs/default.py:smoke)", 2)
     config = _CONFIG.value
     try:
         config.keys()  # a file that failed to load stands behind an object raising on first use
@@ -100,7 +108,7 @@ def _load_config():
         if _DEBUG.value:
             raise
         cause = _root_cause(e)
-        _fail(f"cannot load --config={spec}: {type(cause).__name__}: {_one_line(cause)}", 2)
+        _fail(f"cannot load --config={path}: {type(cause).__name__}: {_one_line(cause)}", 2)
     return config
 
 
