@@ -11,3 +11,12 @@ def test_functional_example_trains():
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert float(namespace["loss"]) < 2.0  # from ln 10 = 2.303: it learns
+
+
+def test_reliability_section_names_tests_that_exist():
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("### Reliability"):readme.index("### Multi-process runs")]
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", section)
+    assert len(named) >= 15
+    for path, name in named:
+        assert f"def {name}(" in (REPO_ROOT / "tests" / path).read_text(), (path, name)

@@ -182,3 +182,8 @@ def test_longer_relaunch_of_a_finished_run_is_refused_unless_extended(finished, 
     assert "resuming at step 44" in proc.stdout and th.eval_lines(workdir)[-1]["step"] == 66
     assert json.loads((workdir / "config.json").read_text())["num_epochs"] == 3
     assert [json.loads(p.read_text())["num_epochs"] for p in workdir.glob("config.*.json")] == [2]
+
+
+def test_run_and_sweep_directories_are_ignored_by_git():
+    ignored = (REPO_ROOT / ".gitignore").read_text().splitlines()
+    assert "/runs/" in ignored and "/sweeps/" in ignored  # the README's example workdirs
