@@ -23,7 +23,7 @@
   summary          per-layer parameters, activations and MACs (summary.md)
   receptive_field  per-layer receptive fields (receptive_field.md)
 
-A run is restored from WORKDIR/config.json and its latest checkpoint with the training code
+A run is restored from WORKDIR/config.json and its newest readable checkpoint with the training code
 (`cnnjax.train.trainer.build_model_and_optimizer`, `cnnjax.train.state.init_state`,
 `cnnjax.train.checkpoint.Checkpointer`); EMA parameters are used when the run kept them, as its
 evaluation does. summary and receptive_field also work on --model NAME [--input_shape H,W,C]
@@ -135,7 +135,7 @@ def split_arrays(config: ml_collections.ConfigDict, split: str, limit: int | Non
 
 def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
              max_test: int | None = None, preprocess: bool = True) -> Run:
-    """Restores the latest checkpoint of `workdir` (a launch.py run) with the first `max_train`
+    """Restores the newest readable checkpoint of `workdir` (a launch.py run) with the first `max_train`
     / `max_test` examples of its splits (default all); ValueError if there is none.
 
     With `preprocess` the images are what the model saw in evaluation: padded (dataset.pad_to)
@@ -163,9 +163,9 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
                        input_dtype=train_x.dtype)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     try:
-        if ckpt.latest_step() is None:
+        state = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, state))
+        if state is None:
             raise ValueError(f"no checkpoint in {str(workdir / 'checkpoints')!r} to analyse")
-        state = ckpt.restore(jax.tree_util.tree_map(np.asarray, state))
     finally:
         ckpt.close()
     pixels = test_x

@@ -52,8 +52,8 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.StandardSave(state),
                           metrics={"accuracy": float(eval_metrics["accuracy"])} if eval_metrics else None)
 
-    def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
-        step = self.latest_step() if step is None else step
+    def restore(self, abstract_state: TrainState, step: int) -> TrainState:
+        """Checkpoint `step`; raises whatever Orbax raises when it does not read."""
         return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
     def restore_newest_readable(self, abstract_state: TrainState,

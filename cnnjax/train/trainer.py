@@ -236,8 +236,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
 
     state = _fresh_state(config, train_ds, model, tx)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
-    state = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, state),
-                                         set_aside=True) or state
+    restored = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, state),
+                                            set_aside=True)
+    state = state if restored is None else restored
     state = jax.device_put(state, replicated)
     start = int(jax.device_get(state.step))
     writer = MetricsWriter(workdir, start, enabled=pid == 0)
