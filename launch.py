@@ -17,6 +17,7 @@ from __future__ import annotations
 import pathlib
 import re
 import sys
+from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -59,7 +60,7 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
-def _fail(message: str, status: int) -> None:
+def _fail(message: str, status: int) -> NoReturn:
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
