@@ -93,6 +93,14 @@ def point_result(workdir: pathlib.Path) -> str:
     return result
 
 
+def unfinished(root: pathlib.Path, points: Sequence[Point]) -> list[Point]:
+    """The points not done yet; prints the names of those skipped as done."""
+    done = [p.name for p in points if is_finished(root / p.name)]
+    if done:
+        print(f"skipping {len(done)} points already done: {', '.join(done)}", flush=True)
+    return [p for p in points if p.name not in done]
+
+
 def run_local(config_spec: str, root: pathlib.Path, points: Sequence[Point],
               extra_flags: Sequence[str] = (), parallel: int = 1) -> dict[str, int]:
     """Runs the unfinished points as local processes, `parallel` at a time; returns exit codes.
@@ -100,10 +108,7 @@ def run_local(config_spec: str, root: pathlib.Path, points: Sequence[Point],
     Prints which points are skipped as done, and each point's start and end with its result."""
     if parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {parallel}")
-    done = [p.name for p in points if is_finished(root / p.name)]
-    if done:
-        print(f"skipping {len(done)} points already done: {', '.join(done)}", flush=True)
-    todo = [p for p in points if p.name not in done]
+    todo = unfinished(root, points)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     codes: dict[str, int] = {}
     helper = [sys.executable, "-c",
@@ -153,7 +158,7 @@ def submit_slurm(config_spec: str, root: pathlib.Path, points: Sequence[Point],
     """
     import submitit  # Only a SLURM sweep needs it.
 
-    todo = [p for p in points if not is_finished(root / p.name)]
+    todo = unfinished(root, points)
     if not todo:
         return []
     executor = submitit.AutoExecutor(folder=str(root / ".submitit" / "%j"), cluster="slurm")
