@@ -75,7 +75,8 @@ def _files(path: pathlib.Path) -> dict[str, bytes]:
 
 def test_corrupt_latest_checkpoint_is_skipped_kept_and_the_run_finishes_from_the_older_one(
         reference, tmp_path):
-    # A checkpoint every step keeps a write in flight nearly always, so the SIGKILL lands in one.
+    # A checkpoint every step: asynchronous writes follow one another, so the SIGKILL most
+    # likely lands in one (its temporary directory, which Orbax ignores, stays behind).
     flags = (*FLAGS, "--config.checkpoint_every_steps=1")
     proc = subprocess.Popen(th.launch_cmd(tmp_path, *flags), env=th.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
