@@ -60,9 +60,24 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
+_NOT_FOUND = ("config file {path!r} not found (expected --config=PATH.py[:ARG], e.g. "
+              "--config=configs/default.py:smoke)")
+
+
 def _fail(message: str, status: int) -> NoReturn:
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
+
+
+def _config_path(argv: list[str]) -> str:
+    """The file of --config=PATH[:ARG] (or --config PATH[:ARG]) in argv, read before or without
+    a successful flag parse."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1].split(":")[0]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1].split(":")[0]
+    return ""
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -74,9 +89,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
         head, _, tail = str(e).partition("Traceback (most recent call last):")
         last = tail.strip().splitlines()[-1] if tail.strip() else ""
         _fail(f"{_one_line(head)} {last}".strip(), 2)
-    except (AttributeError, KeyError) as e:  # ml_collections: an override of a key that is not there
+    except Exception as e:  # ml_collections applying --config.KEY=VALUE overrides
         if "--debug" in argv:
             raise
+        path = _config_path(argv)
+        if not pathlib.Path(path).is_file():
+            _fail(_NOT_FOUND.format(path=path), 2)
         cause = _root_cause(e)
         if not (isinstance(cause, KeyError) and cause.args):
             _fail(f"bad --config override: {type(e).__name__}: {_one_line(e)}", 2)
@@ -98,10 +116,9 @@ def _config_spec() -> str:
 
 def _load_config():
     """The --config file's config, or a one-line error naming the file and why it failed."""
-    path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
+    path = _config_path(sys.argv)
     if not pathlib.Path(path).is_file() and not _DEBUG.value:
-        _fail(f"config file {path!r} not found (expected --config=PATH.py[:ARG], e.g. "
-              f"--config=configs/default.py:smoke)", 2)
+        _fail(_NOT_FOUND.format(path=path), 2)
     config = _CONFIG.value
     try:
         config.keys()  # a file that failed to load stands behind an object raising on first use
@@ -113,14 +130,14 @@ def _load_config():
     return config
 
 
-def _run_sweep() -> int:
+def _run_sweep(config) -> int:
     from cnnjax.sweep.config_file import load_sweep
     from cnnjax.sweep.grid import resolve_points
     from cnnjax.sweep.launchers import SlurmOptions, run_local, submit_slurm
     from cnnjax.sweep.summary import collect, write_tables
 
     spec = _config_spec()
-    points = resolve_points(_load_config(), load_sweep(spec))
+    points = resolve_points(config, load_sweep(spec))
     root = pathlib.Path(_WORKDIR.value)
     root.mkdir(parents=True, exist_ok=True)
     # Overrides given on this command line apply to every point.
@@ -144,24 +161,31 @@ def _run_sweep() -> int:
     return 0
 
 
+def _run(config) -> int:
+    if _SWEEP.value:
+        return _run_sweep(config)
+    from cnnjax.train import distributed
+
+    distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    from cnnjax.train.trainer import evaluate_workdir, train
+
+    if _MODE.value == "eval":
+        evaluate_workdir(config, _WORKDIR.value)
+    else:
+        train(config, _WORKDIR.value, extend=_EXTEND.value)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     # Orbax logs every checkpoint operation at INFO; the progress lines are what a person reads.
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _load_config()
-    if _SWEEP.value:
-        return _run_sweep()
-    from cnnjax.train import distributed
-
-    distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from cnnjax.train.trainer import EXIT_PREEMPTED, Preempted, evaluate_workdir, train
+    from cnnjax.train.trainer import EXIT_PREEMPTED, Preempted
 
     try:
-        if _MODE.value == "eval":
-            evaluate_workdir(config, _WORKDIR.value)
-        else:
-            train(config, _WORKDIR.value, extend=_EXTEND.value)
+        return _run(config)
     except Preempted as e:
         print(e, flush=True)
         return EXIT_PREEMPTED
@@ -174,14 +198,13 @@ def main(argv: list[str]) -> int:
         known = isinstance(e, (ValueError, FloatingPointError, OSError))
         message = _one_line(e) if known else f"{type(e).__name__}: {_one_line(e)}"
         workdir = str(pathlib.Path(_WORKDIR.value).absolute())
-        if isinstance(e, OSError) and str(pathlib.Path(e.filename or "").absolute()).startswith(
-                workdir):
+        if isinstance(e, OSError) and e.filename and str(
+                pathlib.Path(e.filename).absolute()).startswith(workdir):
             message = (f"cannot write to workdir {_WORKDIR.value!r} ({e.strerror}: {e.filename}); "
                        f"choose a writable --workdir")
         print(f"error: {message}" + ("" if known else " (rerun with --debug for the traceback)"),
               file=sys.stderr, flush=True)
         return status
-    return 0
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ def test_normalisation_with_the_wrong_channel_count_fails_before_writing(tmp_pat
 # Each bad input: (flags, config, a phrase naming the bad value). None for config: the smoke config.
 _BAD_INPUTS = {
     "unknown config file": ((), "configs/no_such_config.py", "no_such_config.py' not found"),
+    "unknown config file with an override": (("--config.seed=3",), "configs/no_such_config.py",
+                                             "no_such_config.py' not found"),
     "bad config argument": ((), "configs/default.py:smok", "got 'smok'"),
     "misspelled override": (("--config.optimizer.learnig_rate=0.1",), None,
                             "no key 'learnig_rate'; did you mean 'learning_rate'"),
