@@ -5,14 +5,19 @@
     python launch.py --config=configs/default.py --workdir=runs/default --mode=eval
     python launch.py --config=configs/default.py --sweep --workdir=sweeps/default [--launcher=slurm]
 
-A run resumes automatically from the latest checkpoint in its workdir. SIGTERM saves a checkpoint
-at the next step boundary and exits with status 143 (resumable); a finished run exits 0.
+A run resumes automatically from the newest checkpoint in its workdir that reads. SIGTERM saves a
+checkpoint at the next step boundary and exits with status 143 (resumable); a finished run exits
+0. A relaunch with another num_epochs / num_train_steps is refused unless --extend is given.
+Errors are one line on stderr and a non-zero status (2: bad config or input, 3: non-finite loss,
+1: anything else); --debug shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
+from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -37,7 +42,68 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of proc
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes of a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index in a multi-process run.")
 
+_EXTEND = flags.DEFINE_bool("extend", False, "Continue a run under a new num_epochs / "
+                            "num_train_steps, recomputing its learning-rate schedule.")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the traceback of an error.")
+
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (whitespace collapsed)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return error
+
+
+_NOT_FOUND = ("config file {path!r} not found (expected --config=PATH.py[:ARG], e.g. "
+              "--config=configs/default.py:smoke)")
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def _config_path(argv: list[str]) -> str:
+    """The file of --config=PATH[:ARG] (or --config PATH[:ARG]) in argv, read before or without
+    a successful flag parse."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1].split(":")[0]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1].split(":")[0]
+    return ""
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a config override naming a missing key reported in one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        # A config file whose get_config raised: absl's message embeds the whole traceback.
+        head, _, tail = str(e).partition("Traceback (most recent call last):")
+        last = tail.strip().splitlines()[-1] if tail.strip() else ""
+        _fail(f"{_one_line(head)} {last}".strip(), 2)
+    except Exception as e:  # ml_collections applying --config.KEY=VALUE overrides
+        if "--debug" in argv:
+            raise
+        path = _config_path(argv)
+        if not pathlib.Path(path).is_file():
+            _fail(_NOT_FOUND.format(path=path), 2)
+        cause = _root_cause(e)
+        if not (isinstance(cause, KeyError) and cause.args):
+            _fail(f"bad --config override: {type(e).__name__}: {_one_line(e)}", 2)
+        key = str(cause.args[0])
+        bad = [a.split("=", 1)[0] for a in argv
+               if a.startswith("--config.") and key in a.split("=", 1)[0].split(".")]
+        hint = re.search(r'Did you mean "([^"]+)"', str(e))
+        _fail(f"{bad[0] if bad else '--config.' + key}: the config has no key {key!r}"
+              + (f"; did you mean {hint.group(1)!r}?" if hint else ""), 2)
 
 
 def _config_spec() -> str:
@@ -48,13 +114,30 @@ def _config_spec() -> str:
     raise app.UsageError("--config=PATH[:ARG] must be given with '='")
 
 
-def _run_sweep() -> int:
+def _load_config():
+    """The --config file's config, or a one-line error naming the file and why it failed."""
+    path = _config_path(sys.argv)
+    if not pathlib.Path(path).is_file() and not _DEBUG.value:
+        _fail(_NOT_FOUND.format(path=path), 2)
+    config = _CONFIG.value
+    try:
+        config.keys()  # a file that failed to load stands behind an object raising on first use
+    except Exception as e:
+        if _DEBUG.value:
+            raise
+        cause = _root_cause(e)
+        _fail(f"cannot load --config={path}: {type(cause).__name__}: {_one_line(cause)}", 2)
+    return config
+
+
+def _run_sweep(config) -> int:
     from cnnjax.sweep.config_file import load_sweep
     from cnnjax.sweep.grid import resolve_points
     from cnnjax.sweep.launchers import SlurmOptions, run_local, submit_slurm
+    from cnnjax.sweep.summary import collect, write_tables
 
     spec = _config_spec()
-    points = resolve_points(_CONFIG.value, load_sweep(spec))
+    points = resolve_points(config, load_sweep(spec))
     root = pathlib.Path(_WORKDIR.value)
     root.mkdir(parents=True, exist_ok=True)
     # Overrides given on this command line apply to every point.
@@ -62,6 +145,11 @@ def _run_sweep() -> int:
     print(f"sweep of {len(points)} points under {root}: " + ", ".join(p.name for p in points))
     if _LAUNCHER.value == "local":
         codes = run_local(spec, root, points, extra, parallel=_PARALLEL.value)
+        rows = collect(root)
+        if rows:
+            write_tables(rows, root)
+            print(f"sweep table ({root / 'summary.md'}):\n" + (root / "summary.md").read_text(),
+                  end="", flush=True)
         failed = {k: v for k, v in codes.items() if v != 0}
         if failed:
             print(f"failed points (exit codes): {failed}; logs in {root}/<name>/launch.0.log")
@@ -73,34 +161,51 @@ def _run_sweep() -> int:
     return 0
 
 
+def _run(config) -> int:
+    if _SWEEP.value:
+        return _run_sweep(config)
+    from cnnjax.train import distributed
+
+    distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    from cnnjax.train.trainer import evaluate_workdir, train
+
+    if _MODE.value == "eval":
+        evaluate_workdir(config, _WORKDIR.value)
+    else:
+        train(config, _WORKDIR.value, extend=_EXTEND.value)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     # Orbax logs every checkpoint operation at INFO; the progress lines are what a person reads.
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _SWEEP.value:
-        return _run_sweep()
-    from cnnjax.train import distributed
-
-    distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from cnnjax.train.trainer import EXIT_PREEMPTED, Preempted, evaluate_workdir, train
+    config = _load_config()
+    from cnnjax.train.trainer import EXIT_PREEMPTED, Preempted
 
     try:
-        if _MODE.value == "eval":
-            evaluate_workdir(_CONFIG.value, _WORKDIR.value)
-        else:
-            train(_CONFIG.value, _WORKDIR.value)
+        return _run(config)
     except Preempted as e:
         print(e, flush=True)
         return EXIT_PREEMPTED
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    return 0
+    except Exception as e:
+        if _DEBUG.value:
+            raise
+        status = 2 if isinstance(e, ValueError) else 3 if isinstance(e, FloatingPointError) else 1
+        # A missing dataset or an unwritable workdir is the user's to fix; anything else may be a
+        # bug, whose traceback --debug shows.
+        known = isinstance(e, (ValueError, FloatingPointError, OSError))
+        message = _one_line(e) if known else f"{type(e).__name__}: {_one_line(e)}"
+        workdir = str(pathlib.Path(_WORKDIR.value).absolute())
+        if isinstance(e, OSError) and e.filename and str(
+                pathlib.Path(e.filename).absolute()).startswith(workdir):
+            message = (f"cannot write to workdir {_WORKDIR.value!r} ({e.strerror}: {e.filename}); "
+                       f"choose a writable --workdir")
+        print(f"error: {message}" + ("" if known else " (rerun with --debug for the traceback)"),
+              file=sys.stderr, flush=True)
+        return status
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)

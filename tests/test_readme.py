@@ -52,3 +52,12 @@ def _initial(ns):
     """The example's parameters before training: its head is zeros, the rest irrelevant to the
     first loss (uniform logits whatever the features)."""
     return {**ns["params"], "head": np.zeros_like(np.asarray(ns["params"]["head"]))}
+
+
+def test_reliability_section_names_tests_that_exist():
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("### Reliability"):readme.index("### Multi-process runs")]
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", section)
+    assert len(named) >= 15
+    for path, name in named:
+        assert f"def {name}(" in (REPO_ROOT / "tests" / path).read_text(), (path, name)

@@ -25,8 +25,21 @@ def test_local_sweep_runs_every_point_then_skips_finished_ones(tmp_path):
     config = json.loads((tmp_path / "learning_rate=0.05,seed=1" / "config.json").read_text())
     assert config["optimizer"]["learning_rate"] == 0.05 and config["seed"] == 1
     assert config["num_epochs"] == 1  # the sweep command's own override reaches every point
+    # Each point's start, and its end with its result (the accuracy of its last eval line).
+    for name in names:
+        assert f"start {name} (log " in proc.stdout
+        final = th.eval_lines(tmp_path / name)[-1]
+        assert (f"ended] {name}: done, test accuracy {final['accuracy']:.4f} at step "
+                f"{final['step']}") in proc.stdout
+    # The final table: a header and one row per point.
+    table = proc.stdout[proc.stdout.index("sweep table"):].splitlines()
+    assert table[1].startswith("| run |") and "final_accuracy" in table[1]
+    assert sorted(line.split(" | ")[0][2:] for line in table[3:7]) == names
     mtimes = {n: (tmp_path / n / "metrics.jsonl").stat().st_mtime for n in names}
-    assert _sweep(tmp_path).returncode == 0
+    proc = _sweep(tmp_path)
+    assert proc.returncode == 0
+    assert f"skipping 4 points already done: {', '.join(names)}" in proc.stdout
+    assert "start " not in proc.stdout
     assert {n: (tmp_path / n / "metrics.jsonl").stat().st_mtime for n in names} == mtimes
 
     assert cli.main(["summarize", str(tmp_path)]) == 0
@@ -38,4 +51,5 @@ def test_local_sweep_runs_every_point_then_skips_finished_ones(tmp_path):
 
 def test_sweep_errors_launch_nothing(tmp_path):
     proc = _sweep(tmp_path / "bad", "--parallel=0")
-    assert proc.returncode != 0
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --parallel must be >= 1, got 0"
+    assert not [p for p in (tmp_path / "bad").iterdir()]  # no point was prepared

@@ -9,7 +9,7 @@ from PIL import Image
 
 from cnnjax.sweep import __main__ as cli
 from cnnjax.sweep import summary
-from cnnjax.sweep.launchers import POINT_FILE, STATUS_FILE
+from cnnjax.sweep.launchers import POINT_FILE, STATUS_FILE, point_result
 
 
 def _write_run(root, name, overrides, evals, done=True):
@@ -57,3 +57,14 @@ def test_summary_errors(tmp_path):
         summary.summarize(tmp_path / "missing")
     with pytest.raises(ValueError, match="no run"):
         summary.summarize(tmp_path)
+
+
+def test_point_end_line_has_its_status_accuracy_and_the_error_of_a_failed_point(tmp_path):
+    _write_run(tmp_path, "lr=0.1", {"optimizer.learning_rate": 0.1}, [(10, 0.5), (20, 0.9), (30, 0.8)])
+    assert point_result(tmp_path / "lr=0.1") == "done, test accuracy 0.8000 at step 30"
+    diverged = tmp_path / "lr=10"
+    diverged.mkdir()
+    (diverged / STATUS_FILE).write_text(json.dumps({"status": "failed", "returncode": 3}))
+    error = "error: loss is nan at step 3; stopping; no checkpoint was saved before it"
+    (diverged / "launch.0.log").write_text(f"simple_cnn on digits ...\n{error}\n")
+    assert point_result(diverged) == f"failed (exit 3): {error} (log {diverged / 'launch.0.log'})"

@@ -3,10 +3,13 @@
 import json
 import math
 import re
+import shutil
 
 import numpy as np
+import pytest
 
 import train_helpers as th
+from conftest import REPO_ROOT
 
 
 def test_workdir_outputs_and_eval_mode(tmp_path):
@@ -110,3 +113,105 @@ def test_normalisation_with_the_wrong_channel_count_fails_before_writing(tmp_pat
                   "--config.dataset.std=(0.2,0.2,0.2)", check=False)
     assert proc.returncode == 2 and "3 values but the images have 1 channels" in proc.stderr
     assert not (tmp_path / "n").exists()
+
+
+# Each bad input: (flags, config, a phrase naming the bad value). None for config: the smoke config.
+_BAD_INPUTS = {
+    "unknown config file": ((), "configs/no_such_config.py", "no_such_config.py' not found"),
+    "unknown config file with an override": (("--config.seed=3",), "configs/no_such_config.py",
+                                             "no_such_config.py' not found"),
+    "bad config argument": ((), "configs/default.py:smok", "got 'smok'"),
+    "misspelled override": (("--config.optimizer.learnig_rate=0.1",), None,
+                            "no key 'learnig_rate'; did you mean 'learning_rate'"),
+    "model keys of another model": (("--config.model.name=lenet5",), None,
+                                    "does not take the config's model keys ['batch_norm', "
+                                    "'dropout_rate']"),
+    "dataset not prepared": (("--config.dataset.data_dir={tmp}/empty",),
+                             "configs/lenet5_mnist.py", "'mnist' is not prepared in"),
+}
+
+
+def _assert_one_line_error(proc, phrase):
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and phrase in lines[0], lines
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_INPUTS))
+def test_bad_input_is_one_line_with_nothing_written(tmp_path, case):
+    flags, config, phrase = _BAD_INPUTS[case]
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    config = str(REPO_ROOT / config) if config else th.SMOKE
+    proc = th.run(tmp_path / "w", *flags, config=config, check=False)
+    _assert_one_line_error(proc, phrase)
+    assert not (tmp_path / "w").exists()
+
+
+def test_debug_flag_keeps_the_traceback(tmp_path):
+    proc = th.run(tmp_path / "w", "--config.model.name=lenet5", "--debug", check=False)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "batch_norm" in proc.stderr
+
+
+def test_unwritable_workdir_is_one_line(tmp_path):
+    # A file where the workdir's parent should be: writing fails for root too (unlike chmod).
+    (tmp_path / "file").write_text("")
+    proc = th.run(tmp_path / "file" / "w", check=False)
+    _assert_one_line_error(proc, "cannot write to workdir")
+
+
+def test_nan_stop_before_any_checkpoint_says_there_is_none(tmp_path):
+    proc = th.run(tmp_path, "--config.optimizer.learning_rate=1e12", "--config.log_every_steps=1",
+                  check=False)
+    assert proc.returncode == 3
+    _assert_one_line_error(proc, "no checkpoint was saved before it")
+    assert "None" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 44-step smoke run, copied by each test that changes it."""
+    workdir = tmp_path_factory.mktemp("finished")
+    th.run(workdir)
+    return workdir
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    return dst
+
+
+def test_eval_with_the_config_of_another_model_is_one_line(finished, tmp_path):
+    workdir = _copy(finished, tmp_path / "w")
+    proc = th.run(workdir, "--mode=eval", "--config.model.batch_norm=True", check=False)
+    assert proc.returncode == 2
+    _assert_one_line_error(proc, "holds a run with different ['model']")
+    assert not list(workdir.glob("eval_step_*.json"))
+
+
+def test_eval_prints_the_result_before_a_failed_write(finished, tmp_path):
+    workdir = _copy(finished, tmp_path / "w")
+    (workdir / "eval_step_44.json").mkdir()  # unwritable as a file, for root too
+    proc = th.run(workdir, "--mode=eval", check=False)
+    want = th.eval_lines(finished)[-1]
+    assert f"eval of step 44: loss {want['loss']:.4f}, accuracy {want['accuracy']:.4f}" in proc.stdout
+    _assert_one_line_error(proc, "the result is printed above")
+
+
+def test_longer_relaunch_of_a_finished_run_is_refused_unless_extended(finished, tmp_path):
+    workdir = _copy(finished, tmp_path / "w")
+    before = {p.name: p.read_bytes() for p in workdir.iterdir() if p.is_file()}
+    proc = th.run(workdir, "--config.num_epochs=3", check=False)
+    assert proc.returncode == 2
+    _assert_one_line_error(proc, "holds a run of 44 steps; this config asks for 66")
+    assert {p.name: p.read_bytes() for p in workdir.iterdir() if p.is_file()} == before
+    proc = th.run(workdir, "--config.num_epochs=3", "--extend")
+    assert "--extend: run length 44 -> 66 steps" in proc.stdout
+    assert "resuming at step 44" in proc.stdout and th.eval_lines(workdir)[-1]["step"] == 66
+    assert json.loads((workdir / "config.json").read_text())["num_epochs"] == 3
+    assert [json.loads(p.read_text())["num_epochs"] for p in workdir.glob("config.*.json")] == [2]
+
+
+def test_run_and_sweep_directories_are_ignored_by_git():
+    ignored = (REPO_ROOT / ".gitignore").read_text().splitlines()
+    assert "/runs/" in ignored and "/sweeps/" in ignored  # the README's example workdirs

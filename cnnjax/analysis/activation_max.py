@@ -62,12 +62,14 @@ def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
 
 def maximize(objective: Objective, x0: jax.Array, *, key: jax.Array, steps: int = 100,
              lr: float = 0.05, jitter: int = 1, l2: float = 1e-3, blur_every: int = 4,
-             blur_sigma: float = 0.5, clip: tuple[float, float] = (0.0, 1.0)
+             blur_sigma: float = 0.5, clip: tuple[float, float] = (0.0, 1.0),
+             report: Callable[[int, np.ndarray], None] | None = None
              ) -> tuple[jax.Array, np.ndarray]:
     """Gradient ascent on `objective` (x (N, H, W, C) -> (N,)) from x0.
 
     Returns (the optimised images (N, H, W, C), the objective of the un-jittered image before
-    each step and after the last, (steps + 1, N)). `blur_every=0` disables blurring.
+    each step and after the last, (steps + 1, N)). `blur_every=0` disables blurring. The steps
+    run in up to 10 chunks; `report(steps done, objective (N,))` is called after each.
     """
     if steps < 1 or lr <= 0 or jitter < 0 or not 0 <= l2 < 1 or blur_every < 0:
         raise ValueError(f"need steps >= 1, lr > 0, jitter >= 0, 0 <= l2 < 1, blur_every >= 0; "
@@ -86,10 +88,16 @@ def maximize(objective: Objective, x0: jax.Array, *, key: jax.Array, steps: int 
         x = jnp.clip(x, *clip)
         return x, objective(x)
 
-    @jax.jit
-    def run(x0, keys):
-        x, history = jax.lax.scan(step, x0, (jnp.arange(steps), keys))
-        return x, jnp.concatenate([objective(x0)[None], history])
-
-    x, history = run(jnp.asarray(x0), jax.random.split(key, steps))
-    return x, np.asarray(history)
+    # Chunks of one scan each: the same steps (index and key per step) as one long scan, with a
+    # point between chunks to report progress; at most two chunk lengths are compiled.
+    chunk = jax.jit(lambda x, index, keys: jax.lax.scan(step, x, (index, keys)))
+    keys, size = jax.random.split(key, steps), math.ceil(steps / 10)
+    x = jnp.asarray(x0)
+    history = [np.asarray(objective(x))[None]]
+    for start in range(0, steps, size):
+        stop = min(start + size, steps)
+        x, values = chunk(x, jnp.arange(start, stop), keys[start:stop])
+        history.append(np.asarray(values))
+        if report is not None:
+            report(stop, history[-1][-1])
+    return x, np.concatenate(history)

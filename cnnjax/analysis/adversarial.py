@@ -1,7 +1,9 @@
 """Adversarial examples under an L-infinity budget: FGSM, PGD and accuracy against epsilon.
 
 `logits_fn` maps images (N, H, W, C) to logits (N, K); `labels` are (N,) int class ids; pixel
-values stay inside `clip` (the data's range, [0, 1] for the digits). The loss attacked is the
+values stay inside `clip` (the data's range, [0, 1] for the digits). `eps` is in the units of
+the images given: to state budgets in pixels, attack the stored pixels and put the
+normalisation inside `logits_fn` (as `cnnjax.analysis.visualize` does). The loss attacked is the
 softmax cross-entropy of the true label (`cnnjax.ops.softmax_cross_entropy`).
 """
 
@@ -67,13 +69,21 @@ def accuracy(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array) -> float:
 
 
 def accuracy_vs_eps(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array,
-                    epsilons: Sequence[float], attack: str = "fgsm", **kwargs) -> np.ndarray:
+                    epsilons: Sequence[float], attack: str = "fgsm",
+                    report: Callable[[float, float], None] | None = None,
+                    **kwargs) -> np.ndarray:
     """Accuracy on the attacked images for each eps in `epsilons` (eps = 0 is the clean
-    accuracy); `attack` is "fgsm" or "pgd", `kwargs` go to it. Returns (len(epsilons),)."""
+    accuracy); `attack` is "fgsm" or "pgd", `kwargs` go to it; `report(eps, accuracy)` is
+    called as each eps is done. Returns (len(epsilons),)."""
     attacks = {"fgsm": fgsm, "pgd": pgd}
     if attack not in attacks:
         raise ValueError(f"attack must be one of {sorted(attacks)}, got {attack!r}")
     for eps in epsilons:
         _check(float(eps), kwargs.get("clip", (0.0, 1.0)))
     run = jax.jit(lambda x, eps: attacks[attack](logits_fn, x, labels, eps, **kwargs))
-    return np.array([accuracy(logits_fn, run(x, eps), labels) for eps in epsilons])
+    result = []
+    for eps in epsilons:
+        result.append(accuracy(logits_fn, run(x, eps), labels))
+        if report is not None:
+            report(float(eps), result[-1])
+    return np.array(result)

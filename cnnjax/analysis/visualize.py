@@ -13,16 +13,17 @@
   saliency         input-gradient maps of --num test images (saliency.png)
   occlusion        occlusion sensitivity, --patch / --patch_stride (occlusion.png)
   neighbours       nearest training images in penultimate feature space (neighbours.png)
-  adversarial      FGSM and PGD accuracy against --epsilons (in the model's input units, i.e.
-                   after the run's normalisation; images stay in the test images' range), and
-                   a PGD panel at --eps
+  adversarial      FGSM and PGD accuracy against --epsilons, and a PGD panel at --eps beside
+                   the perturbation itself, amplified to fill the colour scale; budgets are in
+                   pixel units, of [0, 1] or with --eps_scale=255 of [0, 255] (e.g.
+                   --epsilons=0,2,4,8 --eps_scale=255), whatever normalisation the run applies
                    (accuracy_vs_eps.png, adversarial.png, adversarial.md)
   equivariance     change of --layer's maps and pooled maps under shifts (equivariance.png)
   curves           train and test error of every --workdir's metrics.jsonl (curves.png)
   summary          per-layer parameters, activations and MACs (summary.md)
   receptive_field  per-layer receptive fields (receptive_field.md)
 
-A run is restored from WORKDIR/config.json and its latest checkpoint with the training code
+A run is restored from WORKDIR/config.json and its newest readable checkpoint with the training code
 (`cnnjax.train.trainer.build_model_and_optimizer`, `cnnjax.train.state.init_state`,
 `cnnjax.train.checkpoint.Checkpointer`); EMA parameters are used when the run kept them, as its
 evaluation does. summary and receptive_field also work on --model NAME [--input_shape H,W,C]
@@ -74,6 +75,8 @@ _PATCH_STRIDE = flags.DEFINE_integer("patch_stride", 0, "occlusion: stride (0: p
 _EPSILONS = flags.DEFINE_list("epsilons", ["0", "0.02", "0.05", "0.1", "0.2", "0.3"],
                               "adversarial: L-infinity budgets.")
 _EPS = flags.DEFINE_float("eps", 0.1, "adversarial: budget of the example panel.")
+_EPS_SCALE = flags.DEFINE_enum("eps_scale", "1", ["1", "255"], "adversarial: --epsilons and "
+                               "--eps are pixel units of [0, 1] ('1') or of [0, 255] ('255').")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 1000, "Test images read (accuracy and "
                                      "equivariance statistics).")
 _BANK = flags.DEFINE_integer("bank", 10000, "Training images read (the neighbours' bank).")
@@ -92,6 +95,7 @@ class Run:
     variables: dict
     train: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
+    test_pixels: np.ndarray  # the test images as stored, in [0, 1], before any preprocessing
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -104,6 +108,12 @@ class Run:
 
     def logits_fn(self) -> Callable[[jax.Array], jax.Array]:
         return lambda x: self.model.apply(self.variables, x, train=False)
+
+    def pixel_logits_fn(self) -> Callable[[jax.Array], jax.Array]:
+        """Stored pixels (N, H, W, C) in [0, 1] -> logits, through the run's evaluation
+        preprocessing: gradients, and so attack budgets, are in pixel units."""
+        pipeline = _eval_pipeline(self.config)
+        return lambda x: self.model.apply(self.variables, pipeline.eval(x), train=False)
 
 
 def split_arrays(config: ml_collections.ConfigDict, split: str, limit: int | None = None):
@@ -127,7 +137,7 @@ def split_arrays(config: ml_collections.ConfigDict, split: str, limit: int | Non
 
 def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
              max_test: int | None = None, preprocess: bool = True) -> Run:
-    """Restores the latest checkpoint of `workdir` (a launch.py run) with the first `max_train`
+    """Restores the newest readable checkpoint of `workdir` (a launch.py run) with the first `max_train`
     / `max_test` examples of its splits (default all); ValueError if there is none.
 
     With `preprocess` the images are what the model saw in evaluation: padded (dataset.pad_to)
@@ -155,23 +165,28 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
                        input_dtype=train_x.dtype)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     try:
-        if ckpt.latest_step() is None:
+        state = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, state))
+        if state is None:
             raise ValueError(f"no checkpoint in {str(workdir / 'checkpoints')!r} to analyse")
-        state = ckpt.restore(jax.tree_util.tree_map(np.asarray, state))
     finally:
         ckpt.close()
+    pixels = test_x
     if preprocess:
         train_x, test_x = (eval_preprocess(config, x) for x in (train_x, test_x))
     return Run(workdir.name, config, model, state.variables(use_ema), (train_x, train_y),
-               (test_x, test_y))
+               (test_x, test_y), pixels)
+
+
+def _eval_pipeline(config: ml_collections.ConfigDict):
+    """The run's device pipeline in evaluation (pad_to, mean/std), without test-time flips."""
+    # num_classes only matters to mixup/cutmix, which evaluation never applies.
+    return dataclasses.replace(from_config(config.dataset, num_classes=0), flip_tta=False)
 
 
 def eval_preprocess(config: ml_collections.ConfigDict, images: np.ndarray) -> np.ndarray:
     """Stored images (N, H, W, C) in [0, 1] -> the model's input: the run's device pipeline in
     evaluation (pad_to, mean/std), without test-time flips."""
-    # num_classes only matters to mixup/cutmix, which evaluation never applies.
-    pipeline = dataclasses.replace(from_config(config.dataset, num_classes=0), flip_tta=False)
-    return np.asarray(pipeline.eval(jnp.asarray(images)))
+    return np.asarray(_eval_pipeline(config).eval(jnp.asarray(images)))
 
 
 def _layers(run: Run) -> list[graph.Layer]:
@@ -216,8 +231,13 @@ def _activation_max(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
     lo, hi = run.value_range
     x0 = (lo + hi) / 2 + 0.01 * (hi - lo) * jax.random.normal(key, (len(units), *run.input_shape))
     objective = activation_max.unit_objective(run.model, run.variables, layer, units)
+
+    def report(done: int, values: np.ndarray) -> None:
+        print(f"activation_max: step {done}/{_STEPS.value}, mean objective {values.mean():.3f}",
+              flush=True)
+
     x, history = activation_max.maximize(objective, x0, key=key, steps=_STEPS.value,
-                                         clip=run.value_range)
+                                         clip=run.value_range, report=report)
     titles = [f"unit {u}: {history[0, i]:.1f} -> {history[-1, i]:.1f}" for i, u in enumerate(units)]
     return [plots.image_row(np.asarray(x), titles, out / "activation_max.png",
                             f"activation maximisation of {layer}")]
@@ -255,25 +275,34 @@ def _neighbours(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _adversarial(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
-    x, y = run.test
-    logits_fn = run.logits_fn()
-    eps = [float(e) for e in _EPSILONS.value]
+    # Attacks act on the stored pixels in [0, 1]; the run's normalisation is part of the model.
+    x, y = run.test_pixels, run.test[1]
+    logits_fn = run.pixel_logits_fn()
+    scale = float(_EPS_SCALE.value)
+    eps = [float(e) / scale for e in _EPSILONS.value]
+
+    def report(attack: str):
+        return lambda e, acc: print(f"adversarial: {attack} eps {e * scale:g}/{scale:g}: accuracy "
+                                    f"{100 * acc:.1f}% on {len(y)} images", flush=True)
+
     curves = {name: adversarial.accuracy_vs_eps(logits_fn, x, y, eps, attack=name,
-                                                clip=run.value_range)
+                                                clip=(0.0, 1.0), report=report(name))
               for name in ("fgsm", "pgd")}
-    table = ["| eps | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
-    table += [f"| {e:g} | " + " | ".join(f"{100 * curves[n][i]:.1f}%" for n in curves) + " |"
+    unit = "[0, 1]" if scale == 1 else "[0, 255]"
+    table = [f"| eps (of {unit}) | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
+    table += [f"| {e * scale:g} | " + " | ".join(f"{100 * curves[n][i]:.1f}%" for n in curves) + " |"
               for i, e in enumerate(eps)]
     md = out / "adversarial.md"
-    md.write_text(f"Accuracy on {len(y)} test images under L-infinity attacks.\n\n" +
-                  "\n".join(table) + "\n")
+    md.write_text(f"Accuracy on {len(y)} test images under L-infinity attacks; eps in pixel units "
+                  f"of {unit}.\n\n" + "\n".join(table) + "\n")
     xs, ys = x[:_NUM.value], y[:_NUM.value]
-    adv = np.asarray(adversarial.pgd(logits_fn, xs, ys, _EPS.value, clip=run.value_range))
+    adv = np.asarray(adversarial.pgd(logits_fn, xs, ys, _EPS.value / scale, clip=(0.0, 1.0)))
     p_clean, p_adv = (np.asarray(jax.nn.softmax(logits_fn(a))) for a in (xs, adv))
     panel = plots.adversarial_panel(xs, ys, adv, p_clean.argmax(1), p_clean.max(1),
-                                    p_adv.argmax(1), p_adv.max(1), _EPS.value,
+                                    p_adv.argmax(1), p_adv.max(1), _EPS.value / scale,
                                     out / "adversarial.png")
-    return [plots.accuracy_vs_eps(eps, curves, out / "accuracy_vs_eps.png"), panel, md]
+    return [plots.accuracy_vs_eps([e * scale for e in eps], curves, out / "accuracy_vs_eps.png"),
+            panel, md]
 
 
 def _equivariance(run: Run, out: pathlib.Path) -> list[pathlib.Path]:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 from cnnjax.sweep.grid import Point
+from cnnjax.train.metrics import read_jsonl
 
 STATUS_FILE = "sweep_status.json"
 POINT_FILE = "sweep_point.json"
@@ -76,27 +77,59 @@ def run_point(command: Sequence[str], workdir: str) -> int:
     return returncode
 
 
+def point_result(workdir: pathlib.Path) -> str:
+    """A point's outcome in a few words: its status, last eval accuracy and step, or the last
+    line of its log when it failed."""
+    status = run_status(workdir)
+    evals = [r for r in read_jsonl(workdir / "metrics.jsonl")
+             if r.get("split") == "eval" and "accuracy" in r]
+    result = status
+    if evals:
+        result += f", test accuracy {evals[-1]['accuracy']:.4f} at step {evals[-1]['step']}"
+    if status.startswith("failed"):
+        logs = sorted(workdir.glob("launch.*.log"))
+        lines = logs[0].read_text(errors="replace").strip().splitlines() if logs else []
+        result += f": {lines[-1][:200] if lines else 'no log'} (log {logs[0] if logs else '-'})"
+    return result
+
+
+def unfinished(root: pathlib.Path, points: Sequence[Point]) -> list[Point]:
+    """The points not done yet; prints the names of those skipped as done."""
+    done = [p.name for p in points if is_finished(root / p.name)]
+    if done:
+        print(f"skipping {len(done)} points already done: {', '.join(done)}", flush=True)
+    return [p for p in points if p.name not in done]
+
+
 def run_local(config_spec: str, root: pathlib.Path, points: Sequence[Point],
               extra_flags: Sequence[str] = (), parallel: int = 1) -> dict[str, int]:
-    """Runs the unfinished points as local processes, `parallel` at a time; returns exit codes."""
+    """Runs the unfinished points as local processes, `parallel` at a time; returns exit codes.
+
+    Prints which points are skipped as done, and each point's start and end with its result."""
     if parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {parallel}")
-    todo = [p for p in points if not is_finished(root / p.name)]
-    running: dict[str, subprocess.Popen] = {}
+    todo = unfinished(root, points)
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
     codes: dict[str, int] = {}
     helper = [sys.executable, "-c",
               "import sys, json; from cnnjax.sweep.launchers import run_point; "
               "sys.exit(run_point(json.loads(sys.argv[1]), sys.argv[2]))"]
+    total = len(todo)
     while todo or running:
         while todo and len(running) < parallel:
             point = todo.pop(0)
             workdir = prepare_point(root, point)
             command = point_command(config_spec, root, point, extra_flags)
-            running[point.name] = subprocess.Popen(helper + [json.dumps(command), str(workdir)])
-        for name, proc in list(running.items()):
+            print(f"[{total - len(todo)}/{total}] start {point.name} (log {workdir}/launch.0.log)",
+                  flush=True)
+            running[point.name] = (subprocess.Popen(helper + [json.dumps(command), str(workdir)]),
+                                   time.time())
+        for name, (proc, start) in list(running.items()):
             if proc.poll() is not None:
                 codes[name] = proc.returncode
                 del running[name]
+                print(f"[{len(codes)}/{total} ended] {name}: {point_result(root / name)} "
+                      f"({time.time() - start:.0f} s)", flush=True)
         time.sleep(0.2)
     return codes
 
@@ -125,7 +158,7 @@ def submit_slurm(config_spec: str, root: pathlib.Path, points: Sequence[Point],
     """
     import submitit  # Only a SLURM sweep needs it.
 
-    todo = [p for p in points if not is_finished(root / p.name)]
+    todo = unfinished(root, points)
     if not todo:
         return []
     executor = submitit.AutoExecutor(folder=str(root / ".submitit" / "%j"), cluster="slurm")

@@ -7,6 +7,7 @@ relaunched ends with the same parameters and the same eval lines as an uninterru
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pathlib
@@ -68,17 +69,36 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return overrides
 
 
+def total_steps(config: ml_collections.ConfigDict | dict, steps_per_epoch: int) -> int:
+    """The run's length in steps: num_train_steps if > 0, else num_epochs * steps_per_epoch."""
+    if config["num_train_steps"] > 0:
+        return int(config["num_train_steps"])
+    return int(round(config["num_epochs"] * steps_per_epoch))
+
+
+def _check_model_keys(name: str, num_classes: int, overrides: dict[str, Any]) -> None:
+    """ValueError naming the config.model keys that model `name` has no field for (e.g. a
+    config written for another model with --config.model.name changed)."""
+    fields = {f.name for f in dataclasses.fields(models.create(name, num_classes=num_classes))}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        taken = sorted(fields - {"parent", "name", "num_classes"})
+        raise ValueError(f"model {name!r} does not take the config's model keys {unknown} (it "
+                         f"takes {taken}); use a config written for {name!r}")
+
+
 def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int,
                               steps_per_epoch: int):
     """(model, schedule, tx, total_steps) of a config; raises ValueError on bad names."""
     choice = config.model.get("kernels", "xla")
     if choice not in kernels.CHOICES:
         raise ValueError(f"unknown model.kernels {choice!r}; expected one of {kernels.CHOICES}")
-    model = models.create(config.model.name, num_classes=num_classes, **model_overrides(config))
+    overrides = model_overrides(config)
+    _check_model_keys(config.model.name, num_classes, overrides)
+    model = models.create(config.model.name, num_classes=num_classes, **overrides)
     # The layers read the kernels switch when the steps are traced, inside model.init/apply.
     model = kernels.KernelScoped(model, choice)
-    total = config.num_train_steps if config.num_train_steps > 0 else int(
-        round(config.num_epochs * steps_per_epoch))
+    total = total_steps(config, steps_per_epoch)
     schedule = make_schedule(config, steps_per_epoch, total)
     return model, schedule, make_optimizer(config, schedule, steps_per_epoch), total
 
@@ -125,8 +145,10 @@ def _fresh_state(config: ml_collections.ConfigDict, train_ds, model, tx):
                       input_dtype=pipeline.output_dtype(train_ds.input_dtype))
 
 
-def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Refuses a workdir holding another run; keeps the previous config.json if it changed."""
+def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict,
+                   steps_per_epoch: int, extend: bool = False, write: bool = True) -> None:
+    """Refuses a workdir holding another run, or a run of another length unless `extend`; keeps
+    the previous config.json if it changed. With `write` False (evaluation) only checks."""
     path = workdir / "config.json"
     new = json.loads(config.to_json_best_effort())
     if path.is_file():
@@ -139,14 +161,29 @@ def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> 
         changed = sorted(k for k in set(old) | set(new)
                          if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
         if changed:
+            use = "resuming it with" if write else "evaluating it under"
             raise ValueError(f"workdir {str(workdir)!r} holds a run with different {changed}; "
-                             f"resuming it with another config would mix two runs. Use another "
-                             f"--workdir (nothing was changed)")
-        if old != new:
+                             f"{use} another config would mix two runs. Use another "
+                             f"--workdir or the run's config (nothing was changed)")
+        old_total, new_total = total_steps(old, steps_per_epoch), total_steps(new, steps_per_epoch)
+        if write and old_total != new_total:
+            # The learning-rate schedule is a function of the run's length: continuing under
+            # another length jumps to another curve at the resumed step.
+            if not extend:
+                raise ValueError(
+                    f"workdir {str(workdir)!r} holds a run of {old_total} steps; this config asks "
+                    f"for {new_total}, which recomputes the learning-rate schedule from the "
+                    f"resumed step on. Use another --workdir, or pass --extend to continue under "
+                    f"the new schedule (nothing was changed)")
+            print(f"--extend: run length {old_total} -> {new_total} steps; the learning-rate "
+                  f"schedule is recomputed for {new_total} steps from the resumed step on "
+                  f"(previous config kept as config.<time>.json)", flush=True)
+        if write and old != new:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             path.rename(workdir / f"config.{stamp}.json")
-    workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(new, indent=2, sort_keys=True))
+    if write:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(new, indent=2, sort_keys=True))
 
 
 def _evaluate(eval_fn, state, eval_ds, data_sharding) -> dict[str, float]:
@@ -167,11 +204,13 @@ def _evaluate(eval_fn, state, eval_ds, data_sharding) -> dict[str, float]:
     return result
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+          extend: bool = False) -> dict[str, float]:
     """Trains (or resumes) the run in `workdir`; returns the final eval metrics.
 
     Raises Preempted after a SIGTERM checkpoint, FloatingPointError on a non-finite loss (the
-    last good checkpoint is kept), ValueError on a bad config or a workdir of another run.
+    last good checkpoint is kept), ValueError on a bad config, a workdir of another run, or one
+    of another length (num_epochs / num_train_steps) unless `extend`.
     """
     workdir = pathlib.Path(workdir)
     pid, pcount = jax.process_index(), jax.process_count()
@@ -179,13 +218,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
     mesh = make_mesh()
     check_batch(config.batch_size, mesh)
     if pid == 0:
-        _check_workdir(workdir, config)
+        _check_workdir(workdir, config, train_ds.steps_per_epoch, extend)
     data_sharding, replicated = shardings(mesh)
 
     state = _fresh_state(config, train_ds, model, tx)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(jax.tree_util.tree_map(np.asarray, state))
+    restored = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, state),
+                                            set_aside=True)
+    state = state if restored is None else restored
     state = jax.device_put(state, replicated)
     start = int(jax.device_get(state.step))
     writer = MetricsWriter(workdir, start, enabled=pid == 0)
@@ -211,9 +251,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
         pending.clear()
         for s, m in fetched:
             if not np.isfinite(m["loss"]):
-                raise FloatingPointError(
-                    f"loss is {m['loss']} at step {s}; stopping. The last good checkpoint "
-                    f"(step {ckpt.latest_step()}) is kept in {workdir / 'checkpoints'}")
+                good = ckpt.latest_step()
+                kept = (f"the last good checkpoint (step {good}) is kept in "
+                        f"{workdir / 'checkpoints'}" if good is not None else
+                        "no checkpoint was saved before it")
+                raise FloatingPointError(f"loss is {m['loss']} at step {s}; stopping; {kept}")
         window.extend(m for _, m in fetched)
         return {"loss": float(np.mean([m["loss"] for m in window])),
                 "accuracy": float(np.mean([m["accuracy"] for m in window])),
@@ -268,23 +310,35 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
-    """Restores the latest checkpoint of `workdir` and evaluates it on the full eval split;
-    writes WORKDIR/eval_step_<N>.json."""
+    """Restores the newest readable checkpoint of `workdir` and evaluates it on the full eval
+    split; prints the result, then writes WORKDIR/eval_step_<N>.json."""
     workdir = pathlib.Path(workdir)
     train_ds, eval_ds, model, schedule, tx, _ = build(config, jax.process_index(), jax.process_count())
-    ckpt = Checkpointer(workdir, config.keep_checkpoints)
-    if ckpt.latest_step() is None:
+    if not (workdir / "checkpoints").is_dir():
         raise ValueError(f"no checkpoint in {str(workdir / 'checkpoints')!r} to evaluate")
+    _check_workdir(workdir, config, train_ds.steps_per_epoch, write=False)
     mesh = make_mesh()
     data_sharding, replicated = shardings(mesh)
     state = _fresh_state(config, train_ds, model, tx)
-    state = jax.device_put(ckpt.restore(jax.tree_util.tree_map(np.asarray, state)), replicated)
-    ckpt.close()
+    ckpt = Checkpointer(workdir, config.keep_checkpoints)
+    try:
+        state = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, state))
+    finally:
+        ckpt.close()
+    if state is None:
+        raise ValueError(f"no checkpoint in {str(workdir / 'checkpoints')!r} to evaluate")
+    state = jax.device_put(state, replicated)
     _, eval_fn = compile_steps(model, tx, schedule, config, train_ds.num_classes, mesh,
                                data_sharding, replicated)
     result = _evaluate(eval_fn, state, eval_ds, data_sharding)
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:
-        (workdir / f"eval_step_{step}.json").write_text(json.dumps({"step": step, **result}, indent=1))
-        print(f"eval of step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        print(f"eval of step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()),
+              flush=True)
+        path = workdir / f"eval_step_{step}.json"
+        try:
+            path.write_text(json.dumps({"step": step, **result}, indent=1))
+        except OSError as e:
+            raise OSError(f"could not write {str(path)!r} ({e.strerror or e}); the result is "
+                          f"printed above") from e
     return result
