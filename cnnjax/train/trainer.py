@@ -23,7 +23,9 @@ from jax.experimental import multihost_utils
 from cnnjax import data, kernels, models
 from cnnjax.data import device_pipeline
 from cnnjax.data.augment import get_host_augment
+from cnnjax.train import lookahead
 from cnnjax.train.checkpoint import Checkpointer
+from cnnjax.train.data_init import whitening_init
 from cnnjax.train.metrics import MetricsWriter, Progress
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.sharding import check_batch, global_batch, make_mesh, shardings
@@ -117,9 +119,11 @@ def _fresh_state(config: ml_collections.ConfigDict, train_ds, model, tx):
     """The initial train state, for the input the model sees after the device pipeline."""
     model_input = device_pipeline.from_config(config.dataset, train_ds.num_classes).output_shape(
         train_ds.image_shape)
-    return init_state(model, tx, model_input, config.seed,
-                      use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
-                      input_dtype=train_ds.input_dtype)
+    state = init_state(model, tx, model_input, config.seed,
+                       use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
+                       input_dtype=train_ds.input_dtype)
+    state = whitening_init(state, config, train_ds, tx)
+    return state.replace(opt_state=lookahead.attach_batch_stats(state.opt_state, state.batch_stats))
 
 
 def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -156,6 +160,8 @@ def _evaluate(eval_fn, state, eval_ds, data_sharding) -> dict[str, float]:
     if int(count) != eval_ds.num_examples:
         raise RuntimeError(f"eval saw {count} examples, the split has {eval_ds.num_examples}")
     result = {"loss": sums["loss"] / count, "accuracy": sums["correct"] / count}
+    if "correct_plain" in sums:  # test-time augmentation: the first view alone
+        result["plain_accuracy"] = sums["correct_plain"] / count
     if "correct5" in sums:
         result["top5_accuracy"] = sums["correct5"] / count
     return result
