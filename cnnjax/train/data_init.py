@@ -8,6 +8,8 @@ start of epoch 0's random order), normalised as the device pipeline normalises t
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import numpy as np
 
@@ -19,7 +21,9 @@ from cnnjax.train.state import TrainState
 def sample_images(train_ds, count: int) -> np.ndarray:
     """The first `count` training images of epoch 0 (this process's rows), NHWC float32."""
     images, have = [], 0
-    for batch in train_ds.batches(start_step=0):
+    # A grain source reads its batches directly here, without starting worker processes.
+    read = getattr(train_ds, "train_batch", None)
+    for batch in (map(read, itertools.count()) if read else train_ds.batches(start_step=0)):
         images.append(np.asarray(batch["image"], np.float32))
         have += len(images[-1])
         if have >= count or have >= train_ds.num_examples:

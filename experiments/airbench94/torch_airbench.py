@@ -261,7 +261,10 @@ def triangle(total: int, start: float = 0.2, peak: float = 0.23, end: float = 0.
 
 
 def train(data: dict, seed: int, hyp: dict = HYP, max_steps: int | None = None,
-          train_subset: int | None = None, test_subset: int | None = None, log=print) -> dict:
+          train_subset: int | None = None, test_subset: int | None = None, log=print,
+          checkpoint: Path | None = None) -> dict:
+    """One run; with `checkpoint`, the state is saved there after every epoch and a run
+    started again with the same arguments continues from it (bit-identical data order)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     xtr, ytr = to_tensor(data["train_x"]), torch.from_numpy(data["train_y"])
@@ -288,9 +291,19 @@ def train(data: dict, seed: int, hyp: dict = HYP, max_steps: int | None = None,
     decay = 0.95 ** hyp["lookahead_every"] * (torch.arange(total + 1) / total) ** 3
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hyp["label_smoothing"], reduction="none")
 
-    step, t0 = 0, time.time()
-    epoch_times = []
-    for epoch in range(math.ceil(total / len(loader))):
+    step, t0, c0, first_epoch, epoch_times = 0, time.time(), time.process_time(), 0, []
+    if checkpoint and checkpoint.exists():
+        ck = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        lookahead.ema = ck["ema"]
+        gen.set_state(ck["gen"])
+        step, epoch_times, first_epoch = ck["step"], ck["epoch_times"], ck["epoch"] + 1
+        loader.epoch = first_epoch
+        t0, c0 = t0 - ck["train_seconds"], c0 - ck["cpu_seconds"]
+        log(f"resumed from {checkpoint} after epoch {ck['epoch']} (step {step})")
+    for epoch in range(first_epoch, math.ceil(total / len(loader))):
         net.whiten.bias.requires_grad = epoch < hyp["whiten_bias_epochs"]
         net.train()
         te = time.time()
@@ -309,11 +322,19 @@ def train(data: dict, seed: int, hyp: dict = HYP, max_steps: int | None = None,
         epoch_times.append(time.time() - te)
         log(f"epoch {epoch} step {step}/{total} loss {loss.item() / len(yb):.4f} "
             f"time {epoch_times[-1]:.1f}s")
-    train_s = time.time() - t0
+        if checkpoint:
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save(dict(epoch=epoch, step=step, net=net.state_dict(), opt=opt.state_dict(),
+                            sched=sched.state_dict(), ema=lookahead.ema, gen=gen.get_state(),
+                            epoch_times=epoch_times, train_seconds=time.time() - t0,
+                            cpu_seconds=time.process_time() - c0), tmp)
+            tmp.rename(checkpoint)
+    train_s, train_cpu = time.time() - t0, time.process_time() - c0
     acc = evaluate(net, xte, yte, tta=False)
     acc_tta = evaluate(net, xte, yte, tta=True)
     return dict(test_accuracy_tta=acc_tta, test_accuracy=acc, steps=step,
-                train_seconds=round(train_s, 1), wall_seconds=round(time.time() - t0, 1),
+                train_seconds=round(train_s, 1), train_cpu_seconds=round(train_cpu, 1),
+                wall_seconds=round(time.time() - t0, 1),
                 epoch_seconds=[round(t, 1) for t in epoch_times])
 
 
@@ -338,6 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train_subset", default=0, type=int, help="train on this many images")
     p.add_argument("--test_subset", default=0, type=int, help="evaluate on this many images")
     p.add_argument("--json", default=None, type=Path, help="also write the result here")
+    p.add_argument("--checkpoint", default=None, type=Path,
+                   help="save after every epoch here; rerunning the command resumes from it")
     args = p.parse_args(argv)
     if args.threads < 0:
         sys.exit(f"error: --threads={args.threads}; expected 0 (default) or a positive count")
@@ -347,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_cifar(args.data, args.cache)
     result = train(data, args.seed, max_steps=args.max_steps or None,
                    train_subset=args.train_subset or None,
-                   test_subset=args.test_subset or None, log=lambda s: print(s, flush=True))
+                   test_subset=args.test_subset or None, checkpoint=args.checkpoint, log=lambda s: print(s, flush=True))
     result.update(
         seed=args.seed, dataset="CIFAR-10 (JPEG q75 copy)", framework=f"torch {torch.__version__}",
         threads=torch.get_num_threads(), process_seconds=round(time.time() - start, 1),
