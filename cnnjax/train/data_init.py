@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 
-import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.data.augment import normalize
@@ -50,5 +50,5 @@ def whitening_init(state: TrainState, config, train_ds, tx) -> TrainState:
     if mean:
         images = normalize(images, tuple(mean), tuple(std))
     new = patch_whitening_kernel(images, kh, spec.get("eps", 5e-4))
-    params = {**state.params, name: {**state.params[name], "kernel": jax.numpy.asarray(new)}}
+    params = {**state.params, name: {**state.params[name], "kernel": jnp.asarray(new)}}
     return state.replace(params=params, opt_state=tx.init(params))

@@ -74,10 +74,6 @@ def _is_lookahead(node: Any) -> bool:
     return isinstance(node, LookaheadState)
 
 
-def has_lookahead(opt_state: Any) -> bool:
-    return any(_is_lookahead(n) for n in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_lookahead))
-
-
 def attach_batch_stats(opt_state: Any, batch_stats: Any) -> Any:
     """`opt_state` with the lookahead's statistics average started at `batch_stats`."""
     return jax.tree_util.tree_map(

@@ -40,9 +40,10 @@ from cnnjax.train.step import compile_steps  # noqa: E402
 STEPS_PER_EPOCH = 48
 
 
-def cnnjax_step(batch_np: dict):
+def cnnjax_step(batch_np: dict, xla_options: dict[str, str]):
     """(step() running one compiled train step, compile seconds)."""
     config = load_module(HERE.parents[1] / "configs" / "airbench94.py").get_config()
+    config.compiler_options = xla_options
     config.dataset.name = "synthetic"
     config.dataset.options = {"image_shape": (32, 32, 3), "num_classes": 10,
                               "num_examples": 2 * config.batch_size}
@@ -96,14 +97,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="compile cnnjax's step with this XLA option (repeatable), e.g. "
+                        "xla_cpu_experimental_ynn_fusion_type= for Eigen convolutions")
     args = p.parse_args()
+    bad = [o for o in args.xla_option if "=" not in o]
+    if bad:
+        sys.exit(f"error: --xla-option {bad[0]!r}; expected KEY=VALUE")
+    xla_options = dict(o.split("=", 1) for o in args.xla_option)
     if args.rounds < 1 or args.steps < 1:
         sys.exit(f"error: --rounds={args.rounds} --steps={args.steps}; both must be >= 1")
     rng = np.random.default_rng(0)
     batch = {"image": rng.random((1024, 32, 32, 3), np.float32),
              "label": rng.integers(0, 10, 1024).astype(np.int32),
              "index": np.arange(1024, dtype=np.int32), "epoch": np.zeros(1024, np.int32)}
-    jstep, compile_s = cnnjax_step(batch)
+    jstep, compile_s = cnnjax_step(batch, xla_options)
     tstep = torch_step(batch)
     tstep()  # warm-up
     jstep()
@@ -121,7 +129,7 @@ def main() -> None:
         "ratio_wall": round(med["cnnjax"][0] / med["torch"][0], 3),
         "ratio_cpu": round(med["cnnjax"][1] / med["torch"][1], 3),
         "cnnjax_compile_s": round(compile_s, 1),
-        "rounds": args.rounds, "steps": args.steps, "jax": jax.__version__,
+        "rounds": args.rounds, "steps": args.steps, "xla_options": xla_options, "jax": jax.__version__,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "machine": torch_airbench.machine(), "load_average_1min": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
