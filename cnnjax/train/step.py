@@ -76,6 +76,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     """One SGD step on a global batch; returns the new state and scalar metrics.
 
     `pipeline`: the device-side input processing (padding, augmentation, normalisation, mixing).
+    `summed_loss`: differentiate the batch's summed loss instead of its mean (airbench's
+    hyperparameters are stated for it); the reported loss is the mean either way.
 
     With `mesh`, gradients and batch statistics are computed per device under shard_map (the
     original ResNet's per-GPU batch norm) and averaged; otherwise the whole global batch is one
