@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from cnnjax.data.flip_translate import translate_reflect
+
 Batch = dict[str, np.ndarray]
 
 # ImageNet RGB statistics used by AlexNet-style "lighting" noise: eigenvalues and eigenvectors
@@ -284,6 +286,7 @@ DEVICE_AUGMENTS = {
     "pad_crop": lambda x, key, pad: pad_crop_flip_device(x, key, pad=pad, flip=False),
     "flip": _flip_device,
     "lighting": lambda x, key, pad: lighting_device(x, key),
+    "translate_reflect": translate_reflect,
 }
 HostAugment = Callable[[Batch, np.random.Generator], Batch]
 

@@ -16,6 +16,9 @@ s m + (m - 1 - r), the mirror position in its own shard, and every device uses t
 weight (and, for cutmix, box). Pairing across the global batch (x[::-1]) would move every image
 to another device each step (an all-to-all of the batch); within shards nothing moves. With one
 device this is x[::-1], as before.
+`alternating_flip` (cnnjax.data.flip_translate) mirrors a fixed half of the examples on even
+epochs and the rest on odd ones, before `augment`; its half comes from the run's fixed key.
+`tta` (cnnjax.data.tta) gives weighted views whose logits the eval step averages.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from cnnjax.data.augment import cutmix, get_device_augment, mixup
+from cnnjax.data.flip_translate import alternating_flip
+from cnnjax.data.tta import TTA_WEIGHTS, tta_views
 
 MIXES = ("none", "mixup", "cutmix")
 
@@ -47,6 +52,8 @@ class DevicePipeline:
     num_classes: int = 0
     flip_tta: bool = False
     mesh: Mesh | None = None  # the batch's "data" axis, to mix within each device's shard
+    alternating_flip: bool = False
+    tta: str = "none"
 
     def __post_init__(self):
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
@@ -55,13 +62,17 @@ class DevicePipeline:
         if self.mix not in MIXES or (self.mix != "none" and not self.mix_alpha > 0):
             raise ValueError(f"dataset.mix must be one of {MIXES} with mix_alpha > 0, got "
                              f"mix={self.mix!r}, mix_alpha={self.mix_alpha!r}")
+        if self.tta != "none" and (self.tta not in TTA_WEIGHTS or self.flip_tta):
+            raise ValueError(f"dataset.tta must be 'none' or one of {sorted(TTA_WEIGHTS)}, and "
+                             f"flip_tta off with it; got tta={self.tta!r}, "
+                             f"flip_tta={self.flip_tta}")
         if self.pad_to < 0:
             raise ValueError(f"dataset.pad_to must be >= 0 (0: no padding), got {self.pad_to}")
 
     @property
     def active(self) -> bool:
         return bool(self.pad_to or self.augment or self.mean or self.mix != "none"
-                    or self.flip_tta)
+                    or self.flip_tta or self.alternating_flip or self.tta != "none")
 
     def output_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The (H, W, C) the model sees for host images of `image_shape`; checks the channels."""
@@ -101,10 +112,16 @@ class DevicePipeline:
             return images
         return (images - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
 
-    def train(self, batch: dict, key: jax.Array) -> dict:
-        """Pad, augment, normalise, mix a training batch {"image", "label"}."""
+    def train(self, batch: dict, key: jax.Array, run_key: jax.Array | None = None) -> dict:
+        """Pad, augment, normalise, mix a training batch {"image", "label"} (+ "index" and
+        "epoch" for the alternating flip, whose half is drawn from `run_key`, fixed per run)."""
         k_aug, k_mix = jax.random.split(key)
         images, labels = self._pad(self._to_float(batch["image"])), batch["label"]
+        if self.alternating_flip:
+            if "index" not in batch or run_key is None:
+                raise ValueError("dataset.alternating_flip needs train batches with 'index' and "
+                                 "'epoch' (the data sources give them) and the run's key")
+            images = alternating_flip(images, batch["index"], batch["epoch"], run_key)
         if self.augment is not None:
             images = self.augment(images, k_aug)
         images = self._normalize(images)
@@ -134,6 +151,8 @@ class DevicePipeline:
                 raise ValueError(f"flip_tta needs single images (N, H, W, C), got shape "
                                  f"{tuple(images.shape)}")
             images = jnp.stack([images, images[:, :, ::-1]], axis=1)
+        if self.tta != "none":
+            images = tta_views(images, self.tta)
         return images
 
 
@@ -145,7 +164,9 @@ def from_config(ds: ml_collections.ConfigDict, num_classes: int) -> DevicePipeli
     return DevicePipeline(pad_to=ds.get("pad_to", 0), augment=augment,
                           mean=tuple(ds.get("mean") or ()), std=tuple(ds.get("std") or ()),
                           mix=ds.get("mix", "none"), mix_alpha=ds.get("mix_alpha", 0.0),
-                          num_classes=num_classes, flip_tta=ds.get("flip_tta", False))
+                          num_classes=num_classes, flip_tta=ds.get("flip_tta", False),
+                          alternating_flip=ds.get("alternating_flip", False),
+                          tta=ds.get("tta", "none"))
 
 
 def shard_map(f, mesh: Mesh, in_specs, out_specs):

@@ -30,7 +30,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from cnnjax.data.source import Augment, Batch, check_sharding
+from cnnjax.data.source import Augment, Batch, check_sharding, example_ids
 from cnnjax.data.splits import resolve_split
 from cnnjax.data.tfds_store import RecordDecoder, StoredDataset, open_dataset
 
@@ -119,7 +119,8 @@ class GrainSource:
         """This process's rows of global train batch `step`, augmented when `augment` is set."""
         epoch, i = divmod(step, self.steps_per_epoch)
         start = i * self.batch_size + self.process_index * self.local_batch
-        batch = self._read(self._epoch_order(epoch)[start:start + self.local_batch])
+        rows = self._epoch_order(epoch)[start:start + self.local_batch]
+        batch = {**self._read(rows), **example_ids(rows, epoch)}
         if self.augment is not None:
             key = (self.seed, _AUGMENT_STREAM, step)
             if self.process_count > 1:

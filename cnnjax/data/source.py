@@ -4,6 +4,8 @@ Batches are pure functions of (seed, step): train order is a fresh permutation p
 from (seed, epoch), so `batches(start_step=k)` resumes exactly without replaying k batches.
 `batch_size` is the global batch; process p of P gets rows [p B/P, (p + 1) B/P) of every global
 batch, so concatenating the processes' slices in order gives the single-process batch.
+Train batches also carry each example's row in the split ("index") and the epoch ("epoch"), both
+(B,) int32, for augmentations that follow an example across epochs (alternating flip).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ import numpy as np
 Batch = dict[str, np.ndarray]
 # An augmentation maps (batch, rng) -> batch; it runs on the host, per global batch.
 Augment = Callable[[Batch, np.random.Generator], Batch]
+
+
+def example_ids(rows: np.ndarray, epoch: int) -> Batch:
+    """The "index" (row in the split) and "epoch" entries of a train batch, (B,) int32 each."""
+    return {"index": np.asarray(rows, np.int32), "epoch": np.full(len(rows), epoch, np.int32)}
 
 
 def check_sharding(batch_size: int, process_index: int, process_count: int) -> int:
@@ -110,7 +117,8 @@ class ArraySource:
         while True:
             epoch, i = divmod(step, per_epoch)
             order = np.random.default_rng((self.seed, epoch)).permutation(self.num_examples)
-            batch = self._gather(order[i * self.batch_size:(i + 1) * self.batch_size])
+            rows = order[i * self.batch_size:(i + 1) * self.batch_size]
+            batch = {**self._gather(rows), **example_ids(rows, epoch)}
             if self.augment is not None:
                 # Augment the GLOBAL batch from (seed, step) so every process draws the same
                 # randomness and the result does not depend on the process count.

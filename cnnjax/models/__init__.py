@@ -20,3 +20,4 @@ import cnnjax.models.nfnet  # noqa: F401,E402
 import cnnjax.models.mixer  # noqa: F401,E402
 import cnnjax.models.mobilenet  # noqa: F401,E402
 import cnnjax.models.efficientnet  # noqa: F401,E402
+import cnnjax.models.airbench  # noqa: F401,E402

@@ -13,6 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from cnnjax.train.lookahead import lookahead_ema
+from cnnjax.train.param_groups import freeze_matching, scale_matching
+
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "lars", "lamb")
 # The knobs every optimiser reads, at the values that switch them off. `optimizer_config` puts
 # them in every config, so each can be set from the command line
@@ -107,11 +110,18 @@ def _decay_mask(decay_norm_and_bias: bool) -> Callable:
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
                    steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optax chain: clipping, coupled L2 or decoupled decay, the optimiser, the schedule."""
+    """The optax chain: per-parameter gradient scales (`lr_multipliers`), clipping, coupled L2
+    or decoupled decay, the optimiser, the schedule, frozen parameters (`freeze`), the
+    Lookahead-EMA (`lookahead_every`); see cnnjax.train.param_groups and .lookahead."""
     o = config.optimizer
     if o.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {o.name!r}; expected one of {OPTIMIZERS}")
     chain = []
+    if o.get("lr_multipliers"):
+        if o.name != "sgd":
+            raise ValueError(f"optimizer.lr_multipliers scales gradients, which multiplies the "
+                             f"learning rate only for sgd, not {o.name!r}")
+        chain.append(scale_matching([tuple(r) for r in o.lr_multipliers]))
     if o.get("agc_clip", 0.0):
         # NFNets clip every layer but the final classifier (Brock et al. 2021, sec. 4.1).
         exclude = tuple(o.get("agc_exclude", ("head",)))
@@ -155,12 +165,19 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
 
 def _finish(chain: list, config: ml_collections.ConfigDict,
             steps_per_epoch: int) -> optax.GradientTransformation:
-    s = config.schedule
+    s, o = config.schedule, config.optimizer
+    if o.get("freeze"):
+        chain.append(freeze_matching([tuple(r) for r in o.freeze], steps_per_epoch))
     if s.name == "reduce_on_plateau":
         # AlexNet's recipe: divide the rate by 10 when the (epoch-averaged) loss stops improving.
         chain.append(_from_next_step(optax.contrib.reduce_on_plateau(
             factor=s.get("factor", 0.1), patience=s.get("patience", 5),
             accumulation_size=steps_per_epoch, min_scale=s.get("min_scale", 1e-3))))
+    if o.get("lookahead_every", 0):
+        total = config.num_train_steps if config.num_train_steps > 0 else int(
+            round(config.num_epochs * steps_per_epoch))
+        chain.append(lookahead_ema(o.lookahead_every, total, o.get("lookahead_base", 0.95),
+                                   o.get("lookahead_power", 3.0)))
     return optax.chain(*chain)
 
 

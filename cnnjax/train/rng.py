@@ -19,7 +19,9 @@ import jax
 PARAMS_INIT = 1  # parameter initialisation (no step)
 DROPOUT = 2  # dropout masks; under per-device batch norm folded once more with the device index
 DEVICE_INPUT = 3  # device-side augmentation and batch mixing (split in two by DevicePipeline)
-PURPOSES = {"params_init": PARAMS_INIT, "dropout": DROPOUT, "device_input": DEVICE_INPUT}
+RUN = 4  # drawn once per run (no step): the alternating flip's fixed half
+PURPOSES = {"params_init": PARAMS_INIT, "dropout": DROPOUT, "device_input": DEVICE_INPUT,
+            "run": RUN}
 
 
 def stream_key(seed: int, purpose: int, step: int | jax.Array | None = None) -> jax.Array:

@@ -7,7 +7,8 @@ loss and accuracy are then the means over its pixels, so every metric stays per 
 Device-side augmentation (crop/flip) and batch mixing (mixup, cutmix) run inside the compiled
 train step, drawing their randomness from (seed, step) like dropout, so a resumed run repeats them.
 Evaluation batches may hold several views per example (N, V, H, W, C), e.g. 10-crop testing: the
-softmax probabilities of the views are averaged.
+softmax probabilities of the views are averaged; with `dataset.tta` (airbench) their logits, weighted,
+and the first view alone is also scored ("plain_accuracy").
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from jax.sharding import PartitionSpec as P
 from cnnjax import ops
 from cnnjax.data.device_pipeline import DevicePipeline, from_config, shard_map
 from cnnjax.train import rng
+from cnnjax.data.tta import average_logits
+from cnnjax.train import lookahead
 from cnnjax.train.optim import current_scale, needs_loss_value
 from cnnjax.train.state import TrainState
 
 AUX_LOSS_WEIGHT = 0.3
 
 
-def _loss_and_metrics(model, params, batch_stats, batch, dropout_key, label_smoothing):
+def _loss_and_metrics(model, params, batch_stats, batch, dropout_key, label_smoothing,
+                      loss_scale=1.0):
     variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
     out, updates = model.apply(variables, batch["image"], train=True,
                                rngs={"dropout": dropout_key}, mutable=["batch_stats"])
@@ -42,7 +46,8 @@ def _loss_and_metrics(model, params, batch_stats, batch, dropout_key, label_smoo
         loss = loss + AUX_LOSS_WEIGHT * jnp.mean(per_example(
             ops.softmax_cross_entropy, a, labels, label_smoothing=label_smoothing))
     accuracy = jnp.mean(per_example(ops.top_k_correct, logits, _hard_labels(logits, labels), k=1))
-    return loss, (updates.get("batch_stats", {}), accuracy)
+    # loss_scale = the batch size differentiates the summed loss (airbench); the mean is reported.
+    return loss * loss_scale, (updates.get("batch_stats", {}), accuracy, loss)
 
 
 def _hard_labels(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -66,11 +71,13 @@ def per_example(fn, logits: jax.Array, labels: jax.Array, **kw) -> jax.Array:
 
 def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
                schedule: optax.Schedule, seed: int, label_smoothing: float, ema_decay: float,
-               pass_loss: bool, mesh=None, pipeline: DevicePipeline = DevicePipeline()
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               pass_loss: bool, mesh=None, pipeline: DevicePipeline = DevicePipeline(),
+               summed_loss: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on a global batch; returns the new state and scalar metrics.
 
     `pipeline`: the device-side input processing (padding, augmentation, normalisation, mixing).
+    `summed_loss`: differentiate the batch's summed loss instead of its mean (airbench's
+    hyperparameters are stated for it); the reported loss is the mean either way.
 
     With `mesh`, gradients and batch statistics are computed per device under shard_map (the
     original ResNet's per-GPU batch norm) and averaged; otherwise the whole global batch is one
@@ -79,17 +86,19 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     dropout_key = rng.stream_key(seed, rng.DROPOUT, state.step)
     if pipeline.active or batch["image"].dtype == jnp.uint8:
         # A stream of its own, so switching augmentation on leaves the dropout masks unchanged.
-        batch = pipeline.train(batch, rng.stream_key(seed, rng.DEVICE_INPUT, state.step))
+        batch = pipeline.train(batch, rng.stream_key(seed, rng.DEVICE_INPUT, state.step),
+                               run_key=rng.stream_key(seed, rng.RUN))
     grad_fn = jax.value_and_grad(
-        functools.partial(_loss_and_metrics, model, label_smoothing=label_smoothing), has_aux=True)
+        functools.partial(_loss_and_metrics, model, label_smoothing=label_smoothing,
+                          loss_scale=batch["label"].shape[0] if summed_loss else 1.0), has_aux=True)
     if mesh is None:
-        (loss, (batch_stats, accuracy)), grads = grad_fn(state.params, state.batch_stats, batch,
-                                                         dropout_key)
+        (_, (batch_stats, accuracy, loss)), grads = grad_fn(state.params, state.batch_stats,
+                                                            batch, dropout_key)
     else:
         def local(params, stats, local_batch, key):
             # Each device draws its own dropout mask, as separate GPUs would.
             key = jax.random.fold_in(key, jax.lax.axis_index("data"))
-            (l, (s, a)), g = grad_fn(params, stats, local_batch, key)
+            (_, (s, a, l)), g = grad_fn(params, stats, local_batch, key)
             return jax.lax.pmean((l, s, a, g), "data")
 
         loss, batch_stats, accuracy, grads = shard_map(
@@ -98,6 +107,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     extra = {"value": loss} if pass_loss else {}
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
+    batch_stats, opt_state = lookahead.sync_batch_stats(opt_state, batch_stats)
     ema, ema_stats = state.ema_params, state.ema_batch_stats
     if ema_decay:
         average = lambda e, p: ema_decay * e + (1.0 - ema_decay) * p
@@ -117,21 +127,37 @@ def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool, num_class
     views' softmax probabilities (10-crop testing), scored through its logarithm.
     """
     images = pipeline.eval(batch["image"])
+    plain = None
     if images.ndim == 5:
         n, v = images.shape[:2]
         logits = model.apply(state.variables(use_ema), images.reshape(n * v, *images.shape[2:]),
                              train=False)
-        probs = jnp.mean(jax.nn.softmax(logits.astype(jnp.float32)).reshape(n, v, -1), axis=1)
-        logits = jnp.log(jnp.maximum(probs, jnp.finfo(jnp.float32).tiny))
+        if pipeline.tta != "none":
+            # Weighted mean of the views' logits (airbench); view 0 alone is the plain prediction.
+            views = logits.astype(jnp.float32).reshape(n, v, -1)
+            plain, logits = views[:, 0], average_logits(views, pipeline.tta)
+        else:
+            probs = jnp.mean(jax.nn.softmax(logits.astype(jnp.float32)).reshape(n, v, -1), axis=1)
+            logits = jnp.log(jnp.maximum(probs, jnp.finfo(jnp.float32).tiny))
     else:
         logits = model.apply(state.variables(use_ema), images, train=False)
     mask, labels = batch["mask"].astype(jnp.float32), batch["label"]
     sums = {"loss": jnp.sum(per_example(ops.softmax_cross_entropy, logits, labels) * mask),
             "correct": jnp.sum(per_example(ops.top_k_correct, logits, labels, k=1) * mask),
             "count": jnp.sum(mask)}
+    if plain is not None:
+        sums["correct_plain"] = jnp.sum(per_example(ops.top_k_correct, plain, labels, k=1) * mask)
     if num_classes >= 10:
         sums["correct5"] = jnp.sum(per_example(ops.top_k_correct, logits, labels, k=5) * mask)
     return sums
+
+
+def summed_loss(config) -> bool:
+    """Whether the gradient is of the batch's summed loss (`optimizer.loss_reduction`)."""
+    reduction = config.optimizer.get("loss_reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"optimizer.loss_reduction must be 'mean' or 'sum', got {reduction!r}")
+    return reduction == "sum"
 
 
 def compile_steps(model, tx, schedule, config, num_classes: int, mesh, data_sharding,
@@ -148,7 +174,8 @@ def compile_steps(model, tx, schedule, config, num_classes: int, mesh, data_shar
         train_step, model=model, tx=tx, schedule=schedule, seed=config.seed,
         label_smoothing=config.optimizer.get("label_smoothing", 0.0),
         ema_decay=config.optimizer.get("ema_decay", 0.0), pass_loss=needs_loss_value(config),
-        mesh=mesh if config.get("per_device_batch_norm", False) else None, pipeline=pipeline)
+        mesh=mesh if config.get("per_device_batch_norm", False) else None, pipeline=pipeline,
+        summed_loss=summed_loss(config))
     evaluate = functools.partial(eval_step, model=model,
                                  use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
                                  num_classes=num_classes, pipeline=pipeline)

@@ -22,7 +22,9 @@ import numpy as np
 from cnnjax import data, kernels, models
 from cnnjax.data import device_pipeline
 from cnnjax.data.augment import get_host_augment
+from cnnjax.train import lookahead
 from cnnjax.train.checkpoint import Checkpointer
+from cnnjax.train.data_init import whitening_init
 from cnnjax.train.distributed import PreemptionNotice
 from cnnjax.train.metrics import MetricsWriter, Progress, TrainTimer
 from cnnjax.train.optim import make_optimizer, make_schedule
@@ -140,9 +142,11 @@ def build(config: ml_collections.ConfigDict, process_index: int = 0, process_cou
 def _fresh_state(config: ml_collections.ConfigDict, train_ds, model, tx):
     """The initial train state, for the input the model sees after the device pipeline."""
     pipeline = device_pipeline.from_config(config.dataset, train_ds.num_classes)
-    return init_state(model, tx, pipeline.output_shape(train_ds.image_shape), config.seed,
-                      use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
-                      input_dtype=pipeline.output_dtype(train_ds.input_dtype))
+    state = init_state(model, tx, pipeline.output_shape(train_ds.image_shape), config.seed,
+                       use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
+                       input_dtype=pipeline.output_dtype(train_ds.input_dtype))
+    state = whitening_init(state, config, train_ds, tx)
+    return state.replace(opt_state=lookahead.attach_batch_stats(state.opt_state, state.batch_stats))
 
 
 def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict,
@@ -199,6 +203,8 @@ def _evaluate(eval_fn, state, eval_ds, data_sharding) -> dict[str, float]:
     if int(count) != eval_ds.num_examples:
         raise RuntimeError(f"eval saw {count} examples, the split has {eval_ds.num_examples}")
     result = {"loss": sums["loss"] / count, "accuracy": sums["correct"] / count}
+    if "correct_plain" in sums:  # test-time augmentation: the first view alone
+        result["plain_accuracy"] = sums["correct_plain"] / count
     if "correct5" in sums:
         result["top5_accuracy"] = sums["correct5"] / count
     return result
