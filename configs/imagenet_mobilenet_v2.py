@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (cnnjax.models.mobilenet's default; not stated in the paper).
     c.model = ml_collections.ConfigDict()
     c.model.name = "mobilenet_v2"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.dtype = "float32"
     c.remat = False
     c.per_device_batch_norm = False

@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # dropout ("we do not use dropout"). Statistics per device as in the multi-GPU original.
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet50"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.dtype = "float32"
     c.remat = False
     c.per_device_batch_norm = True

@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # fully-connected layers (dropout ratio set to 0.5)".
     c.model = ml_collections.ConfigDict()
     c.model.name = "vgg16"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.model.dropout_rate = 0.5
     c.dtype = "float32"
     c.remat = False

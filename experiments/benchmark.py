@@ -78,7 +78,7 @@ class CnnjaxRunner:
     """One jit-compiled training step of a cnnjax model, reusing cnnjax.train's step."""
 
     def __init__(self, name: str, batch: int, size: int | None, dtype: str, num_classes: int,
-                 kernel_choice: str = "xla", remat: bool = False,
+                 kernel_choice: str = "auto", remat: bool = False,
                  compiler_options: dict[str, str] | None = None):
         spec = models.get_spec(name)
         shape = spec.input_shape if size is None else (size, size, spec.input_shape[-1])
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    p.add_argument("--kernels", choices=kernels.CHOICES, default="xla")
+    p.add_argument("--kernels", choices=kernels.CHOICES, default="auto")
     p.add_argument("--remat", action="store_true", help="rematerialise each block (ResNets)")
     p.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an XLA compile option for the cnnjax step (repeatable)")

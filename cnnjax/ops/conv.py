@@ -6,6 +6,8 @@ library, "convolution" here is cross-correlation (the kernel is not flipped).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -16,6 +18,19 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 # PyTorch's names mapped to jnp.pad's.
 _PAD_MODE_TO_NUMPY = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+# Another implementation of the NHWC/HWIO convolutions, installed by cnnjax.kernels (a higher
+# layer, so ops never imports it): backend(x, w, strides, padding, dilation, groups), padding
+# explicit ((top, bottom), (left, right)), returns the convolution or None to leave it to XLA.
+ConvBackend = Callable[..., "jax.Array | None"]
+_backend: ConvBackend | None = None
+
+
+def set_backend(backend: ConvBackend | None) -> None:
+    """Routes every `conv2d` (hence conv1d, depthwise, separable, correlate2d/convolve2d) through
+    `backend`; None computes them all with XLA's `lax.conv_general_dilated` again."""
+    global _backend
+    _backend = backend
 
 
 def _check_conv_args(x: jax.Array, w: jax.Array, groups: int, ndim: int) -> None:
@@ -70,9 +85,14 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride=1,
     pads = explicit_padding(padding, x.shape[1:3], w.shape[:2], strides, dilations)
     if padding_mode != "zeros":
         x, pads = pad_spatial(x, pads, padding_mode), ((0, 0), (0, 0))
-    y = lax.conv_general_dilated(
-        x, w.astype(x.dtype), window_strides=strides, padding=pads, rhs_dilation=dilations,
-        dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups, precision=precision)
+    w = w.astype(x.dtype)
+    # An explicit precision is XLA's to honour.
+    y = (_backend(x, w, strides, pads, dilations, groups)
+         if _backend is not None and precision is None else None)
+    if y is None:
+        y = lax.conv_general_dilated(
+            x, w, window_strides=strides, padding=pads, rhs_dilation=dilations,
+            dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups, precision=precision)
     if b is not None:
         y = y + b.astype(y.dtype)
     return y
