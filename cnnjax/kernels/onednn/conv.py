@@ -98,7 +98,11 @@ def conv2d(x: jax.Array, w: jax.Array, strides: tuple[int, int],
            padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
            groups: int) -> jax.Array:
     """(N, H, W, C) x (kh, kw, C // groups, O) -> (N, H', W', O) on oneDNN; see the module
-    docstring. Needs `build.load()` to have succeeded and `unsupported(...)` to be None."""
+    docstring, for arguments where `unsupported(x, w)` is None. Raises RuntimeError where the
+    extension is unavailable (`build.load()` says why)."""
+    reason = build.load()[1]
+    if reason is not None:
+        raise RuntimeError(f"oneDNN convolutions unavailable: {reason}")
     spec = ConvSpec.create(x.shape, w.shape, strides, padding, dilation, groups)
     return _forward(spec, x, w)
 
