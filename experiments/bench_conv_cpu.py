@@ -5,9 +5,10 @@
 For each 3x3 convolution shape of ResNet-20 (stage widths 16/32/64 at 32/16/8 pixels), times the
 three convolutions of a training step, forward, input gradient and weight gradient, as XLA
 compiles them (jax.vjp of lax.conv_general_dilated), as cnnjax's oneDNN custom calls run them
-(cnnjax.kernels.onednn, jit-compiled like XLA's) and as PyTorch runs them
-(aten.convolution_backward, channels_last), in one process, the nine alternating call by call for
---repeats rounds after a warm-up call each. The oneDNN results are checked against XLA's first.
+(cnnjax.kernels.onednn, jit-compiled like XLA's: "onednn" on NHWC activations, as cnnjax does;
+"onednn any" with oneDNN choosing the activations' format too, reordered around each call) and as
+PyTorch runs them (aten.convolution_backward, channels_last), in one process, the twelve
+alternating call by call for --repeats rounds after a warm-up call each. The oneDNN results are checked against XLA's first.
 Prints the medians and, with --record, appends them to experiments/results/cpu_conv_breakdown.md
 with the machine, date and command.
 """
@@ -56,6 +57,10 @@ def _onednn(x, w):
     return onednn.conv2d(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
 
 
+def _onednn_any(x, w):
+    return onednn.conv2d(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1, any_activations=True)
+
+
 def _passes(conv):
     """Jitted forward, input gradient and weight gradient of `conv`."""
     return (jax.jit(conv), jax.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g)[0]),
@@ -73,11 +78,15 @@ def measure(batch: int, repeats: int) -> list[dict]:
         g = jax.random.normal(jax.random.fold_in(key, 2), (batch, size, size, ch))
         fwd, dx, dw = _passes(_conv)
         o_fwd, o_dx, o_dw = _passes(_onednn)
+        a_fwd, a_dx, a_dw = _passes(_onednn_any)
         # The oneDNN passes only count if they compute what XLA does.
-        for ref, alt in ((fwd(x, w), o_fwd(x, w)), (dx(x, w, g), o_dx(x, w, g)),
-                         (dw(x, w, g), o_dw(x, w, g))):
+        for ref, *alts in ((fwd(x, w), o_fwd(x, w), a_fwd(x, w)),
+                           (dx(x, w, g), o_dx(x, w, g), a_dx(x, w, g)),
+                           (dw(x, w, g), o_dw(x, w, g), a_dw(x, w, g))):
             scale = float(jnp.abs(ref).max())
-            np.testing.assert_allclose(np.asarray(alt), np.asarray(ref), rtol=0, atol=1e-5 * scale)
+            for alt in alts:
+                np.testing.assert_allclose(np.asarray(alt), np.asarray(ref), rtol=0,
+                                           atol=1e-5 * scale)
         tx = torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2).contiguous(
             memory_format=torch.channels_last)
         tw = torch.from_numpy(np.asarray(w)).permute(3, 2, 0, 1).contiguous()
@@ -91,12 +100,15 @@ def measure(batch: int, repeats: int) -> list[dict]:
         timings = {
             "xla fwd": lambda: fwd(x, w).block_until_ready(),
             "onednn fwd": lambda: o_fwd(x, w).block_until_ready(),
+            "onednn any fwd": lambda: a_fwd(x, w).block_until_ready(),
             "torch fwd": lambda: torch.nn.functional.conv2d(tx, tw, padding=1),
             "xla dx": lambda: dx(x, w, g).block_until_ready(),
             "onednn dx": lambda: o_dx(x, w, g).block_until_ready(),
+            "onednn any dx": lambda: a_dx(x, w, g).block_until_ready(),
             "torch dx": t_back([True, False, False]),
             "xla dw": lambda: dw(x, w, g).block_until_ready(),
             "onednn dw": lambda: o_dw(x, w, g).block_until_ready(),
+            "onednn any dw": lambda: a_dw(x, w, g).block_until_ready(),
             "torch dw": t_back([False, True, False]),
         }
         row = {"shape": f"{batch}x{size}x{size}x{ch} -> {ch}"}
@@ -106,15 +118,17 @@ def measure(batch: int, repeats: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    libs, passes = ("xla", "onednn", "torch"), ("fwd", "dx", "dw")
+    libs, passes = ("xla", "onednn", "onednn any", "torch"), ("fwd", "dx", "dw")
     cols = [f"{lib} {p}" for p in passes for lib in libs]
     rows = rows + [{"shape": "all three shapes", **{c: sum(r[c] for r in rows) for c in cols}}]
     lines = ["| conv (3x3, stride 1) | " + " | ".join(f"{c} ms" for c in cols) +
-             " | xla/onednn fwd+dx+dw | onednn/torch fwd+dx+dw |", "|---" * (len(cols) + 3) + "|"]
+             " | xla/onednn fwd+dx+dw | onednn any/onednn | onednn/torch |",
+             "|---" * (len(cols) + 4) + "|"]
     for r in rows:
         total = {lib: sum(r[f"{lib} {p}"] for p in passes) for lib in libs}
         lines.append(f"| {r['shape']} | " + " | ".join(f"{r[c]:.1f}" for c in cols) +
                      f" | {total['xla'] / total['onednn']:.2f} | "
+                     f"{total['onednn any'] / total['onednn']:.2f} | "
                      f"{total['onednn'] / total['torch']:.2f} |")
     return "\n".join(lines)
 

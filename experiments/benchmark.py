@@ -6,9 +6,11 @@ Measures the full training step (forward, backward, SGD-momentum update) on synt
 already on the device, after warm-up: median and spread of images/s over --steps steps, the
 first step's compile time, memory (the step's buffers as XLA plans them, and the
 measured peak: the device's on a GPU, the process's resident set on CPU) and, on a GPU, model
-FLOPs utilisation against a bf16 matrix rate measured in the same run. --kernels=pallas runs
-the model under the cnnjax.kernels switch (the Pallas kernels on a GPU; their XLA references
-elsewhere); --remat rematerialises each residual block in the backward pass (config.remat);
+FLOPs utilisation against a bf16 matrix rate measured in the same run. --kernels runs the model
+under that cnnjax.kernels switch ("auto", the default: Pallas on a GPU, oneDNN's convolutions on an
+x86-64 CPU; "xla", "pallas", "onednn"); --also-kernels=xla times a second cnnjax step under that
+switch, alternating with the first; --remat rematerialises each residual block in the backward
+pass (config.remat);
 --xla-option KEY=VALUE (repeatable) compiles the step with that XLA option, as
 config.compiler_options does for training. With --compare=torch the same architecture in PyTorch
 (torchvision/timm when installed, else experiments/torch_models.py; channels_last; bf16 autocast
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--kernels", choices=kernels.CHOICES, default="auto")
+    p.add_argument("--also-kernels", choices=kernels.CHOICES, default=None,
+                   help="also time the cnnjax step under this kernels switch (alternating)")
     p.add_argument("--remat", action="store_true", help="rematerialise each block (ResNets)")
     p.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an XLA compile option for the cnnjax step (repeatable)")
@@ -207,6 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     runners = {"cnnjax": CnnjaxRunner(args.model, args.batch, args.image_size, args.dtype,
                                       num_classes, args.kernels, args.remat, options)}
+    if args.also_kernels:
+        runners["also"] = CnnjaxRunner(args.model, args.batch, args.image_size, args.dtype,
+                                       num_classes, args.also_kernels, args.remat, options)
     if args.compare == "torch":
         runners["torch"] = TorchRunner(args.model, args.batch, args.image_size, args.dtype, num_classes)
     per_round = max(args.steps // args.rounds, 1)
@@ -217,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = jax.devices()[0].device_kind if jax.default_backend() != "cpu" else "cpu"
     result = {"model": args.model, "batch": args.batch, "device": device, "dtype": args.dtype,
               "kernels": args.kernels, "remat": args.remat, "xla_options": options}
+    if args.also_kernels:
+        result["also_kernels"] = args.also_kernels
     rows = []
     for name, runner in runners.items():
         s = summarize(times[name], args.batch)
@@ -231,11 +240,18 @@ def main(argv: list[str] | None = None) -> dict:
         result["mfu"] = round(cj.flops / step_s / matmul_rate(), 4)
     if "torch" in runners:
         result["ratio"] = round(result["cnnjax_images_per_sec"] / result["torch_images_per_sec"], 3)
+    if "also" in runners:
+        result["kernels_ratio"] = round(result["cnnjax_images_per_sec"] /
+                                        result["also_images_per_sec"], 3)
+        result["also_compile_s"] = round(runners["also"].compile_s, 2)
+        result["also_planned_memory_mb"] = round(runners["also"].planned_memory / 2 ** 20, 1)
 
     print(f"{args.model}, batch {args.batch}, {args.dtype}, {device}, {len(times['cnnjax'])} timed steps each")
-    print(f"{'':8} {'images/s (median)':>18} {'min':>9} {'max':>9} {'first step s':>13}  mode")
+    print(f"{'':14} {'images/s (median)':>18} {'min':>9} {'max':>9} {'first step s':>13}  mode")
     for name, s, compile_s, mode in rows:
-        print(f"{name:8} {s['median']:18,.1f} {s['min']:9,.1f} {s['max']:9,.1f} {compile_s:13.2f}  {mode}")
+        name = {"cnnjax": f"cnnjax[{args.kernels}]",
+                "also": f"cnnjax[{args.also_kernels}]"}.get(name, name)
+        print(f"{name:14} {s['median']:18,.1f} {s['min']:9,.1f} {s['max']:9,.1f} {compile_s:13.2f}  {mode}")
     if args.record:
         record(result, argv if argv is not None else sys.argv[1:])
     print(json.dumps(result))
@@ -251,12 +267,19 @@ def record(result: dict, argv: list[str]) -> None:
                         "compile s | XLA plan MB | JAX | command |\n"
                         "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     command = "python experiments/benchmark.py " + " ".join(shlex.quote(a) for a in argv)
+    rows = [(result["kernels"], result["cnnjax_images_per_sec"], result.get("ratio", ""),
+             result["compile_s"], result["planned_memory_mb"])]
+    if "also_kernels" in result:  # the second switch's step, against the same torch figure
+        torch_ips = result.get("torch_images_per_sec")
+        rows.append((result["also_kernels"], result["also_images_per_sec"],
+                     round(result["also_images_per_sec"] / torch_ips, 3) if torch_ips else "",
+                     result["also_compile_s"], result["also_planned_memory_mb"]))
     with open(path, "a") as f:
-        f.write(f"| {datetime.date.today()} | {result['device']} | {result['model']} | {result['batch']} | "
-                f"{result['dtype']} | {result['cnnjax_images_per_sec']} | "
-                f"{result.get('torch_images_per_sec', '')} | {result.get('ratio', '')} | "
-                f"{result['compile_s']} | {result['planned_memory_mb']} | {jax.__version__} | "
-                f"`{command}` |\n")
+        for choice, ips, ratio, compile_s, planned_mb in rows:
+            f.write(f"| {datetime.date.today()} | {result['device']} | {result['model']} "
+                    f"[kernels={choice}] | {result['batch']} | {result['dtype']} | {ips} | "
+                    f"{result.get('torch_images_per_sec', '')} | {ratio} | "
+                    f"{compile_s} | {planned_mb} | {jax.__version__} | `{command}` |\n")
 
 
 if __name__ == "__main__":

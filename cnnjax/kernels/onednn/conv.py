@@ -34,7 +34,9 @@ PASSES = ("forward", "input_grad", "weight_grad")
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
     """The static description of one convolution: shapes (NHWC input, HWIO kernel, NHWC output),
-    strides, explicit padding ((top, bottom), (left, right)), dilation and feature groups."""
+    strides, explicit padding ((top, bottom), (left, right)), dilation and feature groups;
+    any_activations: oneDNN chooses the activations' memory format too (reordering them around
+    every call) rather than working on NHWC, for measuring that choice (see conv.cc)."""
 
     input_shape: tuple[int, int, int, int]
     kernel_shape: tuple[int, int, int, int]
@@ -43,15 +45,18 @@ class ConvSpec:
     padding: tuple[tuple[int, int], tuple[int, int]]
     dilation: tuple[int, int]
     groups: int
+    any_activations: bool = False
 
     @classmethod
-    def create(cls, input_shape, kernel_shape, strides, padding, dilation, groups) -> ConvSpec:
+    def create(cls, input_shape, kernel_shape, strides, padding, dilation, groups,
+               any_activations: bool = False) -> ConvSpec:
         n, h, w, _ = input_shape
         kh, kw, _, o = kernel_shape
         size = [(s + lo + hi - d * (k - 1) - 1) // st + 1 for s, k, st, (lo, hi), d in
                 zip((h, w), (kh, kw), strides, padding, dilation)]
         return cls(tuple(input_shape), tuple(kernel_shape), (n, size[0], size[1], o),
-                   tuple(strides), tuple(tuple(p) for p in padding), tuple(dilation), groups)
+                   tuple(strides), tuple(tuple(p) for p in padding), tuple(dilation), groups,
+                   any_activations)
 
     def attributes(self) -> dict[str, np.ndarray]:
         return {"input_shape": np.array(self.input_shape, np.int64),
@@ -60,7 +65,7 @@ class ConvSpec:
                 "strides": np.array(self.strides, np.int64),
                 "padding": np.array(self.padding, np.int64).reshape(-1),
                 "dilation": np.array(self.dilation, np.int64),
-                "groups": np.int64(self.groups)}
+                "groups": np.int64(self.groups), "any_activations": self.any_activations}
 
 
 def _call(pass_name: str, spec: ConvSpec, a: jax.Array, b: jax.Array, shape) -> jax.Array:
@@ -96,14 +101,14 @@ _weight_grad.defvjp(lambda spec, x, dy: (_weight_grad(spec, x, dy), (x, dy)),
 
 def conv2d(x: jax.Array, w: jax.Array, strides: tuple[int, int],
            padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
-           groups: int) -> jax.Array:
+           groups: int, *, any_activations: bool = False) -> jax.Array:
     """(N, H, W, C) x (kh, kw, C // groups, O) -> (N, H', W', O) on oneDNN; see the module
     docstring, for arguments where `unsupported(x, w)` is None. Raises RuntimeError where the
     extension is unavailable (`build.load()` says why)."""
     reason = build.load()[1]
     if reason is not None:
         raise RuntimeError(f"oneDNN convolutions unavailable: {reason}")
-    spec = ConvSpec.create(x.shape, w.shape, strides, padding, dilation, groups)
+    spec = ConvSpec.create(x.shape, w.shape, strides, padding, dilation, groups, any_activations)
     return _forward(spec, x, w)
 
 
@@ -143,7 +148,7 @@ def implementation(pass_name: str, spec: ConvSpec, dtype=np.float32) -> str:
     conf = (ctypes.c_int64 * 8)(*spec.strides, *np.array(spec.padding).reshape(-1), *spec.dilation)
     out = ctypes.create_string_buffer(256)
     rc = lib.CnnjaxOnednnImplName(PASSES.index(pass_name), int(np.dtype(dtype) != np.float32),
-                                  shape, conf, out, 256)
+                                  int(spec.any_activations), shape, conf, out, 256)
     if rc:
         raise RuntimeError(f"oneDNN cannot create the {pass_name} primitive: {out.value.decode()}")
     return out.value.decode()
