@@ -1,6 +1,6 @@
 """Where XLA's CPU backend loses to PyTorch on a CIFAR ResNet-20 training step.
 
-    python experiments/bench_conv_cpu.py [--batch=128] [--repeats=10] [--record]
+    python experiments/bench_conv_cpu.py [--batch=128] [--repeats=10] [--threads=N] [--record]
 
 For each 3x3 convolution shape of ResNet-20 (stage widths 16/32/64 at 32/16/8 pixels), times the
 three convolutions of a training step, forward, input gradient and weight gradient, as XLA
@@ -9,13 +9,17 @@ compiles them (jax.vjp of lax.conv_general_dilated), as cnnjax's oneDNN custom c
 "onednn any" with oneDNN choosing the activations' format too, reordered around each call) and as
 PyTorch runs them (aten.convolution_backward, channels_last), in one process, the twelve
 alternating call by call for --repeats rounds after a warm-up call each. The oneDNN results are checked against XLA's first.
-Prints the medians and, with --record, appends them to experiments/results/cpu_conv_breakdown.md
+--threads=N runs oneDNN and PyTorch on N threads (OMP_NUM_THREADS, torch.set_num_threads) and,
+for N=1, XLA's convolutions on one (--xla_cpu_multi_thread_eigen=false), which on a machine shared with other jobs keeps the timings from
+measuring how the scheduler treats one library's thread team; --cpu-time times with the process's
+CPU time instead of the wall clock (with --threads=1: the work done, not the waits for a core). Prints the medians and, with --record, appends them to experiments/results/cpu_conv_breakdown.md
 with the machine, date and command.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import statistics
 import sys
@@ -36,16 +40,16 @@ SHAPES = ((32, 16), (16, 32), (8, 64))  # (spatial size, channels) of ResNet-20'
 DN = ("NHWC", "HWIO", "NHWC")
 
 
-def _medians_ms(fns: dict, repeats: int) -> dict[str, float]:
+def _medians_ms(fns: dict, repeats: int, clock=time.perf_counter) -> dict[str, float]:
     """Median ms per call of each function, timed in turn, one call of each per round."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t = clock()
             fn()
-            times[name].append(time.perf_counter() - t)
+            times[name].append(clock() - t)
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
@@ -67,7 +71,7 @@ def _passes(conv):
             jax.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g)[1]))
 
 
-def measure(batch: int, repeats: int) -> list[dict]:
+def measure(batch: int, repeats: int, clock=time.perf_counter) -> list[dict]:
     import torch
 
     rows = []
@@ -112,7 +116,7 @@ def measure(batch: int, repeats: int) -> list[dict]:
             "torch dw": t_back([False, True, False]),
         }
         row = {"shape": f"{batch}x{size}x{size}x{ch} -> {ch}"}
-        row.update(_medians_ms(timings, repeats))
+        row.update(_medians_ms(timings, repeats, clock))
         rows.append(row)
     return rows
 
@@ -137,14 +141,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for every library (default: each library's own)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with the process's CPU time (use with --threads=1)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
+    if args.threads is not None:
+        # Read when XLA's CPU client and libgomp (loaded with oneDNN) start, both below.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        if args.threads == 1:
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                       " --xla_cpu_multi_thread_eigen=false")
     if jax.default_backend() != "cpu":
         raise SystemExit("bench_conv_cpu.py measures the CPU backend; run it with JAX_PLATFORMS=cpu")
     if onednn.load()[1] is not None:
         raise SystemExit(f"oneDNN is unavailable: {onednn.load()[1]}")
     import torch
-    text = table(measure(args.batch, args.repeats))
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    text = table(measure(args.batch, args.repeats, clock))
     print(text)
     if args.record:
         section = section_header("experiments/bench_conv_cpu.py", sys.argv[1:],

@@ -5,14 +5,14 @@
 // oneDNN picks the algorithm (convolution_auto) and the kernel's memory format (format_tag::any;
 // the caller's HWIO kernel is reordered into it, a small copy). Activations stay in the caller's
 // NHWC, as PyTorch's channels_last does: letting oneDNN choose their format too (a blocked
-// nChw16c on AVX512) costs a reorder of the input and the output around every call, which
-// measured slower on ResNet-20's shapes; only where oneDNN has nothing but its reference
-// implementation for NHWC does it choose the activations' format too (the `any_activations`
-// attribute makes it choose them always, for measuring that choice). The primitives (and their
-// reorders) are created once per (pass, shape, configuration) and cached for the life of the
-// process. oneDNN's scratchpad is user-managed, so one primitive can run
-// from several XLA threads at once; per-thread buffers hold the scratchpad and the reordered
-// operands and are reused between calls.
+// nChw16c on AVX512) costs a reorder of the input and the output around every call: 7% more
+// CPU time over ResNet-20's shapes on one thread (experiments/results/cpu_conv_breakdown.md,
+// "onednn any"). Only where oneDNN has nothing but its reference implementation for NHWC does it
+// choose the activations' format too (the `any_activations` attribute makes it choose them
+// always, to measure that choice). The primitives (and their reorders) are created once per
+// (pass, shape, configuration) and cached for the life of the process. oneDNN's scratchpad is
+// user-managed, so one primitive can run from several XLA threads at once; per-thread buffers
+// hold the scratchpad and the reordered operands and are reused between calls.
 //
 // Threads: this build of oneDNN runs on GNU OpenMP. A call runs an OpenMP team (the size of
 // omp_get_max_threads(), i.e. OMP_NUM_THREADS or the cores) started from the XLA thread that
