@@ -100,6 +100,39 @@ def test_values_and_gradients_equal_xla_and_pytorch(config):
         assert_close(a, b, jnp.float32, f"{what} vs PyTorch float64")
 
 
+# (N, H, W, C_in, kh, kw, C_out // groups, stride, padding, output_padding, dilation, groups)
+TRANSPOSED = [
+    (2, 5, 6, 4, 2, 2, 3, 2, 0, 0, 1, 1),  # U-Net's up-convolution
+    (1, 4, 5, 4, 3, 3, 3, 2, 1, 1, 1, 2),
+    (2, 5, 4, 3, 3, 3, 2, 1, 1, 0, 2, 1),
+    (1, 4, 4, 2, 3, 3, 2, 1, 0, 1, 2, 1),  # output_padding >= stride: stays on XLA
+]
+
+
+@pytest.mark.parametrize("config", TRANSPOSED, ids=[str(i) for i in range(len(TRANSPOSED))])
+def test_transposed_convolution_equals_xla_and_pytorch(config):
+    n, h, w, c, kh, kw, o, s, p, op, d, g = config
+    rng = np.random.default_rng(90)
+    x = jnp.asarray(rng.standard_normal((n, h, w, c)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((kh, kw, c, o)), jnp.float32)
+    conv = lambda x, k: ops.conv_transpose2d(x, k, stride=s, padding=p, output_padding=op,
+                                             dilation=d, groups=g)
+    loss = lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+    with kernels.use("onednn"):
+        calls = str(jax.make_jaxpr(conv)(x, k)).count("cnnjax_onednn_input_grad")
+        y, grads = jax.jit(conv)(x, k), jax.jit(jax.grad(loss, (0, 1)))(x, k)
+    assert calls == (0 if op >= s else 1)
+    with kernels.use("xla"):
+        y_ref, grads_ref = jax.jit(conv)(x, k), jax.jit(jax.grad(loss, (0, 1)))(x, k)
+    assert_close(y, y_ref, jnp.float32, "y vs XLA")
+    assert_trees_close(grads, grads_ref, jnp.float32, "gradients vs XLA")
+    want = torch.nn.functional.conv_transpose2d(
+        torch.tensor(np.asarray(x, np.float64)).permute(0, 3, 1, 2),
+        torch.tensor(np.asarray(k, np.float64)).permute(2, 3, 0, 1), stride=s, padding=p,
+        output_padding=op, groups=g, dilation=d).permute(0, 2, 3, 1).numpy()
+    assert_close(y, want, jnp.float32, "y vs PyTorch float64")
+
+
 def test_bfloat16_on_onednn_where_the_cpu_has_it_else_on_xla():
     config = CONFIGS[3]
     args = config[7:]

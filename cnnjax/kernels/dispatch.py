@@ -117,9 +117,10 @@ def kernel_mode(op: str, unsupported: str | None, interpret: bool) -> bool | Non
 
 def conv_backend(x: jax.Array, w: jax.Array, strides: tuple[int, int],
                  padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
-                 groups: int) -> jax.Array | None:
-    """`cnnjax.ops.conv`'s backend: the NHWC/HWIO convolution on oneDNN when the switch says
-    "auto" or "onednn", the backend is the CPU and oneDNN takes it; else None (XLA computes it).
+                 groups: int, input_shape: tuple[int, ...] | None = None) -> jax.Array | None:
+    """`cnnjax.ops.conv`'s backend: the NHWC/HWIO convolution (or with `input_shape`, its input
+    gradient at cotangent x: a transposed convolution) on oneDNN when the switch says "auto" or
+    "onednn", the backend is the CPU and oneDNN takes it; else None (XLA computes it).
 
     The first convolution traced builds or loads the extension (`onednn.load`); if that fails,
     its reason is logged once and every convolution stays on XLA.
@@ -141,6 +142,8 @@ def conv_backend(x: jax.Array, w: jax.Array, strides: tuple[int, int],
     if reason is not None:
         log_once(f"cnnjax.kernels: a convolution runs on XLA, oneDNN does not take its {reason}")
         return None
+    if input_shape is not None:
+        return onednn.conv2d_input_grad(x, w, input_shape, strides, padding, dilation, groups)
     return onednn.conv2d(x, w, strides, padding, dilation, groups)
 
 

@@ -2,4 +2,5 @@
 and registers them once per machine), `conv` (the differentiable JAX op)."""
 
 from cnnjax.kernels.onednn.build import load
-from cnnjax.kernels.onednn.conv import ConvSpec, conv2d, has_bf16, implementation, unsupported
+from cnnjax.kernels.onednn.conv import (ConvSpec, conv2d, conv2d_input_grad, has_bf16,
+                                        implementation, unsupported)
