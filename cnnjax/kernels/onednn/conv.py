@@ -4,12 +4,16 @@
 strides, padding, rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
 feature_group_count=groups)`: x (N, H, W, C), w (kh, kw, C // groups, O), explicit padding
 ((top, bottom), (left, right)), float32 (or bfloat16 where the CPU has AVX512-BF16/AMX).
+`conv2d_input_grad(dy, w, input_shape, ...)` is its input gradient on its own: the transposed
+convolution (`cnnjax.ops.conv_transpose2d` computes through it).
 
 The three passes are custom calls (`conv.cc`): forward (x, w) -> y, input gradient (dy, w) -> dx
 and weight gradient (x, dy) -> dw. Each is bilinear and joined to the other two by a custom VJP
 (the transpose of each pass is the other two), so gradients of any order run on oneDNN.
 Forward-mode differentiation (jvp, jax.hessian) is not defined for custom VJPs and raises JAX's
-error. Under vmap each call runs once per mapped element (`vmap_method="sequential"`).
+error. Under vmap each call runs once per mapped element (`vmap_method="sequential"`). Under jit
+with operands sharded over several CPU devices, XLA gathers them and every device computes the
+whole convolution (custom calls have no partitioning rule): right, but no faster than one device.
 
 Threads: oneDNN (the GNU OpenMP build) runs an OpenMP team of omp_get_max_threads() threads
 (OMP_NUM_THREADS, default the cores) started from the XLA thread that makes the call, which
