@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Model: option A shortcuts (zero-padded identity), 3 stages of n blocks, 16-32-64 filters.
     c.model = ml_collections.ConfigDict()
     c.model.name = f"cifar_{'plain' if a['plain'] else 'resnet'}{a['depth']}"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.dtype = "float32"
     c.remat = False
     c.per_device_batch_norm = False

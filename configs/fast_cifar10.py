@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Model: ResNet-9 (cnnjax/models/resnet9.py), bf16 compute on the GPU.
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet9"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.dtype = "bfloat16"
     c.remat = False
     c.per_device_batch_norm = False

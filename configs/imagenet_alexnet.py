@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Model: the paper's two-tower network (groups=2), LRN, dropout 0.5 in fc6/fc7, its init.
     c.model = ml_collections.ConfigDict()
     c.model.name = "alexnet"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.model.dropout_rate = 0.5  # sec. 4.2
     # Mixed precision, as the papers' float32 would be run on today's accelerators: bfloat16
     # activations and convolutions; float32 parameters, logits and batch-norm statistics.

@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # "dropout ratio from 0.2 for EfficientNet-B0", "batch norm momentum 0.99".
     c.model = ml_collections.ConfigDict()
     c.model.name = "efficientnet_b0"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.model.dropout_rate = 0.2
     c.model.drop_path_rate = 0.2
     c.model.bn_momentum = 0.99

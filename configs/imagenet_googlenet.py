@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # classifiers (dropout 70%) whose losses count with weight 0.3 (the train step's).
     c.model = ml_collections.ConfigDict()
     c.model.name = "googlenet"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.model.aux_logits = True
     c.model.dropout_rate = 0.4
     c.model.aux_dropout_rate = 0.7

@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (cnnjax.models.mobilenet's default; not stated in the paper).
     c.model = ml_collections.ConfigDict()
     c.model.name = "mobilenet_v2"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     # Mixed precision, as the papers' float32 would be run on today's accelerators: bfloat16
     # activations and convolutions; float32 parameters, logits and batch-norm statistics.
     # `:fp32` trains in float32 throughout.

@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # dropout ("we do not use dropout"). Statistics per device as in the multi-GPU original.
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet50"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     # Mixed precision, as the papers' float32 would be run on today's accelerators: bfloat16
     # activations and convolutions; float32 parameters, logits and batch-norm statistics.
     # `:fp32` trains in float32 throughout.

@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # fully-connected layers (dropout ratio set to 0.5)".
     c.model = ml_collections.ConfigDict()
     c.model.name = "vgg16"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.model.dropout_rate = 0.5
     # Mixed precision, as the papers' float32 would be run on today's accelerators: bfloat16
     # activations and convolutions; float32 parameters, logits and batch-norm statistics.

@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Model.
     c.model = ml_collections.ConfigDict()
     c.model.name = "lenet5"
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.dtype = "float32"
     c.remat = False
     c.per_device_batch_norm = False

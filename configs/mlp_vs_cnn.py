@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.widths = (32, 64)
         c.model.hidden = 80 if a["dataset"] == "mnist" else 200
     c.model.dropout_rate = 0.0
-    c.model.kernels = "xla"
+    c.model.kernels = "auto"  # cnnjax.kernels.dispatch: Pallas on a GPU, oneDNN on an x86-64 CPU
     c.dtype = "float32"
     c.remat = False
     c.per_device_batch_norm = False

@@ -6,9 +6,14 @@ Measures the full training step (forward, backward, SGD-momentum update) on synt
 already on the device, after warm-up: median and spread of images/s over --steps steps, the
 first step's compile time, memory (the step's buffers as XLA plans them, and the
 measured peak: the device's on a GPU, the process's resident set on CPU) and, on a GPU, model
-FLOPs utilisation against a bf16 matrix rate measured in the same run. --kernels=pallas runs
-the model under the cnnjax.kernels switch (the Pallas kernels on a GPU; their XLA references
-elsewhere); --remat rematerialises each residual block in the backward pass (config.remat);
+FLOPs utilisation against a bf16 matrix rate measured in the same run. --kernels runs the model
+under that cnnjax.kernels switch ("auto", the default: Pallas on a GPU, oneDNN's convolutions on an
+x86-64 CPU; "xla", "pallas", "onednn"); --also-kernels=xla times a second cnnjax step under that
+switch, alternating with the first; --threads=N runs oneDNN and PyTorch on N threads
+(OMP_NUM_THREADS, torch.set_num_threads) and, for N=1, XLA's Eigen operations on one;
+--cpu-time times steps with the process's CPU time (with --threads=1: the work of a step, not
+the waits for a core on a shared machine); --remat rematerialises each residual block in the backward
+pass (config.remat);
 --xla-option KEY=VALUE (repeatable) compiles the step with that XLA option, as
 config.compiler_options does for training. With --compare=torch the same architecture in PyTorch
 (torchvision/timm when installed, else experiments/torch_models.py; channels_last; bf16 autocast
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import pathlib
 import resource
 import shlex
@@ -42,6 +48,8 @@ from cnnjax.train.state import init_state  # noqa: E402
 from cnnjax.train.step import train_step  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# What a timed step is measured with: the wall clock, or with --cpu-time the process's CPU time.
+STEP_CLOCK = time.perf_counter
 
 
 def _peak_memory_bytes() -> int:
@@ -78,7 +86,7 @@ class CnnjaxRunner:
     """One jit-compiled training step of a cnnjax model, reusing cnnjax.train's step."""
 
     def __init__(self, name: str, batch: int, size: int | None, dtype: str, num_classes: int,
-                 kernel_choice: str = "xla", remat: bool = False,
+                 kernel_choice: str = "auto", remat: bool = False,
                  compiler_options: dict[str, str] | None = None):
         spec = models.get_spec(name)
         shape = spec.input_shape if size is None else (size, size, spec.input_shape[-1])
@@ -113,10 +121,10 @@ class CnnjaxRunner:
     def run(self, steps: int) -> list[float]:
         times = []
         for _ in range(steps):
-            t = time.perf_counter()
+            t = STEP_CLOCK()
             self.state, metrics = self.compiled(self.state, self.batch)
             jax.block_until_ready(metrics["loss"])
-            times.append(time.perf_counter() - t)
+            times.append(STEP_CLOCK() - t)
         return times
 
 
@@ -128,6 +136,8 @@ class TorchRunner:
         spec = models.get_spec(name)
         h, w, c = spec.input_shape if size is None else (size, size, spec.input_shape[-1])
         self.torch = torch
+        if os.environ.get("OMP_NUM_THREADS"):
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = torch_models.create(name, num_classes).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
@@ -166,11 +176,11 @@ class TorchRunner:
     def run(self, steps: int) -> list[float]:
         times = []
         for _ in range(steps):
-            t = time.perf_counter()
+            t = STEP_CLOCK()
             self.fn()
             if self.device == "cuda":
                 self.torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
+            times.append(STEP_CLOCK() - t)
         return times
 
 
@@ -185,7 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    p.add_argument("--kernels", choices=kernels.CHOICES, default="xla")
+    p.add_argument("--kernels", choices=kernels.CHOICES, default="auto")
+    p.add_argument("--also-kernels", choices=kernels.CHOICES, default=None,
+                   help="also time the cnnjax step under this kernels switch (alternating)")
     p.add_argument("--remat", action="store_true", help="rematerialise each block (ResNets)")
     p.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an XLA compile option for the cnnjax step (repeatable)")
@@ -193,8 +205,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=2, help="alternations of cnnjax and torch")
     p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for oneDNN, PyTorch and (when 1) XLA's Eigen operations")
+    p.add_argument("--cpu-time", action="store_true", help="time steps in process CPU time")
     p.add_argument("--record", action="store_true", help="append to experiments/results/benchmarks.md")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        # Read when XLA's CPU client and libgomp (loaded with oneDNN or torch) start, below.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        if args.threads == 1:
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                       " --xla_cpu_multi_thread_eigen=false")
+    global STEP_CLOCK
+    STEP_CLOCK = time.process_time if args.cpu_time else time.perf_counter
     if args.steps < 1 or args.batch < 1:
         p.error(f"--steps and --batch must be >= 1, got {args.steps} and {args.batch}")
     num_classes = args.num_classes or models.get_spec(args.model).num_classes
@@ -207,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     runners = {"cnnjax": CnnjaxRunner(args.model, args.batch, args.image_size, args.dtype,
                                       num_classes, args.kernels, args.remat, options)}
+    if args.also_kernels:
+        runners["also"] = CnnjaxRunner(args.model, args.batch, args.image_size, args.dtype,
+                                       num_classes, args.also_kernels, args.remat, options)
     if args.compare == "torch":
         runners["torch"] = TorchRunner(args.model, args.batch, args.image_size, args.dtype, num_classes)
     per_round = max(args.steps // args.rounds, 1)
@@ -216,7 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
             times[name] += runner.run(per_round)
     device = jax.devices()[0].device_kind if jax.default_backend() != "cpu" else "cpu"
     result = {"model": args.model, "batch": args.batch, "device": device, "dtype": args.dtype,
-              "kernels": args.kernels, "remat": args.remat, "xla_options": options}
+              "kernels": args.kernels, "remat": args.remat, "xla_options": options,
+              "threads": args.threads, "clock": "cpu" if args.cpu_time else "wall"}
+    if args.also_kernels:
+        result["also_kernels"] = args.also_kernels
     rows = []
     for name, runner in runners.items():
         s = summarize(times[name], args.batch)
@@ -232,11 +261,18 @@ def main(argv: list[str] | None = None) -> dict:
     if "torch" in runners:
         result["ratio"] = round(result["cnnjax_images_per_sec"] / result["torch_images_per_sec"], 3)
         result["torch_mode"] = runners["torch"].mode  # "compile", or "eager" where it failed
+    if "also" in runners:
+        result["kernels_ratio"] = round(result["cnnjax_images_per_sec"] /
+                                        result["also_images_per_sec"], 3)
+        result["also_compile_s"] = round(runners["also"].compile_s, 2)
+        result["also_planned_memory_mb"] = round(runners["also"].planned_memory / 2 ** 20, 1)
 
     print(f"{args.model}, batch {args.batch}, {args.dtype}, {device}, {len(times['cnnjax'])} timed steps each")
-    print(f"{'':8} {'images/s (median)':>18} {'min':>9} {'max':>9} {'first step s':>13}  mode")
+    print(f"{'':14} {'images/s (median)':>18} {'min':>9} {'max':>9} {'first step s':>13}  mode")
     for name, s, compile_s, mode in rows:
-        print(f"{name:8} {s['median']:18,.1f} {s['min']:9,.1f} {s['max']:9,.1f} {compile_s:13.2f}  {mode}")
+        name = {"cnnjax": f"cnnjax[{args.kernels}]",
+                "also": f"cnnjax[{args.also_kernels}]"}.get(name, name)
+        print(f"{name:14} {s['median']:18,.1f} {s['min']:9,.1f} {s['max']:9,.1f} {compile_s:13.2f}  {mode}")
     if args.record:
         record(result, argv if argv is not None else sys.argv[1:])
     print(json.dumps(result))
@@ -252,12 +288,21 @@ def record(result: dict, argv: list[str]) -> None:
                         "compile s | XLA plan MB | JAX | command |\n"
                         "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     command = "python experiments/benchmark.py " + " ".join(shlex.quote(a) for a in argv)
+    rows = [(result["kernels"], result["cnnjax_images_per_sec"], result.get("ratio", ""),
+             result["compile_s"], result["planned_memory_mb"])]
+    if "also_kernels" in result:  # the second switch's step, against the same torch figure
+        torch_ips = result.get("torch_images_per_sec")
+        rows.append((result["also_kernels"], result["also_images_per_sec"],
+                     round(result["also_images_per_sec"] / torch_ips, 3) if torch_ips else "",
+                     result["also_compile_s"], result["also_planned_memory_mb"]))
+    how = "".join([f", {result['threads']} thread(s)" if result["threads"] else "",
+                   ", images per CPU-second" if result["clock"] == "cpu" else ""])
     with open(path, "a") as f:
-        f.write(f"| {datetime.date.today()} | {result['device']} | {result['model']} | {result['batch']} | "
-                f"{result['dtype']} | {result['cnnjax_images_per_sec']} | "
-                f"{result.get('torch_images_per_sec', '')} | {result.get('ratio', '')} | "
-                f"{result['compile_s']} | {result['planned_memory_mb']} | {jax.__version__} | "
-                f"`{command}` |\n")
+        for choice, ips, ratio, compile_s, planned_mb in rows:
+            f.write(f"| {datetime.date.today()} | {result['device']} | {result['model']} "
+                    f"[kernels={choice}{how}] | {result['batch']} | {result['dtype']} | {ips} | "
+                    f"{result.get('torch_images_per_sec', '')} | {ratio} | "
+                    f"{compile_s} | {planned_mb} | {jax.__version__} | `{command}` |\n")
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ import bench_kernels  # noqa: E402
 
 
 def test_switch_scopes_nest_and_reject_unknown_names():
-    assert kernels.current() == kernels.Setting("xla", False)
+    assert kernels.current() == kernels.Setting("auto", False)
     with kernels.use("pallas", interpret=True) as outer:
         assert outer == kernels.current() == kernels.Setting("pallas", True)
         with kernels.use("xla"):
             assert kernels.current().kernels == "xla"
         assert kernels.current() == outer
-    assert kernels.current().kernels == "xla"
+    assert kernels.current().kernels == "auto"
     with pytest.raises(ValueError, match="unknown kernels 'triton'"):
         kernels.use("triton").__enter__()
     with pytest.raises(ValueError, match="unknown kernels"):
@@ -128,7 +128,7 @@ def test_mobilenet_v2_same_loss_and_gradients_with_pallas_and_xla():
 
 def test_config_model_kernels_reaches_the_model():
     config = load_module(REPO_ROOT / "configs" / "default.py").get_config()
-    assert config.model.kernels == "xla"
+    assert config.model.kernels == "auto"
     config.model.kernels = "pallas"
     model, *_ = build_model_and_optimizer(config, num_classes=10, steps_per_epoch=10)
     assert isinstance(model, kernels.KernelScoped)

@@ -169,10 +169,12 @@ def test_jit_grad_at_the_smallest_input(name):
 
 
 def _matmul_operand_dtypes(jaxpr) -> list[tuple[str, str]]:
-    """(primitive, operand dtype) of every convolution and matrix product, sub-jaxprs included."""
+    """(primitive, operand dtype) of every convolution (XLA's or oneDNN's custom call) and matrix
+    product, sub-jaxprs included."""
     found = []
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
+        if (eqn.primitive.name in ("conv_general_dilated", "dot_general")
+                or str(eqn.params.get("target_name", "")).startswith("cnnjax_onednn")):
             found += [(eqn.primitive.name, str(v.aval.dtype)) for v in eqn.invars]
         for param in eqn.params.values():
             for sub in param if isinstance(param, (tuple, list)) else (param,):

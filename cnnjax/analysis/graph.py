@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
+from cnnjax import kernels
 from cnnjax.analysis.fields import AxisField, Window
 
 GLOBAL = "global"
@@ -524,9 +525,11 @@ def abstract_variables(model, input_shape: Sequence[int], input_dtype=jnp.float3
 
 def _walk(model, variables, x, values: bool) -> _Walk:
     paths, leaves, treedef = _flat_variables(variables)
-    closed = jax.make_jaxpr(
-        lambda leaves, x: model.apply(jax.tree_util.tree_unflatten(treedef, leaves), x,
-                                      train=False))(leaves, x)
+    # The walk reads XLA's own primitives (conv_general_dilated, ...), not oneDNN/Pallas calls.
+    with kernels.use("xla"):
+        closed = jax.make_jaxpr(
+            lambda leaves, x: model.apply(jax.tree_util.tree_unflatten(treedef, leaves), x,
+                                          train=False))(leaves, x)
     walk = _Walk(paths, [math.prod(np.shape(leaf)) for leaf in leaves], values)
     if x.ndim == 4:
         field = (None, AxisField(0), AxisField(1), None)

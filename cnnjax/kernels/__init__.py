@@ -1,5 +1,7 @@
 """Pallas kernels for the operations where XLA's GPU lowering is weak, each equal to its pure-JAX
-reference in `cnnjax.ops` and differentiable through a custom VJP whose backward is kernels too.
+reference in `cnnjax.ops` and differentiable through a custom VJP whose backward is kernels too;
+and oneDNN's CPU convolutions (`cnnjax.kernels.onednn`), which every convolution of `cnnjax.ops`
+goes through on an x86-64 CPU once this package is imported (`dispatch.conv_backend`).
 
 Entry points (usable inside jit and grad; each computes its reference unless the switch says
 "pallas" or `interpret=True`):
@@ -9,11 +11,16 @@ Entry points (usable inside jit and grad; each computes its reference unless the
 - batch_norm_act(x, scale, bias, *, residual=None, activation="relu", eps=1e-5,
   interpret=False) -> (y, mean, var)
 
-The switch: `use("pallas")` (a context manager), `set_default("pallas")` (process-wide),
-`KernelScoped(model, "pallas")` (a model's init/apply; what `config.model.kernels` sets).
+The switch ("auto", the default, "xla", "pallas" or "onednn"; see `dispatch`): `use("pallas")`
+(a context manager), `set_default("pallas")` (process-wide), `KernelScoped(model, "pallas")` (a
+model's init/apply; what `config.model.kernels` sets).
 """
 
+from cnnjax.kernels import dispatch
 from cnnjax.kernels.batch_norm_act import batch_norm_act
 from cnnjax.kernels.depthwise import depthwise_conv2d
 from cnnjax.kernels.dispatch import CHOICES, KernelScoped, Setting, current, set_default, use
 from cnnjax.kernels.pool import avg_pool2d, max_pool2d
+from cnnjax.ops import conv as _ops_conv
+
+_ops_conv.set_backend(dispatch.conv_backend)

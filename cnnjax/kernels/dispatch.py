@@ -1,15 +1,25 @@
-"""The switch between XLA's lowering of the `cnnjax.ops` references and the Pallas kernels.
+"""The switch between XLA's lowering of the `cnnjax.ops` references, the Pallas kernels and
+oneDNN's CPU convolutions.
 
-`kernels` is "xla" (the default: every entry point computes its `cnnjax.ops` reference) or
-"pallas" (the kernels, where they can run). Set it for a block of code with `use(...)`, for the
-whole process with `set_default(...)`, or for a model with `KernelScoped(model, ...)` (what
-`config.model.kernels` does). The choice is read when a function is traced: a jit-compiled
-function keeps the choice it was traced under.
+`kernels` is one of
+- "auto" (the default): the Pallas kernels on a GPU, oneDNN's convolutions on an x86-64 CPU,
+  XLA's lowering of the references otherwise;
+- "xla": every entry point and convolution computes its `cnnjax.ops` reference with XLA;
+- "pallas": the Pallas kernels, where they can run (convolutions other than depthwise on XLA);
+- "onednn": every convolution of `cnnjax.ops` (conv2d and everything built on it) on oneDNN
+  (`cnnjax.kernels.onednn`), the rest on XLA.
+Set it for a block of code with `use(...)`, for the whole process with `set_default(...)`, or for
+a model with `KernelScoped(model, ...)` (what `config.model.kernels` does). The choice is read
+when a function is traced: a jit-compiled function keeps the choice it was traced under.
 
 Under "pallas" a kernel runs compiled on a GPU; elsewhere (CPU, TPU) the entry point falls back
 to the reference unless `interpret` is set, which runs the kernel in the Pallas interpreter on
-any backend (slow; for tests). Shapes and dtypes a kernel does not handle fall back too. Every
-fallback logs one warning per distinct reason, so it is visible once and never floods the log.
+any backend (slow; for tests). Shapes and dtypes a kernel does not handle fall back too. Under
+"auto" and "onednn" on the CPU backend, `conv_backend` (installed into `cnnjax.ops.conv` by
+`cnnjax.kernels`) sends each convolution to oneDNN; where the oneDNN extension cannot be built or
+loaded (not x86-64 Linux, no C++ compiler, no oneDNN wheel, a failed build) or oneDNN does not
+take a convolution's dtype, it stays on XLA. Every fallback logs one warning per distinct
+reason, so it is visible once and never floods the log.
 """
 
 from __future__ import annotations
@@ -23,17 +33,17 @@ from typing import Any
 
 import jax
 
-from cnnjax.kernels import tiling
+from cnnjax.kernels import onednn, tiling
 
-CHOICES = ("xla", "pallas")
+CHOICES = ("auto", "xla", "pallas", "onednn")
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """kernels: "xla" or "pallas"; interpret: run the kernels in the Pallas interpreter."""
+    """kernels: one of CHOICES; interpret: run the Pallas kernels in the Pallas interpreter."""
 
-    kernels: str = "xla"
+    kernels: str = "auto"
     interpret: bool = False
 
 
@@ -65,7 +75,7 @@ def set_default(kernels: str, *, interpret: bool = False) -> None:
 
 @contextlib.contextmanager
 def use(kernels: str, *, interpret: bool = False) -> Iterator[Setting]:
-    """Within the block, entry points compute with `kernels` ("xla" or "pallas")."""
+    """Within the block, entry points compute with `kernels` (one of CHOICES)."""
     token = _scoped.set(_checked(kernels, interpret))
     try:
         yield current()
@@ -84,12 +94,15 @@ def kernel_mode(op: str, unsupported: str | None, interpret: bool) -> bool | Non
     """How entry point `op` computes now: None -> its XLA reference, False -> the compiled
     kernel, True -> the kernel in the Pallas interpreter.
 
-    The kernel runs when the call passes `interpret=True` or the switch says "pallas", unless
-    `unsupported` (the reason the kernel cannot take these arguments) is set, Pallas' Triton
-    API is missing, or the backend is not a GPU and nothing asked for the interpreter.
+    The kernel runs when the call passes `interpret=True`, the switch says "pallas", or it says
+    "auto" and the backend is a GPU (or `use("auto", interpret=True)`), unless `unsupported`
+    (the reason the kernel cannot take these arguments) is set, Pallas' Triton API is missing,
+    or the backend is not a GPU and nothing asked for the interpreter.
     """
     setting = current()
-    if not interpret and setting.kernels != "pallas":
+    pallas = setting.kernels == "pallas" or (
+        setting.kernels == "auto" and (setting.interpret or jax.default_backend() == "gpu"))
+    if not interpret and not pallas:
         return None
     interpret = interpret or setting.interpret
     reason = unsupported or tiling.UNAVAILABLE
@@ -100,6 +113,38 @@ def kernel_mode(op: str, unsupported: str | None, interpret: bool) -> bool | Non
         log_once(f"cnnjax.kernels.{op} falls back to the XLA reference: {reason}")
         return None
     return interpret
+
+
+def conv_backend(x: jax.Array, w: jax.Array, strides: tuple[int, int],
+                 padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
+                 groups: int, input_shape: tuple[int, ...] | None = None) -> jax.Array | None:
+    """`cnnjax.ops.conv`'s backend: the NHWC/HWIO convolution (or with `input_shape`, its input
+    gradient at cotangent x: a transposed convolution) on oneDNN when the switch says "auto" or
+    "onednn", the backend is the CPU and oneDNN takes it; else None (XLA computes it).
+
+    The first convolution traced builds or loads the extension (`onednn.load`); if that fails,
+    its reason is logged once and every convolution stays on XLA.
+    """
+    setting = current()
+    if setting.kernels not in ("auto", "onednn"):
+        return None
+    if jax.default_backend() != "cpu":
+        if setting.kernels == "onednn":
+            log_once(f"cnnjax.kernels: convolutions run on XLA: oneDNN computes on the CPU, the "
+                     f"backend is {jax.default_backend()!r}")
+        return None
+    reason = onednn.load()[1]
+    if reason is not None:
+        log_once(f"cnnjax.kernels: oneDNN convolutions unavailable, every convolution runs on "
+                 f"XLA: {reason}")
+        return None
+    reason = onednn.unsupported(x, w)
+    if reason is not None:
+        log_once(f"cnnjax.kernels: a convolution runs on XLA, oneDNN does not take its {reason}")
+        return None
+    if input_shape is not None:
+        return onednn.conv2d_input_grad(x, w, input_shape, strides, padding, dilation, groups)
+    return onednn.conv2d(x, w, strides, padding, dilation, groups)
 
 
 class KernelScoped:

@@ -6,6 +6,8 @@ library, "convolution" here is cross-correlation (the kernel is not flipped).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -16,6 +18,22 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 # PyTorch's names mapped to jnp.pad's.
 _PAD_MODE_TO_NUMPY = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+# Another implementation of the NHWC/HWIO convolutions, installed by cnnjax.kernels (a higher
+# layer, so ops never imports it): backend(x, w, strides, padding, dilation, groups), padding
+# explicit ((top, bottom), (left, right)), returns the convolution or None to leave it to XLA;
+# with input_shape=(N, H, W, C) it returns instead the input gradient of that convolution (an
+# input of input_shape) at the output cotangent x: the transposed convolution.
+ConvBackend = Callable[..., "jax.Array | None"]
+_backend: ConvBackend | None = None
+
+
+def set_backend(backend: ConvBackend | None) -> None:
+    """Routes every `conv2d` (hence conv1d, depthwise, separable, correlate2d/convolve2d) and
+    `conv_transpose2d` through `backend`; None computes them all with XLA's
+    `lax.conv_general_dilated` again."""
+    global _backend
+    _backend = backend
 
 
 def _check_conv_args(x: jax.Array, w: jax.Array, groups: int, ndim: int) -> None:
@@ -70,9 +88,14 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride=1,
     pads = explicit_padding(padding, x.shape[1:3], w.shape[:2], strides, dilations)
     if padding_mode != "zeros":
         x, pads = pad_spatial(x, pads, padding_mode), ((0, 0), (0, 0))
-    y = lax.conv_general_dilated(
-        x, w.astype(x.dtype), window_strides=strides, padding=pads, rhs_dilation=dilations,
-        dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups, precision=precision)
+    w = w.astype(x.dtype)
+    # An explicit precision is XLA's to honour.
+    y = (_backend(x, w, strides, pads, dilations, groups)
+         if _backend is not None and precision is None else None)
+    if y is None:
+        y = lax.conv_general_dilated(
+            x, w, window_strides=strides, padding=pads, rhs_dilation=dilations,
+            dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups, precision=precision)
     if b is not None:
         y = y + b.astype(y.dtype)
     return y
@@ -131,19 +154,29 @@ def conv_transpose2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, 
         raise ValueError(f"output_padding {output_padding!r} must be smaller than max(stride, "
                          f"dilation) = {(max(sh, dh), max(sw, dw))}")
     kh, kw, cin, cout_g = w.shape
-    # Regroup (kh, kw, C_in, C_out/g) into a forward HWIO kernel (C_in/g, C_out) and flip it.
-    wf = w.reshape(kh, kw, groups, cin // groups, cout_g).transpose(0, 1, 3, 2, 4)
-    wf = wf.reshape(kh, kw, cin // groups, groups * cout_g)[::-1, ::-1]
-    lo_h, lo_w = dh * (kh - 1) - ph, dw * (kw - 1) - pw
-    pads = ((lo_h, lo_h + oph), (lo_w, lo_w + opw))
-    y = lax.conv_general_dilated(
-        x, wf.astype(x.dtype), window_strides=(1, 1),
-        padding=tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads), lhs_dilation=(sh, sw),
-        rhs_dilation=(dh, dw), dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups)
-    # Padding larger than the kernel extent crops the output instead of padding it.
-    crop_h = (max(-pads[0][0], 0), max(-pads[0][1], 0))
-    crop_w = (max(-pads[1][0], 0), max(-pads[1][1], 0))
-    y = y[:, crop_h[0]:y.shape[1] - crop_h[1], crop_w[0]:y.shape[2] - crop_w[1]]
+    n, h, wd, _ = x.shape
+    out_shape = (n, (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1,
+                 (wd - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1, groups * cout_g)
+    # The backend computes it as conv2d's input gradient, where conv2d maps out_shape back onto
+    # x's shape (output_padding < stride; larger, with dilation, it would map to more rows).
+    y = (_backend(x, w.transpose(0, 1, 3, 2).astype(x.dtype), (sh, sw), ((ph, ph), (pw, pw)),
+                  (dh, dw), groups, input_shape=out_shape)
+         if _backend is not None and oph < sh and opw < sw else None)
+    if y is None:
+        # Regroup (kh, kw, C_in, C_out/g) into a forward HWIO kernel (C_in/g, C_out), flip it.
+        wf = w.reshape(kh, kw, groups, cin // groups, cout_g).transpose(0, 1, 3, 2, 4)
+        wf = wf.reshape(kh, kw, cin // groups, groups * cout_g)[::-1, ::-1]
+        lo_h, lo_w = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+        pads = ((lo_h, lo_h + oph), (lo_w, lo_w + opw))
+        y = lax.conv_general_dilated(
+            x, wf.astype(x.dtype), window_strides=(1, 1),
+            padding=tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads), lhs_dilation=(sh, sw),
+            rhs_dilation=(dh, dw), dimension_numbers=_DIMENSION_NUMBERS,
+            feature_group_count=groups)
+        # Padding larger than the kernel extent crops the output instead of padding it.
+        crop_h = (max(-pads[0][0], 0), max(-pads[0][1], 0))
+        crop_w = (max(-pads[1][0], 0), max(-pads[1][1], 0))
+        y = y[:, crop_h[0]:y.shape[1] - crop_h[1], crop_w[0]:y.shape[2] - crop_w[1]]
     if b is not None:
         y = y + b.astype(y.dtype)
     return y

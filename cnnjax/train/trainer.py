@@ -92,7 +92,7 @@ def _check_model_keys(name: str, num_classes: int, overrides: dict[str, Any]) ->
 def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int,
                               steps_per_epoch: int):
     """(model, schedule, tx, total_steps) of a config; raises ValueError on bad names."""
-    choice = config.model.get("kernels", "xla")
+    choice = config.model.get("kernels", "auto")
     if choice not in kernels.CHOICES:
         raise ValueError(f"unknown model.kernels {choice!r}; expected one of {kernels.CHOICES}")
     overrides = model_overrides(config)

@@ -1,0 +1,115 @@
+"""Compiles the oneDNN convolution handlers (`conv.cc`) once per machine and registers them with
+XLA's CPU platform.
+
+The first `load()` in a process compiles `conv.cc` with the system C++ compiler (`$CXX`, else
+`g++`) against the XLA FFI headers jaxlib ships (`jax.ffi.include_dir()`) and oneDNN from the
+`onednn-devel-cpu-gomp` / `onednn-cpu-gomp` wheels, into
+`$CNNJAX_CACHE_DIR/onednn/` (default `~/.cache/cnnjax/onednn/`) under a name hashed from the
+source, the jaxlib and oneDNN versions and the compiler, so a later process (or a new version)
+finds it or builds its own; the library is written to a temporary file and renamed into place, so
+concurrent processes never load a half-written one. A compile takes ~10-20 s.
+
+When something is missing (not x86-64 Linux, no compiler, no oneDNN wheel, a failed build) `load()`
+returns the reason instead and the convolutions stay on XLA (`cnnjax.kernels.dispatch` logs it
+once).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import jax
+
+SOURCE = pathlib.Path(__file__).with_name("conv.cc")
+# Pass name -> the handler symbol in conv.cc, registered as the FFI target "cnnjax_onednn_<pass>".
+HANDLERS = {"forward": "CnnjaxOnednnConvForward", "input_grad": "CnnjaxOnednnConvInputGrad",
+            "weight_grad": "CnnjaxOnednnConvWeightGrad"}
+
+
+def target_name(pass_name: str) -> str:
+    return f"cnnjax_onednn_{pass_name}"
+
+
+def cache_dir() -> pathlib.Path:
+    root = os.environ.get("CNNJAX_CACHE_DIR") or pathlib.Path.home() / ".cache" / "cnnjax"
+    return pathlib.Path(root) / "onednn"
+
+
+def _wheel_file(dist_name: str, suffix: str) -> pathlib.Path:
+    """The installed file of wheel `dist_name` whose path ends with `suffix`."""
+    dist = importlib.metadata.distribution(dist_name)
+    for f in dist.files or ():
+        if str(f).replace("\\", "/").endswith(suffix):
+            return pathlib.Path(dist.locate_file(f)).resolve()
+    raise FileNotFoundError(f"{dist_name} has no file {suffix}")
+
+
+def _onednn() -> tuple[pathlib.Path, pathlib.Path, str]:
+    """(include dir, library dir, version) of the oneDNN wheels."""
+    header = _wheel_file("onednn-devel-cpu-gomp", "include/oneapi/dnnl/dnnl.hpp")
+    library = _wheel_file("onednn-cpu-gomp", "libdnnl.so.3")
+    return header.parents[2], library.parent, importlib.metadata.version("onednn-cpu-gomp")
+
+
+def _compile(compiler: str, include: pathlib.Path, libdir: pathlib.Path, out: pathlib.Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", str(SOURCE), "-o", tmp,
+           f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{libdir}", "-l:libdnnl.so.3",
+           f"-Wl,-rpath,{libdir}"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise RuntimeError(f"{compiler} failed ({lines[0] if lines else done.returncode})")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _build() -> pathlib.Path:
+    """The compiled library, built now if the cache lacks it; raises with the reason."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise RuntimeError(f"oneDNN's CPU wheels are x86-64 Linux only, this is "
+                           f"{sys.platform}/{platform.machine()}")
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'g++')!r} not found)")
+    try:
+        include, libdir, version = _onednn()
+    except (importlib.metadata.PackageNotFoundError, FileNotFoundError) as e:
+        raise RuntimeError(f"the oneDNN wheels are not installed ({e}; pip install "
+                           f"onednn-cpu-gomp onednn-devel-cpu-gomp)") from None
+    compiler_id = subprocess.run([compiler, "--version"], capture_output=True,
+                                 text=True).stdout.splitlines()[:1]
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), jax.__version__, version, str(libdir),
+                                    *compiler_id]).encode()).hexdigest()[:16]
+    out = cache_dir() / f"conv-{key}.so"
+    if not out.exists():
+        _compile(compiler, include, libdir, out)
+    return out
+
+
+@functools.cache
+def load() -> tuple[ctypes.CDLL | None, str | None]:
+    """(the loaded library, None) with the FFI targets registered, or (None, why not)."""
+    try:
+        lib = ctypes.CDLL(str(_build()))
+    except (RuntimeError, OSError) as e:
+        return None, str(e)
+    for pass_name, symbol in HANDLERS.items():
+        jax.ffi.register_ffi_target(target_name(pass_name), jax.ffi.pycapsule(getattr(lib, symbol)),
+                                    platform="cpu")
+    return lib, None
