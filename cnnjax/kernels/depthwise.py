@@ -193,10 +193,10 @@ def _filter_grad(x3, dy3, g: Geometry, interpret: bool, dtype):
 
     Few, wide programs. A program's fixed cost is its k^2 accumulators: at the end, k^2
     cross-row reductions of a (BW, BC) tile (warp shuffles) and k^2 partial rows written to HBM
-    and read back by XLA's sum. With TARGET_PROGRAMS (512) programs a small layer (7x7 output,
-    batch 32: 224 output rows, 18 channel tiles) gives each program one or two output rows, so
-    that fixed cost exceeds the work; GRAD_PROGRAMS (128, about one wave on a ~100-SM GPU)
-    gives each four times the rows and a quarter of the partials. Each program is also twice as
+    and read back by XLA's sum. With TARGET_PROGRAMS (512) programs a late layer (7x7 output,
+    1152 channels in 18 tiles, batch 32: 224 output rows) gives each program 8 rows of 7
+    columns, so that fixed cost rivals the loop's work; GRAD_PROGRAMS (128, about one wave on a
+    ~100-SM GPU) gives each 32 rows and leaves a quarter of the partials. Each program is also twice as
     wide (GRAD_WARPS warps, a GRAD_TILE_ELEMENTS tile): per-thread registers for the k^2
     accumulators stay as they were, a tile of BW columns re-reads k - 1 halo columns of x per
     shifted load, a share that halves as BW doubles, and more loads are in flight per program to
