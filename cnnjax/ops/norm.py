@@ -25,13 +25,21 @@ def register_batch_norm_kernel(kernel: BatchNormKernel) -> None:
 
 
 def _chan_merge(a, b):
-    """Merges two (count, mean, sum of squared deviations) partials exactly (Chan et al. 1979):
-    no E[x^2] - E[x]^2 cancellation, whatever the partials' offsets from zero."""
-    (na, ma, qa), (nb, mb, qb) = a, b
+    """Merges two partials (count, shift K, mean deviation d, M2) of disjoint sets of rows, whose
+    mean is K + d and M2 the sum of squared deviations from it (Chan et al. 1979).
+
+    Exact in form, so no E[x^2] - E[x]^2 cancellation; and the mean is kept as a data value K
+    plus a small d, so the difference of two partial means, (K_b - K_a) + (d_b - d_a), is not
+    limited by the float32 spacing of a large mean (|mean| = 1e4 is spaced 1e-3 apart, which
+    would cost M2 that much relative to the spread of the partial means). An empty partial
+    (count 0: the reduction's identity) leaves the other as it is.
+    """
+    (na, ka, da, qa), (nb, kb, db, qb) = a, b
     n = na + nb
-    frac = jnp.where(n > 0, nb / jnp.where(n > 0, n, 1.0), 0.0)
-    delta = mb - ma
-    return n, ma + delta * frac, qa + qb + delta * delta * na * frac
+    frac = nb / jnp.maximum(n, 1.0)  # counts are whole numbers, so n < 1 means both are empty
+    delta = (kb - ka) + (db - da)
+    merged = (n, ka, da + delta * frac, qa + qb + delta * delta * na * frac)
+    return tuple(jnp.where(na > 0, m, v) for m, v in zip(merged, b))
 
 
 @jax.custom_vjp
@@ -39,23 +47,27 @@ def _moments(x3: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(mean, biased variance) in float32 over axes 0 and 1 of x3 (N, R, C): N groups (the
     examples: the axis a data-parallel step shards) of R rows.
 
-    Each group's mean and squared deviations come from a two-pass reduction within the group,
-    which never crosses a shard. The N group partials are then merged by one reduction whose
-    combiner is Chan's exact merge of (count, mean, M2): sharded over devices, XLA partitions it
-    into a merge per shard and one exchange of the (devices, C) partials, merged on every
-    device (PyTorch SyncBatchNorm's scheme; XLA emits the exchange as all-gathers, independent
-    of each other, that GPU compilers combine into one). The two-pass form over the whole batch
-    needs two dependent all-reduces instead, and the one-pass E[x^2] - E[x]^2 loses every digit
-    of the variance when |mean| >> std.
+    Each group's partial comes from a two-pass reduction within the group about its first row
+    K (a data value, so the deviations are small and exact to float32), which never crosses a
+    shard. The N partials are then merged by one reduction whose combiner is Chan's exact merge
+    (`_chan_merge`): sharded over devices, XLA partitions it into a merge per shard and one
+    exchange of the (devices, C) partials, merged on every device (PyTorch SyncBatchNorm's
+    scheme; XLA emits the exchange as all-gathers, independent of each other, which GPU
+    compilers combine into one). The two-pass form over the whole batch needs two dependent
+    all-reduces instead, and the one-pass E[x^2] - E[x]^2 loses every digit of the variance when
+    |mean| >> std.
     """
     n, rows, c = x3.shape
     x32 = x3.astype(jnp.float32)
-    group_mean = jnp.mean(x32, axis=1)
-    group_m2 = jnp.sum(jnp.square(x32 - group_mean[:, None]), axis=1)
+    shift = x32[:, 0]
+    dev = x32 - shift[:, None]
+    group_d = jnp.mean(dev, axis=1)
+    group_m2 = jnp.sum(jnp.square(dev - group_d[:, None]), axis=1)
     count = jnp.full((n, c), rows, jnp.float32)
-    _, mean, m2 = lax.reduce((count, group_mean, group_m2),
-                             (jnp.float32(0), jnp.float32(0), jnp.float32(0)), _chan_merge, (0,))
-    return mean, m2 / (n * rows)
+    zero = jnp.float32(0)
+    _, k, d, m2 = lax.reduce((count, shift, group_d, group_m2), (zero, zero, zero, zero),
+                             _chan_merge, (0,))
+    return k + d, m2 / (n * rows)
 
 
 def _moments_fwd(x3):
