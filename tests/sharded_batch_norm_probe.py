@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from cnnjax import models, nn, ops
 from cnnjax.train.state import init_state
-from cnnjax.train.step import train_step
+from cnnjax.train.step import _shard_map, train_step
 
 COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
 BATCH = 16
@@ -83,6 +83,28 @@ def sharded_moments(mesh) -> list:
             ref_var.tolist()]
 
 
+def shard_map_moments(mesh) -> dict:
+    """Synchronised statistics under shard_map (`axis_name`) against the global ones under jit,
+    values and gradients (max absolute differences)."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(3.0 + rng.standard_normal((BATCH, 5, 5, 4)) * np.arange(1, 17)[:, None, None,
+                                                                             None], jnp.float32)
+    w = jnp.asarray(rng.standard_normal((2, 4)), jnp.float32)
+
+    def loss(moments):
+        return lambda x: jnp.sum(jnp.stack(moments(x)) * w)
+
+    local = _shard_map(lambda x: ops.batch_moments(x, axis_name="data"), mesh,
+                       in_specs=P("data"), out_specs=P())
+    got, want = jax.jit(local)(x), jax.jit(ops.batch_moments)(x)
+    grad_got = jax.jit(jax.grad(loss(local)))(x)
+    grad_want = jax.jit(jax.grad(loss(ops.batch_moments)))(x)
+    return {"values": float(np.max(np.abs(np.stack(got) - np.stack(want)))),
+            "scale": float(np.max(np.abs(np.stack(want)))),
+            "grads": float(np.max(np.abs(grad_got - grad_want))),
+            "grad_scale": float(np.max(np.abs(grad_want)))}
+
+
 def main(names: list[str]) -> None:
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
     assert len(jax.devices()) == 8, jax.devices()
@@ -90,6 +112,7 @@ def main(names: list[str]) -> None:
     out["stack_cnnjax"] = step_collectives(BNStack(6, flax=False), 8, mesh)
     out["stack_flax"] = step_collectives(BNStack(6, flax=True), 8, mesh)
     out["moments"] = sharded_moments(mesh)
+    out["shard_map"] = shard_map_moments(mesh)
     print(json.dumps(out))
 
 
