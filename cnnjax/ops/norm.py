@@ -89,9 +89,13 @@ _moments.defvjp(_moments_fwd, _moments_bwd)
 
 def batch_moments(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
     """Mean and biased variance, float32, over every axis of x (..., C) but the last, in one
-    fused reduction over the examples' two-pass partials (see `_moments`). In `shard_map`/`pmap`, `axis_name` merges the per-device
-    moments across that axis with one all-gather of the (devices, 2, C) partials and Chan's
-    merge, which is exact for any spread of the per-device means."""
+    fused reduction over the examples' two-pass partials (see `_moments`).
+
+    In `shard_map`/`pmap`, `axis_name` merges the per-device moments across that axis with one
+    all-gather of the (devices, 2, C) partials. That merge takes the spread of the per-device
+    means from their float32 values, so it is exact in form but, unlike the merge within one
+    program, limited by float32's spacing at |mean| (1e-3 at 1e4) when |mean| >> std.
+    """
     if x.ndim < 2:
         raise ValueError(f"batch statistics need a batch axis and a channel axis, got shape "
                          f"{tuple(x.shape)}")
