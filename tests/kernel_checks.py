@@ -52,14 +52,15 @@ def value_and_vjp(f, args, seed: int):
 
 
 def triton_kernels_for_gpu(f, args, monkeypatch) -> int:
-    """Lowers jit(f) for CUDA without a GPU and returns how many Triton kernels it holds.
+    """Lowers jit(f) for CUDA without a GPU and returns how many Triton kernels it holds;
+    `args` are arrays or pytrees of arrays (or of their shapes and dtypes).
 
     JAX itself turns Pallas kernels into Triton IR (a GPU compiles that IR later), so this
     catches what the Triton backend rejects (shapes that are not powers of two, unsupported
     operations) on any machine. The dispatcher is told the backend is a GPU.
     """
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args]
+    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
     exported = export.export(jax.jit(f), platforms=["cuda"],
                              disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON_CALL)])
     return exported(*specs).mlir_module().count(TRITON_CALL)

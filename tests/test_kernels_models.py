@@ -109,6 +109,50 @@ def test_flax_layers_route_depthwise_conv_and_batch_norm_to_the_kernels():
     _compare_models(model, x, jnp.array([1, 3]))
 
 
+# Per model, from the architecture: batch norms by (activation, residual add fused), and the
+# max pools and depthwise convolutions, each of which must reach its kernel.
+ROUTED = {
+    # stem BN-ReLU; 8 basic blocks: BN-ReLU, BN + shortcut + ReLU; 3 projection BNs.
+    "resnet18": ({("relu", False): 9, ("relu", True): 8, ("identity", False): 3}, 1, 0),
+    # stem; 16 bottlenecks: 2 BN-ReLU, BN + shortcut + ReLU; 4 projection BNs.
+    "resnet50": ({("relu", False): 33, ("relu", True): 16, ("identity", False): 4}, 1, 0),
+    # stem, 16 expansions, 17 depthwise and the head with ReLU6; 17 linear projections, 10 of
+    # them (stride 1, same width) with the residual add (Sandler et al. 2018, Table 2).
+    "mobilenet_v2": ({("relu6", False): 35, ("identity", True): 10, ("identity", False): 7},
+                     0, 17),
+    # stem, 15 expansions, 16 depthwise and the head with swish; 16 projections (the residual
+    # passes stochastic depth first, so it is not fused).
+    "efficientnet_b0": ({("swish", False): 33, ("identity", False): 16}, 0, 16),
+}
+
+
+@pytest.mark.parametrize("name", list(ROUTED))
+def test_models_route_every_batch_norm_pool_and_depthwise_conv_to_the_kernels(monkeypatch, name):
+    """Counts the pallas_calls in the training forward's jaxpr under kernels "pallas" (2 per
+    batch norm: statistics and normalisation) and which activation and residual each batch norm
+    fuses (recorded at the kernel's entry, cnnjax.ops' batch-norm hook)."""
+    fused, pools, depthwise = ROUTED[name]
+    calls = []
+    kernel = ops.norm._batch_norm_kernel
+
+    def recording(x, scale, bias, residual, activation, eps):
+        calls.append((activation, residual is not None))
+        return kernel(x, scale, bias, residual, activation, eps)
+
+    monkeypatch.setattr(ops.norm, "_batch_norm_kernel", recording)
+    model = models.create(name, num_classes=10)
+    x = jnp.zeros((2, 64, 64, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+    with kernels.use("pallas", interpret=True):
+        jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(
+            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)}))(
+                variables, x))
+    assert {k: calls.count(k) for k in set(calls)} == fused
+    assert jaxpr.count("pallas_call") == 2 * len(calls) + pools + depthwise
+    assert jaxpr.count("name=max_pool2d_fwd") == pools
+    assert jaxpr.count("name=depthwise_conv2d_fwd") == depthwise
+
+
 def test_cifar_resnet20_same_loss_and_gradients_with_pallas_and_xla():
     model = models.create("cifar_resnet20", num_classes=10)
     _compare_models(model, normal(2, (2, 8, 8, 3)), jnp.array([4, 7]))

@@ -56,6 +56,30 @@ def test_avg_pool_float32_matches_reference(case, count_include_pad):
              count_include_pad=count_include_pad)
 
 
+@pytest.mark.parametrize("op,padding,count_include_pad", [
+    ("max_pool", 0, True), ("avg_pool", 1, True), ("avg_pool", 0, False), ("avg_pool", 1, False)])
+def test_ceil_mode_matches_pytorch(op, padding, count_include_pad):
+    """ceil_mode (GoogLeNet's max pools, NFNet's avg-pool shortcut): windows overhanging the
+    bottom/right edge, whose overhang never counts in the average, against PyTorch's pooling
+    (output and input gradient)."""
+    import torch
+
+    x = normal(11, (2, 9, 10, 5))
+    options = {} if op == "max_pool" else {"count_include_pad": count_include_pad}
+    kernel = functools.partial(getattr(kernels, f"{op}2d"), window=3, stride=2, padding=padding,
+                               ceil_mode=True, interpret=True, **options)
+    y, pullback = jax.vjp(kernel, x)
+    g = normal(13, y.shape)
+    (dx,) = pullback(g)
+    t = torch.tensor(np.asarray(x), dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
+    pool = getattr(torch.nn.functional, f"{op}2d")
+    ty = pool(t, 3, 2, padding, ceil_mode=True, **options).permute(0, 2, 3, 1)
+    ty.backward(torch.tensor(np.asarray(g), dtype=torch.float64))
+    np.testing.assert_allclose(np.asarray(y), ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dx), t.grad.permute(0, 2, 3, 1).numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_avg_pool_bfloat16_matches_reference():  # bf16 max pooling: the tie test below
     _compare("avg_pool", (2, 9, 7, 20, 3, 2, 1), jnp.bfloat16, seed=5, count_include_pad=False)
 

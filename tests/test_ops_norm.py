@@ -33,11 +33,64 @@ def test_batch_norm_statistics_are_float32_for_bf16_and_stable_for_large_means()
     assert y.dtype == jnp.bfloat16 and mean.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("shape", [(64, 4, 4, 2), (32, 8, 8, 16), (256, 16), (3, 1, 1, 5)])
+def test_batch_statistics_of_badly_centred_inputs_match_a_float64_two_pass(shape):
+    """Mean 1e4, std 1: float32 spaces 1e4 by 1e-3, so E[x^2] - E[x]^2 keeps no digit of the
+    variance; the fused statistics must be as good as a float32 two-pass (~1e-6 relative)."""
+    x = jnp.asarray(1e4 + np.random.default_rng(5).standard_normal(shape), jnp.float32)
+    x64 = np.asarray(x, np.float64)
+    axes = tuple(range(x.ndim - 1))
+    ref_mean = x64.mean(axes)
+    ref_var = ((x64 - ref_mean) ** 2).mean(axes)
+    mean, var = jax.jit(ops.batch_moments)(x)
+    np.testing.assert_allclose(np.asarray(mean), ref_mean, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(var), ref_var, rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "swish", "identity"])
+def test_fused_batch_norm_residual_activation_and_gradients_match_pytorch(activation):
+    """act(batch_norm(x) + residual) and its gradients in x, scale, bias and residual against
+    PyTorch's float64 autograd (the training statistics' VJP is cnnjax's own)."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((4, 5, 6, 3)) * 2 + 3).astype(np.float32)
+    scale, bias = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    res = rng.standard_normal(x.shape).astype(np.float32)
+    cot = rng.standard_normal(x.shape).astype(np.float32)
+
+    def ours(x, scale, bias, res):
+        return ops.batch_norm(x, scale, bias, train=True, residual=res, activation=activation)[0]
+
+    y, pullback = jax.vjp(ours, *map(jnp.asarray, (x, scale, bias, res)))
+    grads = pullback(jnp.asarray(cot))
+    t = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, scale, bias, res)]
+    act = {"relu": torch.relu, "swish": torch.nn.functional.silu, "identity": lambda z: z}[activation]
+    z = torch.nn.functional.batch_norm(t[0].permute(0, 3, 1, 2), None, None, t[1], t[2],
+                                       training=True, eps=1e-5).permute(0, 2, 3, 1)
+    ty = act(z + t[3])
+    ty.backward(torch.tensor(cot, dtype=torch.float64))
+    np.testing.assert_allclose(np.asarray(y), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, t):
+        np.testing.assert_allclose(np.asarray(got), want.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_running_statistics_update_is_the_momentum_average():
+    mean, var = ops.update_running_stats(jnp.array([1.0, 2.0]), jnp.array([3.0, 4.0]),
+                                         jnp.array([5.0, 6.0]), jnp.array([7.0, 8.0]), 0.9)
+    np.testing.assert_allclose(np.asarray(mean), [0.9 * 1 + 0.1 * 5, 0.9 * 2 + 0.1 * 6], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(var), [0.9 * 3 + 0.1 * 7, 0.9 * 4 + 0.1 * 8], rtol=1e-6)
+
+
 def test_batch_norm_errors():
     with pytest.raises(ValueError, match="running mean"):
         ops.batch_norm(jnp.ones((2, 3)), None, None, train=False)
     with pytest.raises(ValueError, match=r"scale must have shape \(3,\)"):
         ops.batch_norm(jnp.ones((2, 3)), jnp.ones(4), None, train=True)
+    with pytest.raises(ValueError, match=r"residual must have x's shape \(2, 3\), got \(3,\)"):
+        ops.batch_norm(jnp.ones((2, 3)), None, None, train=True, residual=jnp.ones(3))
+    with pytest.raises(ValueError, match=r"batch axis and a channel axis, got shape \(3,\)"):
+        ops.batch_norm(jnp.ones(3), None, None, train=True)
+    with pytest.raises(ValueError, match="unknown activation 'tanhh'"):
+        ops.batch_norm(jnp.ones((2, 3)), None, None, train=True, activation="tanhh")
 
 
 def test_local_response_norm_paper_formula_and_pytorch():

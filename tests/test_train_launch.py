@@ -127,7 +127,7 @@ _BAD_INPUTS = {
                                     "does not take the config's model keys ['batch_norm', "
                                     "'dropout_rate']"),
     "dataset not prepared": (("--config.dataset.data_dir={tmp}/empty",),
-                             "configs/lenet5_mnist.py", "'mnist' is not prepared in"),
+                             "configs/lenet5_mnist.py", "dataset 'mnist' is not in"),
 }
 
 

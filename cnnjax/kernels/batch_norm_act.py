@@ -8,9 +8,9 @@ equal to `ops.batch_norm(x, scale, bias, train=True, eps=eps)`, then `+ residual
 
 Passes over the activation (viewed as (M, C): M = N*H*W rows, channels contiguous):
 - statistics: one read of x. Each program owns (R rows, BC channels) and streams (BR, BC)
-  tiles; per tile it takes the exact mean and squared deviations in registers, then merges
-  them into its running (count, mean, M2) with Chan et al.'s pairwise update, which has no
-  E[x^2] - E[x]^2 cancellation. XLA merges the few hundred per-program partials the same way.
+  tiles, accumulating shifted sums elementwise and reducing once (see `_stats_kernel`). XLA
+  merges the few hundred per-program (mean, M2) partials exactly (Chan et al.'s pairwise form,
+  which has no E[x^2] - E[x]^2 cancellation).
 - normalise: one read of x (and the residual), one write of y; the per-channel affine map
   (scale * rstd, bias - mean * scale * rstd) is folded in XLA beforehand.
 - backward: a reduction pass reads x, dy (and the residual) and returns per-program sums of
@@ -87,28 +87,34 @@ def _tile(g: Geometry, r0, br: int, c, c_ok):
 
 def _stats_kernel(x_ref, mean_ref, m2_ref, *, g: Geometry, br: int, bc: int):
     """Per program p: mean and sum of squared deviations of rows [p*rows, (p+1)*rows).
-    Refs: x (M, C); mean, m2 (P, C) float32."""
+    Refs: x (M, C); mean, m2 (P, C) float32.
+
+    The program accumulates d = x - K and d^2 elementwise into two (BR, BC) float32 tiles across
+    all its tiles and reduces their rows once, at the end. A block reduction and a Chan merge
+    per tile would put a cross-lane reduction (warp shuffles) and a division on the loop's
+    critical path in every iteration of a memory-bound kernel; elementwise accumulation is two
+    FMAs per value with no cross-thread traffic until the end. The shift K is the program's
+    first row, a sample of each channel, so |mean - K| is of the order of the standard deviation
+    and the one-pass M2 = S2 - S1^2 / n keeps the two-pass form's precision (the relative error
+    grows only as eps * (mean - K)^2 / var), however far the mean lies from zero.
+    """
     p = pl.program_id(0)
     cv, c_ok = _channels(g, bc)
+    start = p * g.rows
+    shift = tiling.load(x_ref, (start, cv), c_ok, 0.0).astype(jnp.float32)[None, :]
 
-    def body(i, carry):
-        count, mean, m2 = carry
-        r0 = p * g.rows + i * br
-        r, c, ok = _tile(g, r0, br, cv, c_ok)
-        xv = tiling.load(x_ref, (r, c), ok, 0.0).astype(jnp.float32)
-        n = jnp.clip(g.m - r0, 0, br).astype(jnp.float32)
-        t_mean = jnp.sum(xv, axis=0) / jnp.maximum(n, 1.0)
-        dev = jnp.where(ok, xv - t_mean[None, :], 0.0)
-        t_m2 = jnp.sum(dev * dev, axis=0)
-        total = count + n
-        frac = n / jnp.maximum(total, 1.0)
-        delta = t_mean - mean
-        return total, mean + delta * frac, m2 + t_m2 + delta * delta * count * frac
+    def body(i, acc):
+        s1, s2 = acc
+        r, c, ok = _tile(g, start + i * br, br, cv, c_ok)
+        d = jnp.where(ok, tiling.load(x_ref, (r, c), ok, 0.0).astype(jnp.float32) - shift, 0.0)
+        return s1 + d, s2 + d * d
 
-    zeros = jnp.zeros((bc,), jnp.float32)
-    _, mean, m2 = lax.fori_loop(0, g.rows // br, body, (jnp.float32(0.0), zeros, zeros))
-    tiling.store(mean_ref, (p, cv), mean, c_ok)
-    tiling.store(m2_ref, (p, cv), m2, c_ok)
+    zeros = jnp.zeros((br, bc), jnp.float32)
+    s1, s2 = lax.fori_loop(0, g.rows // br, body, (zeros, zeros))
+    s1, s2 = jnp.sum(s1, axis=0), jnp.sum(s2, axis=0)
+    n = jnp.clip(g.m - start, 1, g.rows).astype(jnp.float32)
+    tiling.store(mean_ref, (p, cv), shift[0] + s1 / n, c_ok)
+    tiling.store(m2_ref, (p, cv), jnp.maximum(s2 - s1 * s1 / n, 0.0), c_ok)
 
 
 def _affine(ab_ref, c, c_ok):
@@ -272,11 +278,10 @@ _batch_norm_act.defvjp(_batch_norm_act_fwd, _batch_norm_act_bwd)
 def reference(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
               residual: jax.Array | None = None, activation: str = "relu", eps: float = 1e-5
               ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The definition the kernels equal: ops.batch_norm (training), + residual, activation."""
-    y, mean, var = ops.batch_norm(x, scale, bias, train=True, eps=eps)
-    if residual is not None:
-        y = y + residual
-    return ops.get_activation(activation)(y), mean, var
+    """The definition the kernels equal: ops.batch_norm in training on its XLA path."""
+    with dispatch.use("xla"):
+        return ops.batch_norm(x, scale, bias, train=True, eps=eps, residual=residual,
+                              activation=activation)
 
 
 def _unsupported(x, residual, activation: str) -> str | None:
@@ -290,28 +295,14 @@ def _unsupported(x, residual, activation: str) -> str | None:
     return tiling.unsupported_dtype(x)
 
 
-def batch_norm_act(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
-                   residual: jax.Array | None = None, activation: str = "relu",
-                   eps: float = 1e-5, interpret: bool = False
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """act(batch_norm(x) + residual) with training-mode statistics over every axis but the last.
-
-    Args:
-      x: (..., C) activations (NHWC for images).
-      scale, bias: (C,) affine parameters, or None for none.
-      residual: optional array of x's shape and dtype added before the activation.
-      activation: a name of ops.ACTIVATIONS; the kernels fuse those in ACTIVATIONS here.
-    Returns:
-      (y, mean, var): y like x; the batch mean and biased variance in float32.
-
-    Runs the Pallas kernels when the kernels switch says "pallas" (on a GPU) or `interpret` is
-    set; see cnnjax.kernels.dispatch. Differentiable in x, scale, bias and residual.
-    """
-    ref = functools.partial(reference, residual=residual, activation=activation, eps=eps)
-    jax.eval_shape(ref, x, scale, bias)  # validates the arguments as the reference does
+def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
+            residual: jax.Array | None, activation: str, eps: float, interpret: bool = False
+            ) -> tuple[jax.Array, jax.Array, jax.Array] | None:
+    """The kernels on validated arguments, or None when the switch (or an argument the kernel
+    does not take) keeps ops.batch_norm's XLA path. Registered as ops.batch_norm's kernel."""
     mode = dispatch.kernel_mode("batch_norm_act", _unsupported(x, residual, activation), interpret)
     if mode is None:
-        return ref(x, scale, bias)
+        return None
     c = x.shape[-1]
     m = x.size // c
     g = Geometry(m, c, activation, residual is not None, _plan(m, c, x.dtype))
@@ -320,3 +311,31 @@ def batch_norm_act(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None
     res = None if residual is None else residual.reshape(m, c)
     y, mean, var = _batch_norm_act(x.reshape(m, c), scale, bias, res, g, eps, mode)
     return y.reshape(x.shape), mean, var
+
+
+ops.norm.register_batch_norm_kernel(_kernel)
+
+
+def batch_norm_act(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
+                   residual: jax.Array | None = None, activation: str = "relu",
+                   eps: float = 1e-5, interpret: bool = False
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """act(batch_norm(x) + residual) with training-mode statistics over every axis but the last:
+    `ops.batch_norm(x, scale, bias, train=True, residual=..., activation=..., eps=...)`, which
+    runs these kernels when the kernels switch says "pallas" (on a GPU); `interpret` runs them in
+    the Pallas interpreter whatever the switch (see cnnjax.kernels.dispatch).
+
+    Args:
+      x: (..., C) activations (NHWC for images).
+      scale, bias: (C,) affine parameters, or None for none.
+      residual: optional array of x's shape and dtype added before the activation.
+      activation: a name of ops.ACTIVATIONS; the kernels fuse those in ACTIVATIONS here.
+    Returns:
+      (y, mean, var): y like x; the batch mean and biased variance in float32.
+    Differentiable in x, scale, bias and residual.
+    """
+    setting = dispatch.current()
+    kernels = "pallas" if interpret else setting.kernels
+    with dispatch.use(kernels, interpret=interpret or setting.interpret):
+        return ops.batch_norm(x, scale, bias, train=True, eps=eps, residual=residual,
+                              activation=activation)

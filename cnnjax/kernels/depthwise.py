@@ -8,13 +8,15 @@ take square 3x3 and 5x5 filters at stride 1 or 2 with any padding of 0..k-1 pixe
 Blocking (GPU). Depthwise convolution does k^2 multiply-adds per value it reads, so it is bound
 by memory traffic, not arithmetic; the kernels read each operand once from HBM and take the
 k x k reuse from L1/L2:
-- forward and input gradient: one program per (image row, BW columns, BC channels) tile of the
-  result; it gathers the k^2 shifted (and, at stride 2, strided) input tiles of its window, each
-  row of a tile one contiguous run of BC channels, and accumulates in float32 registers.
+- forward: one program per (ROWS output rows, BW columns, BC channels) tile of the result; it
+  reads each input row of its window once and adds it into every output row it feeds (see
+  `_forward_kernel`), each row of a tile one contiguous run of BC channels, float32 registers.
+- input gradient: one program per (image row, BW columns, BC channels) tile of dx; it gathers
+  the k^2 shifted (and, at stride 2, strided) tiles of dy whose windows cover it.
 - filter gradient: dw[tap, c] = sum over (n, oh, ow) of dy * x_shifted is a reduction over
-  N * H' * W' per channel. Programs own (a run of R output rows, BC channels), keep k^2 float32
-  (BW, BC) accumulators in registers across their rows, and write one (k^2, BC) partial; the few
-  hundred partials are summed by XLA (deterministic, no atomics).
+  N * H' * W' per channel. Programs own (a run of output rows, BC channels), keep k^2 float32
+  (BW, BC) accumulators in registers across their rows, and write one (k^2, BC) partial that
+  XLA sums (deterministic, no atomics); the programs are few and wide (see `_filter_grad`).
 """
 
 from __future__ import annotations
@@ -33,10 +35,15 @@ from cnnjax.ops.shapes import Padding, explicit_padding, pair
 
 KERNEL_SIZES = (3, 5)
 STRIDES = (1, 2)
-# Values per output tile (forward, input gradient) and per accumulator (filter gradient, which
-# keeps k^2 of them live: 25 x 256 fp32 over 128 threads is 50 registers each).
+# Values per output tile (input gradient; the forward's ROWS accumulators share this budget).
 TILE_ELEMENTS = 2048
-GRAD_TILE_ELEMENTS = 256
+# Output rows per forward program.
+ROWS = 4
+# Filter gradient: values per accumulator, warps and target programs. It keeps k^2 accumulators
+# live: 25 x 512 fp32 over 256 threads is 50 registers each.
+GRAD_TILE_ELEMENTS = 512
+GRAD_WARPS = 8
+GRAD_PROGRAMS = 128
 
 
 class Geometry(NamedTuple):
@@ -61,21 +68,39 @@ def _taps(k: int):
 
 def _forward_kernel(x_ref, w_ref, y_ref, *, g: Geometry, bw: int, bc: int):
     """y[n, oh, ow, c] = sum_{di, dj} x[n, oh*s + di - pt, ow*s + dj - pl, c] * w[di*k + dj, c].
-    Refs: x (N*H, W, C), w (k*k, C), y (N*H', W', C); program (row n*H' + oh, ow tile, c tile)."""
-    row = pl.program_id(0)
-    n, oh = tiling.div(row, g.ho), tiling.rem(row, g.ho)
+    Refs: x (N*H, W, C), w (k*k, C), y (N*H', W', C); program (n and a block of ROWS output
+    rows, ow tile, c tile).
+
+    ROWS output rows per program: output rows oh and oh + 1 share k - s of their k input rows,
+    so a program per output row reads each input row k / s times (from L2 at best). Here the
+    program walks the (ROWS - 1) * s + k input rows of its block once, loads each (per column
+    shift dj) once, and adds it into every output row of the block it feeds, with the k^2
+    weights held in registers for the whole block. The ROWS accumulators share the register
+    budget of one tile (the caller narrows BW), so occupancy is unchanged.
+    """
+    blocks = pl.cdiv(g.ho, ROWS)
+    p = pl.program_id(0)
+    n, oh0 = tiling.div(p, blocks), tiling.rem(p, blocks) * ROWS
     ow = tiling.arange(pl.program_id(1) * bw, bw)
     c = tiling.arange(pl.program_id(2) * bc, bc)
     c_ok = c < g.c
-    acc = jnp.zeros((bw, bc), jnp.float32)
-    for di, dj in _taps(g.k):
-        ih = oh * g.s + di - g.pad_top
-        iw = ow * g.s + dj - g.pad_left
-        ok = (ih >= 0) & (ih < g.h) & ((iw >= 0) & (iw < g.w))[:, None] & c_ok[None, :]
-        xv = tiling.load(x_ref, (n * g.h + ih, iw[:, None], c[None, :]), ok, 0.0)
-        wv = tiling.load(w_ref, (di * g.k + dj, c), c_ok, 0.0)
-        acc += xv.astype(jnp.float32) * wv.astype(jnp.float32)[None, :]
-    tiling.store(y_ref, (row, ow[:, None], c[None, :]), acc, (ow < g.wo)[:, None] & c_ok[None, :])
+    w = [tiling.load(w_ref, (t, c), c_ok, 0.0).astype(jnp.float32)[None, :]
+         for t in range(g.k * g.k)]
+    acc = [jnp.zeros((bw, bc), jnp.float32) for _ in range(ROWS)]
+    for j in range((ROWS - 1) * g.s + g.k):  # input row oh0 * s + j - pt
+        ih = oh0 * g.s + j - g.pad_top
+        feeds = [(r, j - r * g.s) for r in range(ROWS) if 0 <= j - r * g.s < g.k]
+        for dj in range(g.k):
+            iw = ow * g.s + dj - g.pad_left
+            ok = (ih >= 0) & (ih < g.h) & ((iw >= 0) & (iw < g.w))[:, None] & c_ok[None, :]
+            xv = tiling.load(x_ref, (n * g.h + ih, iw[:, None], c[None, :]), ok, 0.0)
+            xv = xv.astype(jnp.float32)
+            for r, di in feeds:
+                acc[r] = acc[r] + xv * w[di * g.k + dj]
+    out_ok = (ow < g.wo)[:, None] & c_ok[None, :]
+    for r in range(ROWS):
+        oh = oh0 + r
+        tiling.store(y_ref, (n * g.ho + oh, ow[:, None], c[None, :]), acc[r], out_ok & (oh < g.ho))
 
 
 def _source(i, pad: int, d: int, s: int, size: int):
@@ -140,17 +165,17 @@ def _filter_grad_kernel(x_ref, dy_ref, part_ref, *, g: Geometry, rows: int, bw: 
         tiling.store(part_ref, (p, t, c), jnp.sum(a, axis=0), c_ok)
 
 
-def _blocks(g: Geometry, dtype) -> tuple[int, int]:
+def _blocks(g: Geometry, dtype, elements: int = TILE_ELEMENTS) -> tuple[int, int]:
     bc = tiling.channel_block(g.c, jnp.dtype(dtype).itemsize)
-    return bc, tiling.span_block(max(g.w, g.wo), bc, TILE_ELEMENTS)
+    return bc, tiling.span_block(max(g.w, g.wo), bc, elements)
 
 
 def _forward(x3, w2, g: Geometry, interpret: bool):
-    bc, bw = _blocks(g, x3.dtype)
+    bc, bw = _blocks(g, x3.dtype, TILE_ELEMENTS // ROWS)
     kernel = functools.partial(_forward_kernel, g=g, bw=bw, bc=bc)
     return tiling.launch(
-        kernel, grid=(g.n * g.ho, pl.cdiv(g.wo, bw), pl.cdiv(g.c, bc)), interpret=interpret,
-        out_shape=jax.ShapeDtypeStruct((g.n * g.ho, g.wo, g.c), x3.dtype),
+        kernel, grid=(g.n * pl.cdiv(g.ho, ROWS), pl.cdiv(g.wo, bw), pl.cdiv(g.c, bc)),
+        interpret=interpret, out_shape=jax.ShapeDtypeStruct((g.n * g.ho, g.wo, g.c), x3.dtype),
         name="depthwise_conv2d_fwd")(x3, w2)
 
 
@@ -164,14 +189,27 @@ def _input_grad(dy3, w2, g: Geometry, interpret: bool, dtype):
 
 
 def _filter_grad(x3, dy3, g: Geometry, interpret: bool, dtype):
+    """dw (k, k, 1, C) from per-program partials.
+
+    Few, wide programs. A program's fixed cost is its k^2 accumulators: at the end, k^2
+    cross-row reductions of a (BW, BC) tile (warp shuffles) and k^2 partial rows written to HBM
+    and read back by XLA's sum. With TARGET_PROGRAMS (512) programs a late layer (7x7 output,
+    1152 channels in 18 tiles, batch 32: 224 output rows) gives each program 8 rows of 7
+    columns, so that fixed cost rivals the loop's work; GRAD_PROGRAMS (128, about one wave on a
+    ~100-SM GPU) gives each 32 rows and leaves a quarter of the partials. Each program is also twice as
+    wide (GRAD_WARPS warps, a GRAD_TILE_ELEMENTS tile): per-thread registers for the k^2
+    accumulators stay as they were, a tile of BW columns re-reads k - 1 halo columns of x per
+    shifted load, a share that halves as BW doubles, and more loads are in flight per program to
+    cover memory latency over its longer run of rows.
+    """
     bc = tiling.channel_block(g.c, jnp.dtype(x3.dtype).itemsize)
     bw = tiling.span_block(g.wo, bc, GRAD_TILE_ELEMENTS)
     c_tiles, out_rows = pl.cdiv(g.c, bc), g.n * g.ho
-    rows = pl.cdiv(out_rows, max(1, min(out_rows, tiling.TARGET_PROGRAMS // c_tiles)))
+    rows = pl.cdiv(out_rows, max(1, min(out_rows, GRAD_PROGRAMS // c_tiles)))
     programs = pl.cdiv(out_rows, rows)
     kernel = functools.partial(_filter_grad_kernel, g=g, rows=rows, bw=bw, bc=bc)
     parts = tiling.launch(
-        kernel, grid=(programs, c_tiles), interpret=interpret,
+        kernel, grid=(programs, c_tiles), interpret=interpret, num_warps=GRAD_WARPS,
         out_shape=jax.ShapeDtypeStruct((programs, g.k * g.k, g.c), jnp.float32),
         name="depthwise_conv2d_dw")(x3, dy3)
     return jnp.sum(parts, axis=0).astype(dtype)

@@ -3,7 +3,10 @@ oneDNN's CPU convolutions.
 
 `kernels` is one of
 - "auto" (the default): the Pallas kernels on a GPU, oneDNN's convolutions on an x86-64 CPU,
-  XLA's lowering of the references otherwise;
+  XLA's lowering of the references otherwise. With more than one device, "auto" keeps XLA:
+  neither the Pallas calls nor the oneDNN custom calls define a sharding rule
+  (custom_partitioning), so under jit over a sharded batch XLA would gather the whole batch
+  to every call. "pallas" and "onednn" still force them;
 - "xla": every entry point and convolution computes its `cnnjax.ops` reference with XLA;
 - "pallas": the Pallas kernels, where they can run (convolutions other than depthwise on XLA);
 - "onednn": every convolution of `cnnjax.ops` (conv2d and everything built on it) on oneDNN
@@ -90,6 +93,15 @@ def log_once(message: str) -> None:
         logger.warning(message)
 
 
+def _single_device() -> bool:
+    """Whether "auto" may use the kernels: one device in the run (see the module docstring)."""
+    if jax.device_count() == 1:
+        return True
+    log_once(f"cnnjax.kernels: 'auto' keeps XLA's lowering on {jax.device_count()} devices (the "
+             f"kernels define no sharding rule); kernels='pallas' or 'onednn' forces them")
+    return False
+
+
 def kernel_mode(op: str, unsupported: str | None, interpret: bool) -> bool | None:
     """How entry point `op` computes now: None -> its XLA reference, False -> the compiled
     kernel, True -> the kernel in the Pallas interpreter.
@@ -101,7 +113,8 @@ def kernel_mode(op: str, unsupported: str | None, interpret: bool) -> bool | Non
     """
     setting = current()
     pallas = setting.kernels == "pallas" or (
-        setting.kernels == "auto" and (setting.interpret or jax.default_backend() == "gpu"))
+        setting.kernels == "auto" and (setting.interpret or (
+            jax.default_backend() == "gpu" and _single_device())))
     if not interpret and not pallas:
         return None
     interpret = interpret or setting.interpret
@@ -126,7 +139,8 @@ def conv_backend(x: jax.Array, w: jax.Array, strides: tuple[int, int],
     its reason is logged once and every convolution stays on XLA.
     """
     setting = current()
-    if setting.kernels not in ("auto", "onednn"):
+    if setting.kernels not in ("auto", "onednn") or (
+            setting.kernels == "auto" and not _single_device()):
         return None
     if jax.default_backend() != "cpu":
         if setting.kernels == "onednn":

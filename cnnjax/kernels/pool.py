@@ -1,7 +1,7 @@
 """Max and average pooling (NHWC) as Pallas kernels with kernel backward passes.
 
-Equal to `cnnjax.ops.max_pool` / `ops.avg_pool` (without ceil_mode) for any window, stride and
-padding they accept; windows of more than MAX_WINDOW values fall back to the reference.
+Equal to `cnnjax.ops.max_pool` / `ops.avg_pool` for any window, stride, padding and ceil_mode
+they accept; windows of more than MAX_WINDOW values fall back to the reference.
 
 Blocking (GPU): one program per (output or input row, BW columns, BC channels) tile, channels
 contiguous, float32 accumulation; the window's k_h x k_w shifted tiles are gathered with masks
@@ -34,7 +34,8 @@ TILE_ELEMENTS = 2048
 
 class Geometry(NamedTuple):
     """Static shape of one pooling: input (n, h, w, c), output (ho, wo), window (kh, kw),
-    strides (sh, sw), top and left padding; `include_pad`: avg_pool's count_include_pad."""
+    strides (sh, sw), top and left padding; `include_pad`: avg_pool's count_include_pad; bottom
+    and right explicit padding (the overhang ceil_mode adds beyond them never counts)."""
 
     n: int
     h: int
@@ -49,6 +50,8 @@ class Geometry(NamedTuple):
     pad_top: int
     pad_left: int
     include_pad: bool = True
+    pad_bottom: int = 0
+    pad_right: int = 0
 
 
 def _window(g: Geometry):
@@ -119,17 +122,17 @@ def _max_grad_kernel(arg_ref, dy_ref, dx_ref, *, g: Geometry, bw: int, bc: int):
     tiling.store(dx_ref, (row, iw[:, None], c[None, :]), acc, (iw < g.w)[:, None] & c_ok[None, :])
 
 
-def _count(o, s: int, pad: int, k: int, size: int, include_pad: bool):
-    """Values of window o along one axis that count in the average."""
-    if include_pad:  # without ceil_mode every window lies inside the padded input
-        return jnp.full(jnp.shape(o), k, jnp.int32)
+def _count(o, s: int, pad: int, pad_end: int, k: int, size: int, include_pad: bool):
+    """Values of window o along one axis that count in the average: those inside the input,
+    or with `include_pad` inside the explicitly padded input."""
     start = o * s - pad
-    return jnp.minimum(start + k, size) - jnp.maximum(start, 0)
+    lo, hi = (-pad, size + pad_end) if include_pad else (0, size)
+    return jnp.minimum(start + k, hi) - jnp.maximum(start, lo)
 
 
 def _divisor(g: Geometry, oh, ow):
-    ch = _count(oh, g.sh, g.pad_top, g.kh, g.h, g.include_pad)
-    cw = _count(ow, g.sw, g.pad_left, g.kw, g.w, g.include_pad)
+    ch = _count(oh, g.sh, g.pad_top, g.pad_bottom, g.kh, g.h, g.include_pad)
+    cw = _count(ow, g.sw, g.pad_left, g.pad_right, g.kw, g.w, g.include_pad)
     # Lanes outside the output count <= 0; 1 keeps their (masked) quotient finite.
     return jnp.maximum(ch * cw, 1).astype(jnp.float32)
 
@@ -224,7 +227,7 @@ def _geometry(x: jax.Array, out_shape, window, stride, padding, include_pad: boo
     pads = explicit_padding(padding, x.shape[1:3], (kh, kw), (sh, sw), (1, 1))
     n, h, w, c = x.shape
     return Geometry(n, h, w, c, out_shape[1], out_shape[2], kh, kw, sh, sw, pads[0][0],
-                    pads[1][0], include_pad)
+                    pads[1][0], include_pad, pads[0][1], pads[1][1])
 
 
 def _pool(op: str, x: jax.Array, reference, impl, geometry_args, interpret: bool) -> jax.Array:
@@ -240,26 +243,28 @@ def _pool(op: str, x: jax.Array, reference, impl, geometry_args, interpret: bool
 
 
 def max_pool2d(x: jax.Array, window, *, stride=None, padding: Padding = 0,
-               interpret: bool = False) -> jax.Array:
-    """Max pooling, (N, H, W, C) -> (N, H', W', C), equal to
-    `ops.max_pool(x, window, stride=stride, padding=padding)`; `stride` defaults to the window.
+               ceil_mode: bool = False, interpret: bool = False) -> jax.Array:
+    """Max pooling, (N, H, W, C) -> (N, H', W', C), equal to `ops.max_pool(x, window,
+    stride=stride, padding=padding, ceil_mode=ceil_mode)`; `stride` defaults to the window.
 
     Runs the Pallas kernels when the kernels switch says "pallas" (on a GPU) or `interpret` is
     set; see cnnjax.kernels.dispatch.
     """
-    reference = functools.partial(ops.max_pool, window=window, stride=stride, padding=padding)
+    reference = functools.partial(ops.max_pool, window=window, stride=stride, padding=padding,
+                                  ceil_mode=ceil_mode)
     return _pool("max_pool2d", x, reference, _max_pool, (window, stride, padding, True), interpret)
 
 
 def avg_pool2d(x: jax.Array, window, *, stride=None, padding: Padding = 0,
-               count_include_pad: bool = True, interpret: bool = False) -> jax.Array:
+               count_include_pad: bool = True, ceil_mode: bool = False,
+               interpret: bool = False) -> jax.Array:
     """Average pooling, (N, H, W, C) -> (N, H', W', C), equal to `ops.avg_pool(x, window,
-    stride=stride, padding=padding, count_include_pad=count_include_pad)`.
+    stride=stride, padding=padding, count_include_pad=count_include_pad, ceil_mode=ceil_mode)`.
 
     Runs the Pallas kernels when the kernels switch says "pallas" (on a GPU) or `interpret` is
     set; see cnnjax.kernels.dispatch.
     """
     reference = functools.partial(ops.avg_pool, window=window, stride=stride, padding=padding,
-                                  count_include_pad=count_include_pad)
+                                  count_include_pad=count_include_pad, ceil_mode=ceil_mode)
     return _pool("avg_pool2d", x, reference, _avg_pool,
                  (window, stride, padding, count_include_pad), interpret)

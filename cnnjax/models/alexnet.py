@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.models.registry import register, require_min_size
 from cnnjax.models.torch_weights import sequential_torch_key
 from cnnjax.nn import Conv, Dense, Dropout
@@ -81,7 +81,7 @@ class AlexNet(nn.Module):
             if "lrn" in after:
                 x = ops.local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0)
             if "pool" in after:
-                x = ops.max_pool(x, 3, stride=2)
+                x = kernels.max_pool2d(x, 3, stride=2)
         x = x.reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):
             x = ops.relu(Dense(HIDDEN, kernel_init=PAPER_INIT, bias_init=nn.initializers.ones,
@@ -107,7 +107,7 @@ class AlexNetTV(nn.Module):
                               kernel_init=TORCH_DEFAULT_INIT, dtype=self.dtype,
                               name=f"features_{slot}")(x))
             if pool:
-                x = ops.max_pool(x, 3, stride=2)
+                x = kernels.max_pool2d(x, 3, stride=2)
         x = ops.adaptive_avg_pool(x, 6)
         x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # torch's channel-major flatten
         for slot in (1, 4):

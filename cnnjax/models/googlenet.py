@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.models.registry import register, require_min_size
 from cnnjax.models.torch_weights import sequential_torch_key
 from cnnjax.nn import Dense, Dropout
@@ -70,14 +70,14 @@ class GoogLeNet(nn.Module):
         require_min_size(x, MIN_INPUT, "googlenet")
         x = x.astype(self.dtype or x.dtype)
         x = BasicConv(64, 7, stride=2, padding=3, dtype=self.dtype, name="conv1")(x, train)
-        x = ops.max_pool(x, 3, stride=2, ceil_mode=True)
+        x = kernels.max_pool2d(x, 3, stride=2, ceil_mode=True)
         x = BasicConv(64, 1, dtype=self.dtype, name="conv2")(x, train)
         x = BasicConv(192, 3, padding=1, dtype=self.dtype, name="conv3")(x, train)
-        x = ops.max_pool(x, 3, stride=2, ceil_mode=True)
+        x = kernels.max_pool2d(x, 3, stride=2, ceil_mode=True)
         aux = []
         for name, *widths in BODY:
             if len(widths) == 1:
-                x = ops.max_pool(x, widths[0], stride=2, ceil_mode=True)
+                x = kernels.max_pool2d(x, widths[0], stride=2, ceil_mode=True)
                 continue
             x = Inception(*widths, wide_kernel=self.wide_kernel, dtype=self.dtype,
                           name=name)(x, train)

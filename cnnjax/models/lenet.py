@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.models.registry import register
 from cnnjax.nn import Conv, Dense
 
@@ -62,7 +62,7 @@ class LeNet5(nn.Module):
             x = scaled_tanh(Conv(maps, 5, kernel_init=lecun98_uniform, dtype=self.dtype,
                                  name=name)(x))
             if i < len(CONV_LAYERS) - 1:
-                x = ops.avg_pool(x, 2)
+                x = kernels.avg_pool2d(x, 2)
         x = x.reshape(x.shape[0], -1)
         x = scaled_tanh(Dense(F6_UNITS, kernel_init=lecun98_uniform, dtype=self.dtype,
                               name="f6")(x))

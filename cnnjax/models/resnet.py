@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.models.registry import register, require_min_size
 from cnnjax.models.torch_weights import default_torch_key
 from cnnjax.nn import BatchNorm, Conv, Dense
@@ -72,13 +72,13 @@ class ResNet(nn.Module):
             x = Conv(self.widths[0], 7, stride=2, padding=3, use_bias=False, kernel_init=HE_FAN_OUT,
                      dtype=self.dtype, name="conv1")(x)
             if not preact:  # the pre-activation net normalises at the start of each block
-                x = ops.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
-            x = ops.max_pool(x, 3, stride=2, padding=1)
+                x = BatchNorm(activation="relu", dtype=self.dtype, name="bn1")(x, train)
+            x = kernels.max_pool2d(x, 3, stride=2, padding=1)
         else:
             x = Conv(self.widths[0], 3, padding=1, use_bias=False, kernel_init=HE_FAN_OUT,
                      dtype=self.dtype, name="conv1")(x)
             if not preact:
-                x = ops.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+                x = BatchNorm(activation="relu", dtype=self.dtype, name="bn1")(x, train)
         block_cls = BLOCKS[self.block]
         if self.remat:
             block_cls = nn.remat(block_cls, static_argnums=(2,))
@@ -93,7 +93,7 @@ class ResNet(nn.Module):
                               shortcut=self.shortcut, dtype=self.dtype, name=f"layer{i + 1}_{j}",
                               **kw)(x, train)
         if preact:
-            x = ops.relu(BatchNorm(dtype=self.dtype, name="bn_final")(x, train))
+            x = BatchNorm(activation="relu", dtype=self.dtype, name="bn_final")(x, train)
         x = ops.global_avg_pool(x)
         return Dense(self.num_classes, kernel_init=TORCH_LINEAR, dtype=self.dtype,
                      name="fc")(x).astype(jnp.float32)

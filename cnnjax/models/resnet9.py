@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.models.registry import register, require_min_size
 from cnnjax.nn import BatchNorm, Conv, Dense
 
@@ -38,7 +38,7 @@ class ConvBN(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = Conv(self.features, 3, padding=1, use_bias=False, kernel_init=TORCH_DEFAULT_INIT,
                  dtype=self.dtype, name="conv")(x)
-        return ops.relu(BatchNorm(dtype=self.dtype, name="bn")(x, train))
+        return BatchNorm(activation="relu", dtype=self.dtype, name="bn")(x, train)
 
 
 class ResNet9(nn.Module):
@@ -52,7 +52,7 @@ class ResNet9(nn.Module):
         for name, width, pool, residual in LAYERS:
             x = ConvBN(width, dtype=self.dtype, name=name)(x, train)
             if pool:
-                x = ops.max_pool(x, 2)
+                x = kernels.max_pool2d(x, 2)
             if residual:
                 y = ConvBN(width, dtype=self.dtype, name=f"{name}_res1")(x, train)
                 x = x + ConvBN(width, dtype=self.dtype, name=f"{name}_res2")(y, train)

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.models.registry import register, require_min_size
 from cnnjax.nn import BatchNorm, Conv, Dense, Dropout
 
@@ -35,7 +35,7 @@ class SimpleCNN(nn.Module):
             if self.batch_norm:
                 x = BatchNorm(dtype=self.dtype)(x, train)
             x = ops.relu(x)
-            x = ops.max_pool(x, 2)
+            x = kernels.max_pool2d(x, 2)
         x = x.reshape(x.shape[0], -1)
         x = ops.relu(Dense(self.hidden, dtype=self.dtype)(x))
         x = Dropout(self.dropout_rate)(x, train)

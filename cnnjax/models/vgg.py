@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.models.registry import register, require_min_size
 from cnnjax.models.torch_weights import sequential_torch_key
 from cnnjax.nn import BatchNorm, Conv, Dense, Dropout
@@ -64,7 +64,7 @@ class VGG(nn.Module):
                     x = BatchNorm(dtype=self.dtype, name=f"features_{slot + 1}")(x, train)
                 x = ops.relu(x)
                 slot += 3 if self.batch_norm else 2
-            x = ops.max_pool(x, 2)
+            x = kernels.max_pool2d(x, 2)
             slot += 1
         x = ops.adaptive_avg_pool(x, POOLED)
         x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # torch's channel-major flatten

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.nn.layers import BatchNorm, Conv, Dense, Dropout, Initializer
 
 # torchvision's GoogLeNet: truncated normal std 0.01 for convolutions and linear layers.
@@ -65,7 +65,7 @@ class NaiveInception(nn.Module):
             BasicConv(self.ch1x1, 1, name="branch1", **conv)(x, train),
             BasicConv(self.ch3x3, 3, padding=1, name="branch2", **conv)(x, train),
             BasicConv(self.ch5x5, 5, padding=2, name="branch3", **conv)(x, train),
-            ops.max_pool(x, 3, stride=1, padding=1),
+            kernels.max_pool2d(x, 3, stride=1, padding=1),
         ], axis=-1)
 
 
@@ -99,7 +99,7 @@ class Inception(nn.Module):
         b3 = BasicConv(self.ch5x5red, 1, name="branch3_0", **conv)(x, train)
         b3 = BasicConv(self.ch5x5, self.wide_kernel, padding=self.wide_kernel // 2,
                        name="branch3_1", **conv)(b3, train)
-        b4 = ops.max_pool(x, 3, stride=1, padding=1)
+        b4 = kernels.max_pool2d(x, 3, stride=1, padding=1)
         b4 = BasicConv(self.pool_proj, 1, name="branch4_1", **conv)(b4, train)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 

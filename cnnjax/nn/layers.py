@@ -69,10 +69,13 @@ class Conv(nn.Module):
 
 
 class BatchNorm(nn.Module):
-    """Batch normalisation over N, H, W: `scale`/`bias` params, `mean`/`var` batch_stats.
+    """Batch normalisation over N, H, W: `scale`/`bias` params, `mean`/`var` batch_stats; then
+    the optional residual add and `activation` (a name of ops.ACTIVATIONS), fused.
 
-    Running statistics follow running = momentum * running + (1 - momentum) * batch; Flax's 0.9
-    equals PyTorch's momentum=0.1. `axis_name` synchronises statistics across a mapped axis.
+    Computes through ops.batch_norm, cnnjax's one batch norm (the fused Pallas kernel under
+    kernels "pallas"), and ops.update_running_stats: running = momentum * running +
+    (1 - momentum) * batch; Flax's 0.9 equals PyTorch's momentum=0.1. `axis_name` merges the
+    statistics across a mapped axis (shard_map/pmap).
     """
 
     momentum: float = 0.9
@@ -82,11 +85,14 @@ class BatchNorm(nn.Module):
     scale_init: Initializer = nn.initializers.ones
     bias_init: Initializer = nn.initializers.zeros
     axis_name: str | None = None
+    activation: str = "identity"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, residual: jax.Array | None = None
+                 ) -> jax.Array:
+        """act(bn(x) + residual), x (..., C); `residual` like x or None."""
         c = x.shape[-1]
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         running_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
@@ -94,17 +100,14 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", self.bias_init, (c,), self.param_dtype) if self.use_bias else None
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        if train and self.axis_name is None:  # the Pallas kernel under kernels "pallas"
-            y, mean, var = kernels.batch_norm_act(x, scale, bias, activation="identity",
-                                                  eps=self.epsilon)
-        else:
-            y, mean, var = ops.batch_norm(x, scale, bias, mean=running_mean.value,
-                                          var=running_var.value, train=train, eps=self.epsilon,
-                                          axis_name=self.axis_name)
+            residual = None if residual is None else residual.astype(self.dtype)
+        y, mean, var = ops.batch_norm(x, scale, bias, mean=running_mean.value,
+                                      var=running_var.value, train=train, eps=self.epsilon,
+                                      axis_name=self.axis_name, residual=residual,
+                                      activation=self.activation)
         if train and not self.is_initializing():
-            m = self.momentum
-            running_mean.value = m * running_mean.value + (1.0 - m) * mean
-            running_var.value = m * running_var.value + (1.0 - m) * var
+            running_mean.value, running_var.value = ops.update_running_stats(
+                running_mean.value, running_var.value, mean, var, self.momentum)
         return y
 
 

@@ -40,12 +40,15 @@ def conv_norm_act(x: jax.Array, train: bool, features: int, kernel_size: int = 1
                   dtype: Any = None) -> jax.Array:
     """torchvision's Conv2dNormActivation, built inside the calling module: a bias-free
     `kernel_size` convolution `{name}_0` with padding (k - 1) // 2, the batch norm `{name}_1`,
-    then `activation` (None: linear). (N, H, W, C) -> (N, ceil(H / stride), ceil(W / stride),
-    features)."""
+    then `activation` (None: linear), fused into the batch norm when it is one of
+    ops.ACTIVATIONS (one kernel under kernels "pallas"). (N, H, W, C) -> (N, ceil(H / stride),
+    ceil(W / stride), features)."""
     x = Conv(features, kernel_size, stride=stride, padding=(kernel_size - 1) // 2, groups=groups,
              use_bias=False, kernel_init=HE_FAN_OUT, dtype=dtype, name=f"{name}_0")(x)
-    x = norm(dtype=dtype, name=f"{name}_1")(x, train)
-    return x if activation is None else activation(x)
+    fused = "identity" if activation is None else next(
+        (key for key, fn in ops.ACTIVATIONS.items() if fn is activation), None)
+    x = norm(activation=fused or "identity", dtype=dtype, name=f"{name}_1")(x, train)
+    return activation(x) if fused is None else x
 
 
 class DepthwiseSeparable(nn.Module):
@@ -96,8 +99,9 @@ class InvertedResidual(nn.Module):
                           name=f"conv_{slot}")
         h = Conv(self.features, 1, use_bias=False, kernel_init=HE_FAN_OUT, dtype=self.dtype,
                  name=f"conv_{slot + 1}")(h)
-        h = self.norm(dtype=self.dtype, name=f"conv_{slot + 2}")(h, train)
-        return h + x if self.stride == 1 and c == self.features else h
+        # The residual add is fused into the batch norm (one kernel under kernels "pallas").
+        residual = x if self.stride == 1 and c == self.features else None
+        return self.norm(dtype=self.dtype, name=f"conv_{slot + 2}")(h, train, residual)
 
 
 class MobileNetV3Block(nn.Module):

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.nn.layers import StochasticDepth
 from cnnjax.nn.squeeze_excite import SqueezeExcitation
 
@@ -109,8 +109,8 @@ class NFBlock(nn.Module):
         if self.stride != 1 or x.shape[-1] != self.features:
             pooled = out
             if self.stride != 1:
-                pooled = ops.avg_pool(out, 2, stride=self.stride, ceil_mode=True,
-                                      count_include_pad=False)
+                pooled = kernels.avg_pool2d(out, 2, stride=self.stride, ceil_mode=True,
+                                            count_include_pad=False)
             shortcut = conv(self.features, "downsample_conv")(pooled)
         h = conv(mid, "conv1")(out)
         h = conv(mid, "conv2", 3, stride=self.stride, groups=groups)(gamma_gelu(h))

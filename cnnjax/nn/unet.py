@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.nn.layers import Conv
 
 # std sqrt(2 / (kh kw C_in)) for an HWIO kernel.
@@ -53,7 +53,7 @@ class DownBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return DoubleConv(self.features, dtype=self.dtype, name="convs")(ops.max_pool(x, 2))
+        return DoubleConv(self.features, dtype=self.dtype, name="convs")(kernels.max_pool2d(x, 2))
 
 
 class UpConv(nn.Module):

@@ -6,8 +6,8 @@ from cnnjax.ops.activations import (ACTIVATIONS, SELU_ALPHA, SELU_LAMBDA, elu, g
 from cnnjax.ops.conv import (PADDING_MODES, conv1d, conv2d, conv_transpose2d, convolve2d,
                              correlate2d, depthwise_conv2d, pad_spatial, separable_conv2d)
 from cnnjax.ops.losses import softmax_cross_entropy, top_k_accuracy, top_k_correct
-from cnnjax.ops.norm import (batch_norm, dropout, group_norm, layer_norm, local_response_norm,
-                             weight_standardize)
+from cnnjax.ops.norm import (batch_moments, batch_norm, dropout, group_norm, layer_norm,
+                             local_response_norm, update_running_stats, weight_standardize)
 from cnnjax.ops.pool import (adaptive_avg_pool, avg_pool, global_avg_pool, global_max_pool,
                              lp_pool, max_pool)
 from cnnjax.ops.residual import (basic_block, bottleneck_block, init_basic_block,

@@ -2,42 +2,154 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cnnjax.ops.activations import get_activation
+
+
+# The fused Pallas batch norm, registered by cnnjax.kernels when it is imported (this layer
+# cannot import a higher one). Called as kernel(x, scale, bias, residual, activation, eps), it
+# returns (y, mean, var), or None when the kernels switch keeps the XLA path.
+BatchNormKernel = Callable[..., "tuple[jax.Array, jax.Array, jax.Array] | None"]
+_batch_norm_kernel: BatchNormKernel | None = None
+
+
+def register_batch_norm_kernel(kernel: BatchNormKernel) -> None:
+    """Makes `batch_norm` in training offer each call to `kernel` first (see above)."""
+    global _batch_norm_kernel
+    _batch_norm_kernel = kernel
+
+
+def _chan_merge(a, b):
+    """Merges two partials (count, shift K, mean deviation d, M2) of disjoint sets of rows, whose
+    mean is K + d and M2 the sum of squared deviations from it (Chan et al. 1979).
+
+    Exact in form, so no E[x^2] - E[x]^2 cancellation; and the mean is kept as a data value K
+    plus a small d, so the difference of two partial means, (K_b - K_a) + (d_b - d_a), is not
+    limited by the float32 spacing of a large mean (|mean| = 1e4 is spaced 1e-3 apart, which
+    would cost M2 that much relative to the spread of the partial means). An empty partial
+    (count 0: the reduction's identity) leaves the other as it is.
+    """
+    (na, ka, da, qa), (nb, kb, db, qb) = a, b
+    n = na + nb
+    frac = nb / jnp.maximum(n, 1.0)  # counts are whole numbers, so n < 1 means both are empty
+    delta = (kb - ka) + (db - da)
+    merged = (n, ka, da + delta * frac, qa + qb + delta * delta * na * frac)
+    return tuple(jnp.where(na > 0, m, v) for m, v in zip(merged, b))
+
+
+@jax.custom_vjp
+def _moments(x3: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mean, biased variance) in float32 over axes 0 and 1 of x3 (N, R, C): N groups (the
+    examples: the axis a data-parallel step shards) of R rows.
+
+    Each group's partial comes from a two-pass reduction within the group about its first row
+    K (a data value, so the deviations are small and exact to float32), which never crosses a
+    shard. The N partials are then merged by one reduction whose combiner is Chan's exact merge
+    (`_chan_merge`): sharded over devices, XLA partitions it into a merge per shard and one
+    exchange of the (devices, C) partials, merged on every device (PyTorch SyncBatchNorm's
+    scheme; XLA emits the exchange as all-gathers, independent of each other, which GPU
+    compilers combine into one). The two-pass form over the whole batch needs two dependent
+    all-reduces instead, and the one-pass E[x^2] - E[x]^2 loses every digit of the variance when
+    |mean| >> std.
+    """
+    n, rows, c = x3.shape
+    x32 = x3.astype(jnp.float32)
+    shift = x32[:, 0]
+    dev = x32 - shift[:, None]
+    group_d = jnp.mean(dev, axis=1)
+    group_m2 = jnp.sum(jnp.square(dev - group_d[:, None]), axis=1)
+    count = jnp.full((n, c), rows, jnp.float32)
+    zero = jnp.float32(0)
+    _, k, d, m2 = lax.reduce((count, shift, group_d, group_m2), (zero, zero, zero, zero),
+                             _chan_merge, (0,))
+    return k + d, m2 / (n * rows)
+
+
+def _moments_fwd(x3):
+    mean, var = _moments(x3)
+    return (mean, var), (x3, mean)
+
+
+def _moments_bwd(saved, cotangents):
+    x3, mean = saved
+    d_mean, d_var = cotangents
+    # d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M: elementwise, so the backward pass of
+    # the statistics needs no reduction and no collective.
+    dx = (d_mean + 2.0 * d_var * (x3.astype(jnp.float32) - mean)) / (x3.shape[0] * x3.shape[1])
+    return (dx.astype(x3.dtype),)
+
+
+_moments.defvjp(_moments_fwd, _moments_bwd)
+
+
+def batch_moments(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
+    """Mean and biased variance, float32, over every axis of x (..., C) but the last, in one
+    fused reduction over the examples' two-pass partials (see `_moments`).
+
+    In `shard_map`/`pmap`, `axis_name` merges the per-device moments across that axis with one
+    all-gather of the (devices, 2, C) partials. That merge takes the spread of the per-device
+    means from their float32 values, so it is exact in form but, unlike the merge within one
+    program, limited by float32's spacing at |mean| (1e-3 at 1e4) when |mean| >> std.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"batch statistics need a batch axis and a channel axis, got shape "
+                         f"{tuple(x.shape)}")
+    mean, var = _moments(x.reshape(x.shape[0], -1, x.shape[-1]))
+    if axis_name is None:
+        return mean, var
+    parts = lax.all_gather(jnp.stack([mean, var]), axis_name)
+    means, variances = parts[:, 0], parts[:, 1]
+    global_mean = jnp.mean(means, axis=0)
+    # Equal shards: the total M2 over M is the mean within-shard variance plus the variance of
+    # the shard means.
+    return global_mean, jnp.mean(variances + jnp.square(means - global_mean), axis=0)
+
 
 def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
                mean: jax.Array | None = None, var: jax.Array | None = None, train: bool,
-               eps: float = 1e-5, axis_name: str | None = None
+               eps: float = 1e-5, axis_name: str | None = None,
+               residual: jax.Array | None = None, activation: str = "identity"
                ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Batch normalisation over every axis but the last (Ioffe & Szegedy 2015).
+    """act(batch_norm(x) + residual): batch normalisation over every axis but the last (Ioffe &
+    Szegedy 2015), then an optional residual add and activation, in one function.
+
+    This is cnnjax's only batch norm: the Flax layer (cnnjax.nn.BatchNorm) and the pure residual
+    blocks (cnnjax.ops.residual) call it, and in training it runs the fused Pallas kernel when
+    the kernels switch says so (cnnjax.kernels.dispatch; not with `axis_name`).
 
     Args:
-      x: (..., C) activations.
+      x: (..., C) activations; the first axis is the batch (see `batch_moments`).
       scale, bias: (C,) affine parameters, or None for none.
       mean, var: (C,) running statistics; required when `train` is False.
       train: True normalises with the statistics of this batch; False with `mean`/`var`.
-      axis_name: in `shard_map`/`pmap`, the mapped axis to average statistics over (synchronised BN).
+      axis_name: in `shard_map`/`pmap`, the mapped axis to merge statistics over (synchronised
+        BN). Under jit with a sharded batch no axis is needed: the statistics are global.
+      residual: optional array of x's shape added after the affine map (a residual block's sum).
+      activation: a name of ops.ACTIVATIONS applied last ("identity": none).
     Returns:
-      (y, mean, var): y like x; in training the (biased) batch statistics, computed in float32
-      whatever x's dtype; in inference the given running statistics.
+      (y, mean, var): y like x, computed in float32 and rounded once; in training the (biased)
+      batch statistics in float32 whatever x's dtype; in inference the given running statistics.
     """
     c = x.shape[-1]
     for name, p in (("scale", scale), ("bias", bias), ("mean", mean), ("var", var)):
         if p is not None and p.shape != (c,):
             raise ValueError(f"batch_norm {name} must have shape ({c},) for {c} channels, "
                              f"got {tuple(p.shape)}")
-    x32 = x.astype(jnp.float32)
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"batch_norm residual must have x's shape {tuple(x.shape)}, "
+                         f"got {tuple(residual.shape)}")
+    act = get_activation(activation)
     if train:
-        reduce = tuple(range(x.ndim - 1))
-        mean = jnp.mean(x32, axis=reduce)
-        if axis_name is not None:
-            mean = lax.pmean(mean, axis_name)
-        # Two passes (mean, then mean squared deviation) avoid E[x^2] - E[x]^2's cancellation.
-        var = jnp.mean(jnp.square(x32 - mean), axis=reduce)
-        if axis_name is not None:
-            var = lax.pmean(var, axis_name)
+        if axis_name is None and _batch_norm_kernel is not None:
+            out = _batch_norm_kernel(x, scale, bias, residual, activation, eps)
+            if out is not None:
+                return out
+        mean, var = batch_moments(x, axis_name)
     elif mean is None or var is None:
         raise ValueError("batch_norm with train=False needs the running mean and var")
     inv = lax.rsqrt(var.astype(jnp.float32) + eps)
@@ -46,8 +158,19 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
     shift = -mean.astype(jnp.float32) * inv
     if bias is not None:
         shift = shift + bias.astype(jnp.float32)
-    y = (x32 * inv + shift).astype(x.dtype)
-    return y, mean, var
+    z = x.astype(jnp.float32) * inv + shift
+    if residual is not None:
+        z = z + residual.astype(jnp.float32)
+    return act(z).astype(x.dtype), mean, var
+
+
+def update_running_stats(running_mean: jax.Array, running_var: jax.Array, mean: jax.Array,
+                         var: jax.Array, momentum: float) -> tuple[jax.Array, jax.Array]:
+    """The running statistics after one training batch: running = momentum * running +
+    (1 - momentum) * batch (Flax's convention; momentum 0.9 is PyTorch's 0.1). The variance is
+    the biased batch variance, as Flax keeps it."""
+    return (momentum * running_mean + (1.0 - momentum) * mean,
+            momentum * running_var + (1.0 - momentum) * var)
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float, deterministic: bool) -> jax.Array:

@@ -27,9 +27,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from cnnjax.ops.activations import relu
 from cnnjax.ops.conv import conv2d
-from cnnjax.ops.norm import batch_norm
+from cnnjax.ops.norm import batch_norm, update_running_stats
 
 SHORTCUTS = ("A", "B", "none")
 Params = dict
@@ -161,14 +160,16 @@ def _check_params(params: Params, expected: dict, where: str, prefix: str = "") 
                              f"expected {tuple(sub)}")
 
 
-def _bn(params, stats, name, x, train, momentum, eps, new_stats):
+def _bn(params, stats, name, x, train, momentum, eps, new_stats, *, activation="identity",
+        residual=None):
+    """act(bn(x) + residual) through ops.batch_norm (the fused kernel under kernels "pallas")."""
     p = params[name]
     s = stats.get(name, {}) if stats else {}
     y, mean, var = batch_norm(x, p["scale"], p["bias"], mean=s.get("mean"), var=s.get("var"),
-                              train=train, eps=eps)
+                              train=train, eps=eps, residual=residual, activation=activation)
     if train:
-        new_stats[name] = {"mean": momentum * s["mean"] + (1 - momentum) * mean,
-                           "var": momentum * s["var"] + (1 - momentum) * var}
+        mean, var = update_running_stats(s["mean"], s["var"], mean, var, momentum)
+        new_stats[name] = {"mean": mean, "var": var}
     elif s:
         new_stats[name] = s
     return y
@@ -222,10 +223,13 @@ def basic_block(params: Params, x: jax.Array, *, stride: int = 1, train: bool,
     _prepare(params, x, batch_stats, train,
              basic_block_shapes(x.shape[-1], cout, stride, shortcut), "basic_block")
     new: dict = {}
-    y = relu(_bn(params, batch_stats, "bn1", _conv(params, "conv1", x, stride, 1), train, momentum, eps, new))
-    y = _bn(params, batch_stats, "bn2", _conv(params, "conv2", y, 1, 1), train, momentum, eps, new)
+    y = _bn(params, batch_stats, "bn1", _conv(params, "conv1", x, stride, 1), train, momentum, eps,
+            new, activation="relu")
     s = _shortcut(params, batch_stats, x, cout, stride, shortcut, train, momentum, eps, new)
-    return relu(y if s is None else y + s), new
+    # The residual add and the ReLU are fused into bn2 (one kernel under kernels "pallas").
+    y = _bn(params, batch_stats, "bn2", _conv(params, "conv2", y, 1, 1), train, momentum, eps, new,
+            activation="relu", residual=s)
+    return y, new
 
 
 def bottleneck_block(params: Params, x: jax.Array, *, stride: int = 1, train: bool,
@@ -238,12 +242,14 @@ def bottleneck_block(params: Params, x: jax.Array, *, stride: int = 1, train: bo
              bottleneck_block_shapes(x.shape[-1], cout, stride, shortcut, width=width,
                                      groups=groups), "bottleneck_block")
     new: dict = {}
-    y = relu(_bn(params, batch_stats, "bn1", _conv(params, "conv1", x), train, momentum, eps, new))
-    y = relu(_bn(params, batch_stats, "bn2", _conv(params, "conv2", y, stride, 1, groups), train,
-                 momentum, eps, new))
-    y = _bn(params, batch_stats, "bn3", _conv(params, "conv3", y), train, momentum, eps, new)
+    y = _bn(params, batch_stats, "bn1", _conv(params, "conv1", x), train, momentum, eps, new,
+            activation="relu")
+    y = _bn(params, batch_stats, "bn2", _conv(params, "conv2", y, stride, 1, groups), train,
+            momentum, eps, new, activation="relu")
     s = _shortcut(params, batch_stats, x, cout, stride, shortcut, train, momentum, eps, new)
-    return relu(y if s is None else y + s), new
+    y = _bn(params, batch_stats, "bn3", _conv(params, "conv3", y), train, momentum, eps, new,
+            activation="relu", residual=s)
+    return y, new
 
 
 def preact_block(params: Params, x: jax.Array, *, stride: int = 1, train: bool,
@@ -255,9 +261,10 @@ def preact_block(params: Params, x: jax.Array, *, stride: int = 1, train: bool,
     _prepare(params, x, batch_stats, train,
              preact_block_shapes(x.shape[-1], cout, stride, shortcut), "preact_block")
     new: dict = {}
-    pre = relu(_bn(params, batch_stats, "bn1", x, train, momentum, eps, new))
+    pre = _bn(params, batch_stats, "bn1", x, train, momentum, eps, new, activation="relu")
     y = _conv(params, "conv1", pre, stride, 1)
-    y = _conv(params, "conv2", relu(_bn(params, batch_stats, "bn2", y, train, momentum, eps, new)), 1, 1)
+    y = _bn(params, batch_stats, "bn2", y, train, momentum, eps, new, activation="relu")
+    y = _conv(params, "conv2", y, 1, 1)
     source = pre if "downsample" in params else x
     s = _shortcut(params, batch_stats, source, cout, stride, shortcut, train, momentum, eps, new)
     return (y if s is None else y + s), new
@@ -273,10 +280,12 @@ def preact_bottleneck_block(params: Params, x: jax.Array, *, stride: int = 1, tr
              preact_bottleneck_block_shapes(x.shape[-1], cout, stride, shortcut, width=width),
              "preact_bottleneck_block")
     new: dict = {}
-    pre = relu(_bn(params, batch_stats, "bn1", x, train, momentum, eps, new))
+    pre = _bn(params, batch_stats, "bn1", x, train, momentum, eps, new, activation="relu")
     y = _conv(params, "conv1", pre)
-    y = _conv(params, "conv2", relu(_bn(params, batch_stats, "bn2", y, train, momentum, eps, new)), stride, 1)
-    y = _conv(params, "conv3", relu(_bn(params, batch_stats, "bn3", y, train, momentum, eps, new)))
+    y = _bn(params, batch_stats, "bn2", y, train, momentum, eps, new, activation="relu")
+    y = _conv(params, "conv2", y, stride, 1)
+    y = _bn(params, batch_stats, "bn3", y, train, momentum, eps, new, activation="relu")
+    y = _conv(params, "conv3", y)
     source = pre if "downsample" in params else x
     s = _shortcut(params, batch_stats, source, cout, stride, shortcut, train, momentum, eps, new)
     return (y if s is None else y + s), new

@@ -40,10 +40,12 @@ from cnnjax.train.step import compile_steps  # noqa: E402
 STEPS_PER_EPOCH = 48
 
 
-def cnnjax_step(batch_np: dict, xla_options: dict[str, str]):
+def cnnjax_step(batch_np: dict, xla_options: dict[str, str], kernels: str | None):
     """(step() running one compiled train step, compile seconds)."""
     config = load_module(HERE.parents[1] / "configs" / "airbench94.py").get_config()
     config.compiler_options = xla_options
+    if kernels:
+        config.model.kernels = kernels
     config.dataset.name = "synthetic"
     config.dataset.options = {"image_shape": (32, 32, 3), "num_classes": 10,
                               "num_examples": 2 * config.batch_size}
@@ -100,6 +102,8 @@ def main() -> None:
     p.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
                    help="compile cnnjax's step with this XLA option (repeatable), e.g. "
                         "xla_cpu_experimental_ynn_fusion_type= for Eigen convolutions")
+    p.add_argument("--kernels", choices=("auto", "xla", "onednn", "pallas"), default=None,
+                   help="cnnjax.kernels.dispatch backend (default: the config's)")
     args = p.parse_args()
     bad = [o for o in args.xla_option if "=" not in o]
     if bad:
@@ -111,7 +115,7 @@ def main() -> None:
     batch = {"image": rng.random((1024, 32, 32, 3), np.float32),
              "label": rng.integers(0, 10, 1024).astype(np.int32),
              "index": np.arange(1024, dtype=np.int32), "epoch": np.zeros(1024, np.int32)}
-    jstep, compile_s = cnnjax_step(batch, xla_options)
+    jstep, compile_s = cnnjax_step(batch, xla_options, args.kernels)
     tstep = torch_step(batch)
     tstep()  # warm-up
     jstep()
@@ -129,7 +133,8 @@ def main() -> None:
         "ratio_wall": round(med["cnnjax"][0] / med["torch"][0], 3),
         "ratio_cpu": round(med["cnnjax"][1] / med["torch"][1], 3),
         "cnnjax_compile_s": round(compile_s, 1),
-        "rounds": args.rounds, "steps": args.steps, "xla_options": xla_options, "jax": jax.__version__,
+        "rounds": args.rounds, "steps": args.steps, "xla_options": xla_options,
+        "kernels": args.kernels or "config", "jax": jax.__version__,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "machine": torch_airbench.machine(), "load_average_1min": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

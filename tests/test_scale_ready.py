@@ -1,0 +1,144 @@
+"""Scale readiness proven on CPU from what XLA compiles: the collectives of the batch norms in a
+training step sharded over 8 forced host devices (against flax.linen.BatchNorm's count and the
+pre-change 4 per batch norm), the accuracy of the sharded statistics against float64, and the
+full gradient steps of ResNet-18/50, MobileNetV2 and EfficientNet-B0 exported for CUDA with
+their Pallas kernels as Triton calls, and for CUDA and TPU on the XLA path."""
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax import export
+
+from cnnjax import kernels, models
+from cnnjax.train.state import init_state
+from cnnjax.train.step import train_step
+from conftest import REPO_ROOT
+from kernel_checks import TRITON_CALL, triton_kernels_for_gpu
+
+
+def _probe(*names: str) -> dict:
+    """tests/sharded_batch_norm_probe.py in a subprocess with 8 forced host devices."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")]),
+           "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "sharded_batch_norm_probe.py"),
+                          *names], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _check_batch_norm_collectives(counts: dict, extra_all_reduces: int) -> None:
+    """Per batch norm: no all-reduce forward (the statistics travel as all-gathers of (devices,
+    C) partials, all independent: one exchange) and one backward; `extra_all_reduces` for the
+    rest of the step (metrics)."""
+    bns = counts["batch_norms"]
+    assert counts["all-reduce"] <= bns + extra_all_reduces, counts
+    assert counts["all-gather"] <= 4 * bns, counts  # count, shift, mean deviation, M2
+    for shape in counts["all_gather_shapes"]:  # only (8 devices, C channels) partials
+        assert re.fullmatch(r"f32\[8,\d+\]\{1,0\}", shape), counts
+    assert counts["collective-permute"] == counts["all-to-all"] == counts["reduce-scatter"] == 0
+
+
+@pytest.fixture(scope="module")
+def resnet20_probe() -> dict:
+    return _probe("cifar_resnet20")
+
+
+def test_sharded_resnet20_step_has_one_backward_all_reduce_per_batch_norm(resnet20_probe):
+    counts = resnet20_probe["cifar_resnet20"]
+    assert counts["batch_norms"] == 19  # He et al. 2016, sec. 4.2: 6n + 1 layers with n = 3
+    _check_batch_norm_collectives(counts, extra_all_reduces=2)
+    # The two-pass statistics this replaces compiled to 76 all-reduces (4 per batch norm).
+    assert counts["all-reduce"] < 2 * counts["batch_norms"]
+
+
+def test_batch_norm_all_reduces_are_fewer_than_flax_linen_batch_norms(resnet20_probe):
+    """The same conv-BN-ReLU stack with flax.linen.BatchNorm (E[x^2] - E[x]^2 statistics: one
+    all-reduce forward and one backward per batch norm) as the reference."""
+    ours, flax = resnet20_probe["stack_cnnjax"], resnet20_probe["stack_flax"]
+    assert ours["batch_norms"] == flax["batch_norms"] == 6
+    assert flax["all-reduce"] >= 2 * flax["batch_norms"]
+    _check_batch_norm_collectives(ours, extra_all_reduces=1)
+    assert ours["all-reduce"] <= flax["all-reduce"] - flax["batch_norms"]
+
+
+def test_sharded_statistics_of_badly_centred_inputs_match_float64(resnet20_probe):
+    """Mean 1e4, std 1, and each device's shard offset by 10 * device: float32 holds 1e4 only
+    to 1e-3, so E[x^2] - E[x]^2 would lose the variance; the merged partials keep ~1e-6."""
+    mean, var, ref_mean, ref_var = map(np.asarray, resnet20_probe["moments"])
+    np.testing.assert_allclose(mean, ref_mean, rtol=0, atol=2e-3)  # float32 spacing at 1e4: 1e-3
+    np.testing.assert_allclose(var, ref_var, rtol=1e-5)
+
+
+def test_synchronised_statistics_under_shard_map_equal_the_global_ones(resnet20_probe):
+    """ops.batch_moments(x, axis_name) merging per-device moments (one all-gather) equals the
+    statistics of the whole batch, values and gradients, for devices with different spreads."""
+    diff = resnet20_probe["shard_map"]
+    assert diff["values"] <= 1e-5 * diff["scale"], diff
+    assert diff["grads"] <= 1e-5 * diff["grad_scale"], diff
+
+
+@pytest.mark.slow
+def test_sharded_resnet50_step_has_one_backward_all_reduce_per_batch_norm():
+    counts = _probe("resnet50")["resnet50"]
+    assert counts["batch_norms"] == 53  # 1 stem + 16 blocks x 3 + 4 projections
+    _check_batch_norm_collectives(counts, extra_all_reduces=2)
+
+
+# --- Exported gradient steps -----------------------------------------------------------------
+
+# Triton kernels in one training step (forward and backward), from the architecture:
+# batch norm 4 (statistics, normalise; gradient sums, input gradient), max pool 2, depthwise 3
+# (forward; input and filter gradients).
+MODELS = {  # name: (batch norms, max pools, depthwise convolutions)
+    "resnet18": (20, 1, 0),  # stem + 8 blocks x 2 + 3 projections
+    "resnet50": (53, 1, 0),  # stem + 16 blocks x 3 + 4 projections
+    "mobilenet_v2": (52, 0, 17),  # stem, 17 blocks (2 or 3 each: 1 x 2 + 16 x 3), head
+    "efficientnet_b0": (49, 0, 16),  # stem, 16 MBConv (1 x 2 + 15 x 3), head
+}
+SLOW = {"resnet50", "mobilenet_v2", "efficientnet_b0"}
+
+
+def _params(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
+
+
+def _step_and_specs(name: str, size: int = 32):
+    """cnnjax.train.step.train_step of model `name` (SGD with momentum) and the abstract state
+    and batch (batch 2, size x size images) it is traced with."""
+    model = models.create(name, num_classes=10)
+    tx = optax.sgd(0.1, momentum=0.9)
+    state = jax.eval_shape(lambda: init_state(model, tx, (size, size, 3), seed=0, use_ema=False))
+    batch = {"image": jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32),
+             "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
+    step = functools.partial(train_step, model=model, tx=tx,
+                             schedule=optax.constant_schedule(0.1), seed=0, label_smoothing=0.0,
+                             ema_decay=0.0, pass_loss=False)
+    return step, (state, batch)
+
+
+@pytest.mark.parametrize("name", _params(MODELS))
+def test_gradient_step_exports_to_cuda_with_every_kernel_as_triton(monkeypatch, name):
+    bns, pools, depthwise = MODELS[name]
+    step, specs = _step_and_specs(name)
+    with kernels.use("pallas"):
+        found = triton_kernels_for_gpu(step, specs, monkeypatch)
+    assert found == 4 * bns + 2 * pools + 3 * depthwise
+
+
+@pytest.mark.parametrize("name", _params(["resnet18", "mobilenet_v2", "resnet50",
+                                          "efficientnet_b0"]))
+def test_xla_gradient_step_exports_to_cuda_and_tpu(name):
+    step, specs = _step_and_specs(name)
+    exported = export.export(jax.jit(step), platforms=["cuda", "tpu"])(*specs)
+    assert exported.platforms == ("cuda", "tpu")
+    assert TRITON_CALL not in exported.mlir_module()
