@@ -162,12 +162,13 @@ def test_lars_three_steps_against_a_numpy_step():
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
 
 
-def test_lamb_three_steps_against_a_numpy_step():
+@pytest.mark.parametrize("moments", [{}, {"b1": 0.8, "b2": 0.99, "eps": 1e-3}])
+def test_lamb_three_steps_against_a_numpy_step(moments):
     params = _layers(0)
     grads_seq = [_layers(s) for s in (1, 2, 3)]
     got = _run({"name": "lamb", "learning_rate": 0.05, "weight_decay": 0.1,
-                "decay_norm_and_bias": False}, params, grads_seq)
-    want = _lamb_numpy(params, grads_seq, lr=0.05, wd=0.1, decayed={"kernel"})
+                "decay_norm_and_bias": False, **moments}, params, grads_seq)
+    want = _lamb_numpy(params, grads_seq, lr=0.05, wd=0.1, decayed={"kernel"}, **moments)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
 

@@ -154,8 +154,10 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
                                            weight_decay_mask=mask, momentum=o.get("momentum", 0.9),
                                            nesterov=o.get("nesterov", False))], config, steps_per_epoch)
     elif o.name == "lamb":
-        return _finish(chain + [optax.lamb(schedule, weight_decay=wd, mask=mask)], config,
-                       steps_per_epoch)
+        # LAMB's own defaults (You et al. 2019: eps 1e-6), overridable like Adam's.
+        return _finish(chain + [optax.lamb(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
+                                           eps=o.get("eps", 1e-6), weight_decay=wd, mask=mask)],
+                       config, steps_per_epoch)
     if wd and decoupled:
         # Decoupled decay is scaled by the learning rate, as in AdamW (Loshchilov & Hutter 2019).
         chain.append(optax.add_decayed_weights(wd, mask))
