@@ -78,6 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         nesterov=True,
         label_smoothing=0.2,
         loss_reduction="sum",
+        # airbench94.py decays every parameter, the batch-norm biases (at 64x the rate) too.
+        decay_norm_and_bias=True,
         lr_multipliers=[(r"norm\d/bias$", 64.0)],
         freeze=[(r"^whiten/kernel$", 0.0), (r"^whiten/bias$", 3.0)],
         lookahead_every=5,

@@ -46,8 +46,8 @@ def test_dry_run_runs_every_stage_without_tfds_or_grain(tmp_path):
     assert r["model"] == "resnet50" and r["dtype"] == "bfloat16"
     assert r["cnnjax_images_per_sec"] > 0 and r["torch_images_per_sec"] > 0
     c = run["cifar10"]
-    # 10 classes x 8 training JPEGs, batch 16, one epoch; 20 test images.
-    assert c["steps"] == 5 and c["config"] == CONFIG and c["dataset"] == "CIFAR-10 (JPEG q75 copy)"
+    # airbench94:smoke's 8 steps of 16 on the toy folder (10 classes x 8 training JPEGs).
+    assert c["steps"] == 8 and c["config"] == CONFIG and c["dataset"] == "CIFAR-10 (JPEG q75 copy)"
     assert 0.0 <= c["test_accuracy"] <= 1.0 and np.isfinite(c["test_loss"])
     text = (tmp_path / "gpu_pack.md").read_text()
     assert "DRY RUN" in text and "cpu" in text.lower()
