@@ -185,15 +185,16 @@ def test_stream_keys_never_collide_over_a_sweep_grid():
     steps = jnp.arange(200)
     derived = {rng.DROPOUT: lambda k: jnp.stack([jax.random.fold_in(k, d) for d in range(8)]),
                rng.DEVICE_INPUT: jax.random.split}
-    assert set(rng.PURPOSES.values()) == {rng.PARAMS_INIT, *derived}
+    once = (rng.PARAMS_INIT, rng.RUN)  # the streams drawn once per run, without a step
+    assert set(rng.PURPOSES.values()) == {*once, *derived}
     keys = []
     for seed in range(20):
-        keys.append(rng.stream_key(seed, rng.PARAMS_INIT)[None])
+        keys += [rng.stream_key(seed, purpose)[None] for purpose in once]
         for purpose, children in derived.items():
             per_step = jax.vmap(lambda s, p=purpose, sd=seed: rng.stream_key(sd, p, s))(steps)
             keys += [per_step, jax.vmap(children)(per_step).reshape(-1, 2)]
     data = np.concatenate([np.asarray(jax.random.key_data(k)) for k in keys])
-    assert len(data) == 20 * (1 + 200 * (1 + 8) + 200 * (1 + 2))
+    assert len(data) == 20 * (2 + 200 * (1 + 8) + 200 * (1 + 2))
     assert len(np.unique(data, axis=0)) == len(data)
 
 
@@ -213,7 +214,8 @@ class _RecordingPipeline(DevicePipeline):
     def active(self) -> bool:
         return True
 
-    def train(self, batch, key):
+    def train(self, batch, key, run_key=None):
+        # run_key is one per run by design (the alternating flip's half); the grid test covers it.
         self.seen.append(("input", np.asarray(jax.random.key_data(key))))
         return batch
 

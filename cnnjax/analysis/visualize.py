@@ -24,7 +24,7 @@
   receptive_field  per-layer receptive fields (receptive_field.md)
 
 A run is restored from WORKDIR/config.json and its newest readable checkpoint with the training code
-(`cnnjax.train.trainer.build_model_and_optimizer`, `cnnjax.train.state.init_state`,
+(`cnnjax.train.trainer.build_model_and_optimizer`, `cnnjax.train.trainer.initial_state`,
 `cnnjax.train.checkpoint.Checkpointer`); EMA parameters are used when the run kept them, as its
 evaluation does. summary and receptive_field also work on --model NAME [--input_shape H,W,C]
 without a run. Layer names are those of the summary table.
@@ -51,8 +51,7 @@ from cnnjax.analysis import (activation_max, adversarial, attribution, equivaria
 from cnnjax.data.device_pipeline import from_config
 from cnnjax.train.checkpoint import Checkpointer
 from cnnjax.train.metrics import read_jsonl
-from cnnjax.train.state import init_state
-from cnnjax.train.trainer import build_model_and_optimizer
+from cnnjax.train.trainer import build_model_and_optimizer, initial_state
 
 WHATS = ("filters", "feature_maps", "activation_max", "saliency", "occlusion", "neighbours",
          "adversarial", "equivariance", "curves", "summary", "receptive_field")
@@ -156,13 +155,13 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
     steps_per_epoch = max(1, len(train_y) // config.batch_size)
     model, _, tx, _ = build_model_and_optimizer(config, source.num_classes, steps_per_epoch)
     if isinstance(model, kernels.KernelScoped):
-        # Analyse the XLA references (same parameters, same function): their jaxpr shows the
-        # real convolution and pooling ops that Pallas kernels would hide.
+        # The bare model (same parameters, same function) computes under the process's kernels
+        # setting; graph.trace forces XLA's lowering, whose jaxpr shows the real convolution
+        # and pooling ops that the kernels' custom calls would hide.
         model = model.model
     use_ema = bool(config.optimizer.get("ema_decay", 0.0))
-    input_shape = from_config(ds, source.num_classes).output_shape(tuple(train_x.shape[1:]))
-    state = init_state(model, tx, input_shape, config.seed, use_ema=use_ema,
-                       input_dtype=train_x.dtype)
+    state = initial_state(config, model, tx, tuple(train_x.shape[1:]), train_x.dtype,
+                          source.num_classes)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     try:
         state = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, state))
@@ -180,7 +179,8 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
 def _eval_pipeline(config: ml_collections.ConfigDict):
     """The run's device pipeline in evaluation (pad_to, mean/std), without test-time flips."""
     # num_classes only matters to mixup/cutmix, which evaluation never applies.
-    return dataclasses.replace(from_config(config.dataset, num_classes=0), flip_tta=False)
+    return dataclasses.replace(from_config(config.dataset, num_classes=0), flip_tta=False,
+                               tta="none")
 
 
 def eval_preprocess(config: ml_collections.ConfigDict, images: np.ndarray) -> np.ndarray:

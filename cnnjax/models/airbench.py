@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnjax import ops
+from cnnjax import kernels, ops
 from cnnjax.models.registry import register, require_min_size
 from cnnjax.models.resnet9 import TORCH_DEFAULT_INIT
 from cnnjax.nn import BatchNorm, Conv, Dense
@@ -55,7 +55,7 @@ class ConvGroup(nn.Module):
             return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPS, use_scale=False,
                              dtype=self.dtype, name=name)
 
-        x = ops.max_pool(conv("conv1")(x), 2)
+        x = kernels.max_pool2d(conv("conv1")(x), 2)
         x = ops.gelu(norm("norm1")(x, train))
         return ops.gelu(norm("norm2")(conv("conv2")(x), train))
 
@@ -75,7 +75,7 @@ class Airbench94(nn.Module):
         x = ops.gelu(x)
         for i, width in enumerate(self.widths):
             x = ConvGroup(width, dtype=self.dtype, name=f"block{i + 1}")(x, train)
-        x = ops.max_pool(x, 3).reshape(x.shape[0], -1)
+        x = kernels.max_pool2d(x, 3).reshape(x.shape[0], -1)
         logits = Dense(self.num_classes, use_bias=False, kernel_init=TORCH_DEFAULT_INIT,
                        dtype=self.dtype, name="head")(x)
         return (logits * LOGIT_SCALE).astype(jnp.float32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -55,5 +56,6 @@ def whitening_init(state: TrainState, config, train_ds, tx) -> TrainState:
     new = patch_whitening_kernel(images, kh, spec.get("eps", 5e-4))
     params = {**state.params, name: {**state.params[name], "kernel": jnp.asarray(new)}}
     # The averages start from the initial parameters (cnnjax.train.state), so from these too.
-    ema = {**state.ema_params, name: params[name]} if state.ema_params else state.ema_params
+    ema = ({**state.ema_params, name: jax.tree_util.tree_map(jnp.copy, params[name])}
+           if state.ema_params else state.ema_params)
     return state.replace(params=params, opt_state=tx.init(params), ema_params=ema)

@@ -30,7 +30,7 @@ from cnnjax.train.metrics import MetricsWriter, Progress, TrainTimer
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.sharding import (check_batch, global_batch, make_mesh,
                                   prefetch_to_device, shardings)
-from cnnjax.train.state import init_state
+from cnnjax.train.state import TrainState, init_state
 from cnnjax.train.step import compile_steps
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -139,12 +139,24 @@ def build(config: ml_collections.ConfigDict, process_index: int = 0, process_cou
     return train_ds, eval_ds, model, schedule, tx, total
 
 
-def _fresh_state(config: ml_collections.ConfigDict, train_ds, model, tx):
-    """The initial train state, for the input the model sees after the device pipeline."""
-    pipeline = device_pipeline.from_config(config.dataset, train_ds.num_classes)
-    state = init_state(model, tx, pipeline.output_shape(train_ds.image_shape), config.seed,
+def initial_state(config: ml_collections.ConfigDict, model, tx, image_shape: tuple[int, ...],
+                  input_dtype, num_classes: int) -> TrainState:
+    """The randomly initialised train state for host images of `image_shape`/`input_dtype` (the
+    model sees them after the device pipeline), with the Lookahead's statistics average started:
+    the tree every checkpoint of the run has, so the restore target of training, evaluation and
+    analysis alike."""
+    pipeline = device_pipeline.from_config(config.dataset, num_classes)
+    state = init_state(model, tx, pipeline.output_shape(image_shape), config.seed,
                        use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
-                       input_dtype=pipeline.output_dtype(train_ds.input_dtype))
+                       input_dtype=pipeline.output_dtype(input_dtype))
+    return state.replace(opt_state=lookahead.attach_batch_stats(state.opt_state, state.batch_stats))
+
+
+def _data_init(state: TrainState, config: ml_collections.ConfigDict, train_ds, tx) -> TrainState:
+    """A fresh run's step-0 state: `state` with the data-dependent initialisation (whitening),
+    which restarts the optimiser state from the new parameters, so the average starts again."""
+    if not config.get("whitening_init"):
+        return state
     state = whitening_init(state, config, train_ds, tx)
     return state.replace(opt_state=lookahead.attach_batch_stats(state.opt_state, state.batch_stats))
 
@@ -227,11 +239,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         _check_workdir(workdir, config, train_ds.steps_per_epoch, extend)
     data_sharding, replicated = shardings(mesh)
 
-    state = _fresh_state(config, train_ds, model, tx)
+    state = initial_state(config, model, tx, train_ds.image_shape, train_ds.input_dtype,
+                          train_ds.num_classes)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     restored = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, state),
                                             set_aside=True)
-    state = state if restored is None else restored
+    # The data-dependent initialisation only for a fresh run: a restored state replaces it.
+    state = _data_init(state, config, train_ds, tx) if restored is None else restored
     state = jax.device_put(state, replicated)
     start = int(jax.device_get(state.step))
     writer = MetricsWriter(workdir, start, enabled=pid == 0)
@@ -325,7 +339,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | pathlib.P
     _check_workdir(workdir, config, train_ds.steps_per_epoch, write=False)
     mesh = make_mesh()
     data_sharding, replicated = shardings(mesh)
-    state = _fresh_state(config, train_ds, model, tx)
+    state = initial_state(config, model, tx, train_ds.image_shape, train_ds.input_dtype,
+                          train_ds.num_classes)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     try:
         state = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, state))

@@ -53,7 +53,9 @@ def cnnjax_step(batch_np: dict, xla_options: dict[str, str], kernels: str | None
     train_ds, _, model, schedule, tx, _ = trainer.build(config)
     mesh = make_mesh()
     data_sharding, replicated = shardings(mesh)
-    state = jax.device_put(trainer._fresh_state(config, train_ds, model, tx), replicated)
+    state = jax.device_put(trainer.initial_state(config, model, tx, train_ds.image_shape,
+                                               train_ds.input_dtype, train_ds.num_classes),
+                           replicated)
     train_fn, _ = compile_steps(model, tx, schedule, config, train_ds.num_classes, mesh,
                                 data_sharding, replicated)
     batch = global_batch(batch_np, data_sharding)
