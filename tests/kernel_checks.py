@@ -64,3 +64,19 @@ def triton_kernels_for_gpu(f, args, monkeypatch) -> int:
     exported = export.export(jax.jit(f), platforms=["cuda"],
                              disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON_CALL)])
     return exported(*specs).mlir_module().count(TRITON_CALL)
+
+
+def matmul_operand_dtypes(jaxpr) -> list[tuple[str, str]]:
+    """(primitive, operand dtype) of every convolution (XLA's or oneDNN's custom call) and matrix
+    product, sub-jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if (eqn.primitive.name in ("conv_general_dilated", "dot_general")
+                or str(eqn.params.get("target_name", "")).startswith("cnnjax_onednn")):
+            found += [(eqn.primitive.name, str(v.aval.dtype)) for v in eqn.invars]
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr wraps a Jaxpr
+                if hasattr(inner, "eqns"):
+                    found += matmul_operand_dtypes(inner)
+    return found

@@ -150,6 +150,7 @@ def test_tta_equals_the_weighted_average_of_the_six_views_by_hand():
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
     # Through the eval step: the loss of the averaged logits, the plain accuracy of view 0.
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={}, opt_state={},
+                       ema_batch_stats={},
                        ema_params={})
     sums = eval_step(state, {"image": jnp.asarray(x), "label": jnp.asarray(labels),
                              "mask": jnp.ones(5, bool)}, model=model, use_ema=False,
@@ -299,8 +300,8 @@ def test_smoke_run_keeps_the_whitening_kernel_and_reports_plain_accuracy(tmp_pat
     first = np.concatenate([b["image"] for _, b in zip(range(2), train_ds.batches(0))])
     want = patch_whitening_kernel(normalize(first, config.dataset.mean, config.dataset.std), 2)
     ckpt = Checkpointer(tmp_path, 1)
-    state = ckpt.restore(jax.tree_util.tree_map(np.asarray,
-                                                trainer._fresh_state(config, train_ds, model, tx)))
+    state = ckpt.restore_newest_readable(jax.tree_util.tree_map(np.asarray, trainer.initial_state(
+        config, model, tx, train_ds.image_shape, train_ds.input_dtype, train_ds.num_classes)))
     ckpt.close()
     assert int(state.step) == 8
     np.testing.assert_allclose(np.asarray(state.params["whiten"]["kernel"]), want, rtol=1e-5,

@@ -213,10 +213,14 @@ def _torch_resize(pixels: np.ndarray, h: int, w: int) -> np.ndarray:
                                            align_corners=False)[0].numpy().transpose(1, 2, 0)
 
 
+LEVEL = 1.01 / 255  # one uint8 level, and float noise
+
+
 def test_scale_jitter_views_are_windows_of_their_own_resized_image(prepared):
     """Every scale-jitter training view is, by exhaustive search over the 9 training JPEGs, the
     scales S in scale_range, the offsets and mirroring, exactly one window of one source image
-    resized (by torch) to shorter side S, and it carries that image's label."""
+    resized (by torch) to shorter side S, and it carries that image's label. The pipeline resizes
+    uint8 RGB (rounded to whole levels), so pixels agree within one level of 255."""
     data_dir, written = prepared
     low, high = SIZE + 4, SIZE + 20
     candidates = []  # (label, S, resized image / 255)
@@ -232,14 +236,15 @@ def test_scale_jitter_views_are_windows_of_their_own_resized_image(prepared):
     stream, scales = source.batches(), set()
     for _ in range(3):
         batch = next(stream)
-        for image, label in zip(batch["image"], batch["label"]):
+        assert batch["image"].dtype == np.uint8
+        for image, label in zip(batch["image"].astype(np.float32) / 255, batch["label"]):
             hits = []
             for cand_label, s, resized in candidates:
                 corners = resized[:resized.shape[0] - SIZE + 1, :resized.shape[1] - SIZE + 1]
                 for view in (image, image[:, ::-1]):
                     # Windows whose first pixel matches, then the whole window.
-                    for t, l in zip(*np.nonzero(np.all(np.abs(corners - view[0, 0]) < 1e-5, -1))):
-                        if np.abs(resized[t:t + SIZE, l:l + SIZE] - view).max() < 1e-5:
+                    for t, l in zip(*np.nonzero(np.all(np.abs(corners - view[0, 0]) < LEVEL, -1))):
+                        if np.abs(resized[t:t + SIZE, l:l + SIZE] - view).max() < LEVEL:
                             hits.append((cand_label, s))
             assert len(hits) == 1, f"{len(hits)} matching windows"
             assert hits[0][0] == label

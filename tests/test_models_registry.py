@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from cnnjax import models
+from kernel_checks import matmul_operand_dtypes
 
 ALL = models.list_models()
 CLASSES = 7  # not any model's default, so a model that ignores num_classes is caught
@@ -168,22 +169,6 @@ def test_jit_grad_at_the_smallest_input(name):
         assert np.any(g != 0), f"{name}: zero gradient at {jax.tree_util.keystr(path)}"
 
 
-def _matmul_operand_dtypes(jaxpr) -> list[tuple[str, str]]:
-    """(primitive, operand dtype) of every convolution (XLA's or oneDNN's custom call) and matrix
-    product, sub-jaxprs included."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if (eqn.primitive.name in ("conv_general_dilated", "dot_general")
-                or str(eqn.params.get("target_name", "")).startswith("cnnjax_onednn")):
-            found += [(eqn.primitive.name, str(v.aval.dtype)) for v in eqn.invars]
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr wraps a Jaxpr
-                if hasattr(inner, "eqns"):
-                    found += _matmul_operand_dtypes(inner)
-    return found
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_bfloat16_computes_in_bf16_with_float32_parameters(name):
     model = models.create(name, num_classes=CLASSES, dtype=jnp.bfloat16)
@@ -192,7 +177,7 @@ def test_bfloat16_computes_in_bf16_with_float32_parameters(name):
     for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
         assert leaf.dtype == jnp.float32, f"{name}: {jax.tree_util.keystr(path)} is {leaf.dtype}"
     jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
-    ops = _matmul_operand_dtypes(jaxpr.jaxpr)
+    ops = matmul_operand_dtypes(jaxpr.jaxpr)
     assert ops, f"{name}: no convolution or matrix product found"
     wrong = [op for op in ops if op[1] != "bfloat16"]
     assert not wrong, f"{name}: computes in {sorted(set(wrong))}"
