@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from cnnjax import models, nn, ops
 from cnnjax.train.state import init_state
-from cnnjax.data.device_pipeline import shard_map
+from cnnjax.ops.mapping import shard_map
 from cnnjax.train.step import train_step
 
 COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")

@@ -48,6 +48,7 @@ from absl import app, flags, logging
 from cnnjax import data, kernels, models
 from cnnjax.analysis import (activation_max, adversarial, attribution, equivariance, features,
                              graph, plots, receptive_field, summary)
+from cnnjax.data.augment import to_unit_range
 from cnnjax.data.device_pipeline import from_config
 from cnnjax.train.checkpoint import Checkpointer
 from cnnjax.train.metrics import read_jsonl
@@ -130,8 +131,7 @@ def split_arrays(config: ml_collections.ConfigDict, split: str, limit: int | Non
             break
     images = np.concatenate(images)[:limit]
     # Prepared datasets hand out uint8 pixels (the device scales them in training): [0, 1] here.
-    images = images.astype(np.float32) / 255 if images.dtype == np.uint8 else images
-    return source, images.astype(np.float32), np.concatenate(labels)[:limit]
+    return source, to_unit_range(images).astype(np.float32), np.concatenate(labels)[:limit]
 
 
 def load_run(workdir: str | pathlib.Path, max_train: int | None = None,

@@ -41,6 +41,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def to_unit_range(images: np.ndarray | jax.Array) -> np.ndarray | jax.Array:
+    """uint8 pixels in [0, 255] -> float32 in [0, 1] (times 1/255, on the host for NumPy arrays,
+    on the device for jax ones); images of another dtype are returned as they are. The one
+    conversion every reader of prepared (uint8) datasets uses, so all see the same values."""
+    if images.dtype != np.uint8:
+        return images
+    return images.astype(np.float32) * np.float32(1 / 255)
+
+
 def _check_nhwc(images: np.ndarray | jax.Array, what: str) -> None:
     if images.ndim != 4:
         raise ValueError(f"{what} needs NHWC images, got shape {tuple(images.shape)}")
@@ -199,8 +208,7 @@ def lighting(images: np.ndarray, rng: np.random.Generator, *, alpha_std: float =
     _check_nhwc(images, "lighting")
     if images.shape[-1] != 3:
         raise ValueError(f"lighting needs RGB images, got {images.shape[-1]} channels")
-    if images.dtype == np.uint8:
-        images = images.astype(np.float32) * np.float32(1 / 255)
+    images = to_unit_range(images)
     alpha = rng.normal(0.0, alpha_std, (images.shape[0], 3)).astype(np.float32)
     shift = (alpha * eigval) @ eigvec.T  # (N, 3): sum_j eigvec[:, j] alpha_j eigval_j
     return (images + shift[:, None, None, :]).astype(np.float32)

@@ -32,9 +32,10 @@ import ml_collections
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from cnnjax.data.augment import cutmix, get_device_augment, mixup
+from cnnjax.data.augment import cutmix, get_device_augment, mixup, to_unit_range
 from cnnjax.data.flip_translate import alternating_flip
 from cnnjax.data.tta import TTA_WEIGHTS, tta_views
+from cnnjax.ops.mapping import shard_map
 
 MIXES = ("none", "mixup", "cutmix")
 
@@ -101,12 +102,6 @@ class DevicePipeline:
         dtype = jnp.dtype(host_dtype)
         return jnp.dtype(jnp.float32) if dtype == jnp.uint8 else dtype
 
-    @staticmethod
-    def _to_float(images: jax.Array) -> jax.Array:
-        if images.dtype != jnp.uint8:
-            return images
-        return images.astype(jnp.float32) * jnp.float32(1 / 255)
-
     def _normalize(self, images: jax.Array) -> jax.Array:
         if not self.mean:
             return images
@@ -116,7 +111,7 @@ class DevicePipeline:
         """Pad, augment, normalise, mix a training batch {"image", "label"} (+ "index" and
         "epoch" for the alternating flip, whose half is drawn from `run_key`, fixed per run)."""
         k_aug, k_mix = jax.random.split(key)
-        images, labels = self._pad(self._to_float(batch["image"])), batch["label"]
+        images, labels = self._pad(to_unit_range(batch["image"])), batch["label"]
         if self.alternating_flip:
             if "index" not in batch or run_key is None:
                 raise ValueError("dataset.alternating_flip needs train batches with 'index' and "
@@ -145,7 +140,7 @@ class DevicePipeline:
     def eval(self, images: jax.Array) -> jax.Array:
         """Pad and normalise evaluation images (N, H, W, C) or views (N, V, H, W, C); with
         `flip_tta`, images (N, H, W, C) become views (N, 2, H, W, C): as given and mirrored."""
-        images = self._normalize(self._pad(self._to_float(images)))
+        images = self._normalize(self._pad(to_unit_range(images)))
         if self.flip_tta:
             if images.ndim != 4:
                 raise ValueError(f"flip_tta needs single images (N, H, W, C), got shape "
@@ -168,12 +163,3 @@ def from_config(ds: ml_collections.ConfigDict, num_classes: int) -> DevicePipeli
                           alternating_flip=ds.get("alternating_flip", False),
                           tta=ds.get("tta", "none"))
 
-
-def shard_map(f, mesh: Mesh, in_specs, out_specs):
-    """jax.shard_map without its replication check (callers pmean by hand or keep outputs
-    sharded); the flag's name differs across JAX versions."""
-    try:
-        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
-    except (AttributeError, TypeError):
-        from jax.experimental.shard_map import shard_map as legacy
-        return legacy(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)

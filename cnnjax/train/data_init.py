@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.data.augment import normalize
+from cnnjax.data.augment import normalize, to_unit_range
 from cnnjax.ops.whitening import patch_whitening_kernel
 from cnnjax.train.state import TrainState
 
@@ -25,10 +25,8 @@ def sample_images(train_ds, count: int) -> np.ndarray:
     # A grain source reads its batches directly here, without starting worker processes.
     read = getattr(train_ds, "train_batch", None)
     for batch in (map(read, itertools.count()) if read else train_ds.batches(start_step=0)):
-        pixels = np.asarray(batch["image"])
         # Prepared datasets hand out uint8; the model sees [0, 1] (cnnjax.data.device_pipeline).
-        images.append(pixels.astype(np.float32) / 255 if pixels.dtype == np.uint8
-                      else pixels.astype(np.float32))
+        images.append(to_unit_range(np.asarray(batch["image"])).astype(np.float32))
         have += len(images[-1])
         if have >= count or have >= train_ds.num_examples:
             break

@@ -23,7 +23,8 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from cnnjax import ops
-from cnnjax.data.device_pipeline import DevicePipeline, from_config, shard_map
+from cnnjax.data.device_pipeline import DevicePipeline, from_config
+from cnnjax.ops.mapping import shard_map
 from cnnjax.train import rng
 from cnnjax.data.tta import average_logits
 from cnnjax.train import lookahead
