@@ -2,8 +2,9 @@
 per-class tars of JPEGs, a flat validation tar, and the devkit (or Kaggle's CSV) labels.
 Preparation must store the exact JPEG bytes with the labels of sorted synsets; the evaluation
 views must match a PIL computation written here; training crops have the right shape and range,
-scale-jitter views are windows of their own source resized by torch, and Inception-crop views are
-windows of the paper's areas and aspect ratios, read from sources whose pixels encode where they are;
+scale-jitter views are windows of their own source resized by torch, and Inception-crop views
+are windows of the paper's areas and aspect ratios, read from sources whose pixels encode where
+they are;
 a malformed source stops with an error naming the file; an imagenet config trains on the set."""
 
 from __future__ import annotations

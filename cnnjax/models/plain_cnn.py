@@ -3,8 +3,8 @@
 `depth` 3x3 convolutions of `width` channels (no batch norm, no shortcuts), the channels doubled
 and the maps halved by a stride-2 convolution at the start of each of `stages` stages, global
 average pooling and a linear classifier. (N, H, W, C) -> (N, num_classes), any H, W (the
-strided convolutions are padded). With the default 28x28x1 input, depth 12, width 32 and 3 stages, 10 classes:
-9 C_in C_out + C_out per convolution, 675,242 parameters in all.
+strided convolutions are padded). With the default 28x28x1 input, depth 12, width 32 and 3
+stages, 10 classes: 9 C_in C_out + C_out per convolution, 675,242 parameters in all.
 
 Each activation gets the initialiser its paper prescribes (cnnjax.nn.layers.init_for_activation),
 so the experiment compares activations, not initialisations: with sigmoid, the gradients reaching

@@ -156,7 +156,8 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
                                          eps=o.get("eps", 1e-8)))
     elif o.name == "lars":
         # You et al. 2017, Algorithm 1, with the decay inside (cnnjax.train.lars); the mask also
-        # keeps the trust ratio off the undecayed leaves. eta 1e-3: TensorFlow's and optax's default.
+        # keeps the trust ratio off the undecayed leaves. eta 1e-3: TensorFlow's and optax's
+        # default.
         return _finish(chain + [lars(schedule, weight_decay=wd, mask=mask,
                                      trust_coefficient=o.get("trust_coefficient", 1e-3),
                                      momentum=o.get("momentum", 0.9),
