@@ -2,7 +2,9 @@
 per-class tars of JPEGs, a flat validation tar, and the devkit (or Kaggle's CSV) labels.
 Preparation must store the exact JPEG bytes with the labels of sorted synsets; the evaluation
 views must match a PIL computation written here; training crops have the right shape and range,
-and scale-jitter views are windows of their own source resized by torch;
+scale-jitter views are windows of their own source resized by torch, and Inception-crop views
+are windows of the paper's areas and aspect ratios, read from sources whose pixels encode where
+they are;
 a malformed source stops with an error naming the file; an imagenet config trains on the set."""
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cnnjax import data
 from cnnjax.data import prepare as P
 from cnnjax.data import tfds_store
 from cnnjax.data.augment import get_host_augment
+from cnnjax.data.imagenet import Views
 from cnnjax.sweep.config_file import load_module
 from cnnjax.train import trainer
 from conftest import REPO_ROOT
@@ -250,6 +253,80 @@ def test_scale_jitter_views_are_windows_of_their_own_resized_image(prepared):
             assert hits[0][0] == label
             scales.add(hits[0][1])
     assert len(scales) > 3
+
+
+# Szegedy et al. 2015, sec. 6: crops of 8% to 100% of the image's area, aspect ratio (width /
+# height) between 3/4 and 4/3.
+INCEPTION_AREA, INCEPTION_ASPECT = (0.08, 1.0), (3 / 4, 4 / 3)
+
+
+def _ramp_jpeg(height: int, width: int) -> bytes:
+    """A JPEG (quality 100, no chroma subsampling) whose pixels say where they are: red rises
+    linearly from 0 at the first column to 255 at the last, green likewise down the rows, blue
+    is 100."""
+    red = np.broadcast_to(np.linspace(0, 255, width), (height, width))
+    green = np.broadcast_to(np.linspace(0, 255, height)[:, None], (height, width))
+    pixels = np.stack([red, green, np.full((height, width), 100.0)], -1)
+    out = io.BytesIO()
+    Image.fromarray(np.round(pixels).astype(np.uint8)).save(out, "JPEG", quality=100,
+                                                            subsampling=0)
+    return out.getvalue()
+
+
+def _ramp_line(ramp: np.ndarray, length: int) -> tuple[float, float, float]:
+    """(start, extent, worst residual) in source pixels of the window a view's row of red (or
+    column of green) values in [0, 1] shows, from a least-squares line through them. View pixel
+    j of n samples the source at start + (j + 0.5) extent / n - 0.5 (pixel centres at integers);
+    the first and last pixels are left out, as their antialiasing filters may reach past the
+    source's border."""
+    n = len(ramp)
+    inner = np.arange(1, n - 1)
+    where = ramp * (length - 1)
+    slope, intercept = np.polyfit(inner, where[inner], 1)
+    residual = np.abs(where[inner] - (slope * inner + intercept)).max()
+    return intercept - 0.5 * slope + 0.5, slope * n, residual
+
+
+@pytest.mark.parametrize("height,width", [(180, 240), (210, 150)])
+def test_inception_views_are_windows_of_the_papers_areas_and_aspect_ratios(height, width):
+    """300 training views (Views.train, what the grain workers run on each JPEG) of a source
+    whose red and green channels are its column and row: each view must be an axis-aligned
+    window of the source (red constant down each column, green along each row, blue untouched),
+    mirrored or not (red falling or rising left to right; a mirrored view read right to left must
+    be a window too), whose extent, read off the ramps to within PIXELS (JPEG, uint8 rounding,
+    PIL's draft decoding at 1/2 for large crops), lies inside the source with an area fraction
+    and an aspect ratio in the paper's ranges; the views must span those ranges and be mirrored
+    about half the time."""
+    pixels = 3.0
+    raw = _ramp_jpeg(height, width)
+    views = Views(image_size=SIZE, train_crop="inception")
+    areas, aspects, mirrored = [], [], 0
+    for seed in range(300):
+        view = views.train(raw, np.random.default_rng(seed)).astype(np.float64) / 255
+        assert view.shape == (SIZE, SIZE, 3)
+        red, green, blue = view[..., 0], view[..., 1], view[..., 2]
+        assert np.abs(red - red.mean(0)).max() < 3 * LEVEL, seed
+        assert np.abs(green - green.mean(1, keepdims=True)).max() < 3 * LEVEL, seed
+        assert np.abs(blue - 100 / 255).max() < 3 * LEVEL, seed
+        columns = red.mean(0)
+        if columns[-1] < columns[0]:
+            mirrored += 1
+            columns = columns[::-1]
+        left, w, x_residual = _ramp_line(columns, width)
+        top, h, y_residual = _ramp_line(green.mean(1), height)
+        assert max(x_residual, y_residual) < 2, f"seed {seed}: not a linear resize of a window"
+        assert -pixels < left and left + w < width + pixels, (seed, left, w)
+        assert -pixels < top and top + h < height + pixels, (seed, top, h)
+        # Some box within PIXELS of the one read off has an area and aspect ratio in range.
+        assert (w + pixels) * (h + pixels) >= INCEPTION_AREA[0] * height * width, seed
+        assert (w - pixels) * (h - pixels) <= INCEPTION_AREA[1] * height * width, seed
+        assert INCEPTION_ASPECT[0] <= (w + pixels) / (h - pixels), seed
+        assert (w - pixels) / (h + pixels) <= INCEPTION_ASPECT[1], seed
+        areas.append(w * h / (height * width))
+        aspects.append(w / h)
+    assert min(areas) < 0.15 and max(areas) > 0.8, (min(areas), max(areas))
+    assert min(aspects) < 0.8 and max(aspects) > 1.25, (min(aspects), max(aspects))
+    assert 0.35 < mirrored / 300 < 0.65, mirrored
 
 
 def test_worker_processes_give_the_same_batches_as_in_process(prepared):

@@ -22,6 +22,10 @@ ALL = models.list_models()
 CLASSES = 7  # not any model's default, so a model that ignores num_classes is caught
 # "at least 32x32", "exactly 227x227", "at least 5 tokens": the minimum the error must state.
 MIN_SIZE = re.compile(r"\b(at least|exactly) (\d+)(?:x(\d+)| tokens)")
+# Where a model runs at any size (every downsampling layer padded), the gradient and bf16 tests
+# use this size (capped by the paper's input): the CIFAR size, where every stage of a 32x
+# downsampling network still sees one pixel, and compiles fast.
+SMALL_NO_MINIMUM = 32
 
 
 def _spec_input(spec, batch: int, size: int | None = None) -> jax.ShapeDtypeStruct:
@@ -55,9 +59,13 @@ def _size_rule(name: str) -> tuple[str, int] | None:
 
 
 def _small_input(name: str) -> jax.ShapeDtypeStruct:
+    """The model's stated minimum input, or for a model without one its paper's input capped at
+    SMALL_NO_MINIMUM pixels."""
     spec = models.get_spec(name)
     rule = _size_rule(name)
-    return _spec_input(spec, 2, None if rule is None else rule[1])
+    if rule is not None:
+        return _spec_input(spec, 2, rule[1])
+    return _spec_input(spec, 2, min(spec.input_shape[0], SMALL_NO_MINIMUM))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -93,25 +101,148 @@ def test_forward_shapes(name):
         assert o.shape == out.shape, f"{name}: training output {o.shape} vs {out.shape}"
 
 
+def _out_size(n: int, kernel: int, stride: int, padding, ceil_mode: bool = False) -> int:
+    """Output length of a convolution or pooling over `n` pixels, the textbook formula:
+    floor((n + 2p - k) / s) + 1; with `ceil_mode` PyTorch's ceil((n + 2p - k) / s) + 1, less one
+    when the last window would start beyond the input and its left padding; with padding "same"
+    TensorFlow's ceil(n / s). 0 or less: an empty output."""
+    if padding == "same":
+        return -(-n // stride)
+    span = n + 2 * padding - kernel
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    return out - 1 if (out - 1) * stride >= n + padding else out
+
+
+def _final_size(n: int, layers) -> int:
+    """The spatial size after `layers` ((kernel, stride, padding[, ceil_mode]) each, in order)
+    from an n x n input; 0 as soon as one output is empty."""
+    for layer in layers:
+        n = _out_size(n, *layer)
+        if n < 1:
+            return 0
+    return n
+
+
+HALVE = (2, 2, 0)            # 2x2/2 max-pool, no padding
+S2_PAD1 = (3, 2, 1)          # 3x3/2 convolution, padding 1
+# Per family, derived by hand from the papers' layer lists: the layers that change the spatial
+# size ((kernel, stride, padding[, ceil_mode]); size-keeping 3x3/1 pad 1 convolutions, padded
+# pools and parallel shortcut branches of the same output size are left out), then either
+# ("at least", None): the smallest n with every output non-empty, or ("exactly", m): the
+# smallest n whose last map is m x m, the size the first dense layer is built for.
+FAMILIES = (
+    # 7x7/2 pad 3 stem, 3x3/2 pad 1 pool, 3 stride-2 stages (3x3/2 pad 1; their 1x1/2 projection
+    # shortcuts give the same size): every layer padded, so 1 (no minimum).
+    (r"resnet(18|34|50|101|152)|plain(18|34)|preact_resnet(18|50)|wide_resnet50_2"
+     r"|resnext50_32x4d", [(7, 2, 3), (3, 2, 1), S2_PAD1, S2_PAD1, S2_PAD1], "at least", None),
+    # 3x3/1 pad 1 stem, 2 stride-2 stages (option A's subsampling ::2 is 1x1/2): 1.
+    (r"cifar_(resnet|plain)\d+", [S2_PAD1, S2_PAD1], "at least", None),
+    # 3x3/2 pad 1 stem, depthwise 3x3/2 pad 1 in layers 2, 4, 6 and 12 of Table 1: 1.
+    (r"mobilenet_v1", [S2_PAD1] * 5, "at least", None),
+    # 3x3/2 pad 1 stem, 4 stages starting with a 3x3/2 pad 1 depthwise (Table 2): 1.
+    (r"mobilenet_v2", [S2_PAD1] * 5, "at least", None),
+    # 3x3/2 stem; stride-2 depthwise k x k with padding (k - 1) / 2: large 3, 5, 3, 5 (Table 1),
+    # small 3, 3, 5, 5 (Table 2): 1.
+    (r"mobilenet_v3_large", [S2_PAD1, S2_PAD1, (5, 2, 2), S2_PAD1, (5, 2, 2)], "at least", None),
+    (r"mobilenet_v3_small", [S2_PAD1, S2_PAD1, S2_PAD1, (5, 2, 2), (5, 2, 2)], "at least", None),
+    # B0's Table 1: 3x3/2 stem, stride-2 MBConv stages with kernels 3, 5, 3, 5, padded; the
+    # compound scaling changes widths and depths, not strides: 1.
+    (r"efficientnet_b\d", [S2_PAD1, S2_PAD1, (5, 2, 2), S2_PAD1, (5, 2, 2)], "at least", None),
+    # SAME-padded 3x3 stem convolutions of strides 2, 1, 1, 2 and stages of strides 1, 2, 2, 2
+    # (Brock et al. 2021, sec. 2 and app. C; the shortcuts' 2x2/2 ceil-mode average pools give
+    # the same size): 1.
+    (r"nfnet_f\d", [(3, 2, "same")] * 5, "at least", None),
+    # 3 stages, the last two starting with a 3x3/2 pad 1 convolution: 1.
+    (r"plain_cnn", [S2_PAD1, S2_PAD1], "at least", None),
+    # The MLP flattens whatever it is given: 1.
+    (r"mlp", [], "at least", None),
+    # 5 unpadded 2x2/2 max-pools: 32.
+    (r"vgg(11|13|16|19)(_bn)?", [HALVE] * 5, "at least", None),
+    # 2 unpadded 2x2/2 max-pools: 4.
+    (r"simple_cnn", [HALVE] * 2, "at least", None),
+    # 3 unpadded 2x2/2 max-pools, after the layer1, layer2 and layer3 convolutions: 8.
+    (r"resnet9", [HALVE] * 3, "at least", None),
+    # Unpadded 2x2 whitening convolution, 3 blocks with a 2x2/2 max-pool, a final 3x3/3 pool: 25.
+    (r"airbench94", [(2, 1, 0), HALVE, HALVE, HALVE, (3, 3, 0)], "at least", None),
+    # torchvision: 11x11/4 pad 2, three 3x3/2 max-pools (5x5 pad 2, 3x3 pad 1 keep the size;
+    # the adaptive 6x6 pool takes any size): 63.
+    (r"alexnet_tv", [(11, 4, 2), (3, 2, 0), (3, 2, 0), (3, 2, 0)], "at least", None),
+    # 7x7/2 pad 3, then ceil-mode max-pools 3x3/2, 3x3/2 (stem), 3x3/2 (after 3b), 2x2/2 (after
+    # 4e); the inception branches' 3x3/1 pad 1 pools keep the size: 15.
+    (r"googlenet", [(7, 2, 3), (3, 2, 0, True), (3, 2, 0, True), (3, 2, 0, True), (2, 2, 0, True)],
+     "at least", None),
+    # 4 unpadded 2x2/2 max-pools (the padded convolutions keep the size): 16.
+    (r"unet", [HALVE] * 4, "at least", None),
+    # Unpadded 1-D convolutions of widths 3, 4, 5 in parallel: the widest needs 5 tokens.
+    (r"textcnn", [(5, 1, 0)], "at least", None),
+    # 5x5 unpadded convolution, 2x2/2 pool, 5x5, 2x2/2: F5 reads 5x5 maps (LeCun et al. 1998): 32.
+    (r"lenet5", [(5, 1, 0), HALVE, (5, 1, 0), HALVE], "exactly", 5),
+    # 11x11/4 unpadded, three 3x3/2 max-pools (conv2-5 keep the size): fc6 reads 6x6 maps: 227.
+    (r"alexnet", [(11, 4, 0), (3, 2, 0), (3, 2, 0), (3, 2, 0)], "exactly", 6),
+    # 16x16/16 patches; the token-mixing MLP is built for 14 x 14 = 196 of them: 224.
+    (r"mixer_[slb]16", [(16, 16, 0)], "exactly", 14),
+)
+
+
+def _derived_minimum(name: str) -> tuple[str, int]:
+    """("at least" | "exactly", n) for `name` from FAMILIES."""
+    found = [(layers, kind, last) for pattern, layers, kind, last in FAMILIES
+             if re.fullmatch(pattern, name)]
+    assert len(found) == 1, f"{name}: {len(found)} families in FAMILIES match it"
+    layers, kind, last = found[0]
+    for n in range(1, 4096):
+        size = _final_size(n, layers)
+        if (size >= 1) if last is None else (size == last):
+            return kind, n
+    raise AssertionError(f"{name}: no input up to 4096 satisfies its layer list")
+
+
+def test_output_size_formula_by_hand():
+    # The papers' sizes: AlexNet 227 -> 55 (11x11/4); ResNet 224 -> 112 (7x7/2 pad 3) -> 56
+    # (3x3/2 pad 1); GoogLeNet's ceil-mode 3x3/2 pool 112 -> 56.
+    assert _out_size(227, 11, 4, 0) == 55
+    assert _out_size(224, 7, 2, 3) == 112 and _out_size(112, 3, 2, 1) == 56
+    assert _out_size(112, 3, 2, 0, ceil_mode=True) == 56
+    # A 2x2/2 pool over 7: 3 windows by floor, 4 by ceil (the last one overhangs by a pixel);
+    # TensorFlow's SAME: ceil(7 / 2) = 4.
+    assert _out_size(7, 2, 2, 0) == 3 and _out_size(7, 2, 2, 0, ceil_mode=True) == 4
+    assert _out_size(7, 3, 2, "same") == 4
+    # PyTorch's correction: 2x2/2 pad 1 over 5 by ceil would be ceil(5 / 2) + 1 = 4 windows,
+    # but the 4th would start at 6 - 1 = 5, past the input: 3.
+    assert _out_size(5, 2, 2, 1, ceil_mode=True) == 3
+    # Too small: a 2x2 window over 1 pixel is empty by floor, one overhanging window by ceil.
+    assert _out_size(1, 2, 2, 0) == 0 and _out_size(2, 3, 2, 0, ceil_mode=True) == 1
+
+
 @pytest.mark.parametrize("name", ALL)
-def test_too_small_input_states_the_minimum_and_the_minimum_is_true(name):
+def test_stated_minimum_is_the_true_minimum(name):
+    """The minimum a model states (its error for a 1-pixel input) equals the one derived from
+    its family's layer list, the model runs at it, and one pixel (token) less is refused with a
+    one-line ValueError stating it. No stated minimum must mean the derivation gives 1."""
+    kind, n = _derived_minimum(name)
     rule = _size_rule(name)
-    if rule is None:  # the model has no minimum (e.g. the MLP)
-        return
-    kind, n = rule
+    assert (rule or ("at least", 1)) == (kind, n), f"{name} states {rule}, derived {(kind, n)}"
     spec, model = models.get_spec(name), models.create(name, num_classes=CLASSES)
-    _init_shapes(model, _spec_input(spec, 2, n))  # the stated minimum works
-    with pytest.raises(ValueError):
-        _init_shapes(model, _spec_input(spec, 2, n - 1))
+    if rule is not None:  # (without one, _size_rule has just run the model at 1 pixel)
+        _init_shapes(model, _spec_input(spec, 2, n))
+    refused = [n - 1] if n > 1 else []
     if kind == "exactly":
-        with pytest.raises(ValueError):
-            _init_shapes(model, _spec_input(spec, 2, n + 1))
+        refused.append(n + 1)
+    for size in refused:
+        with pytest.raises(ValueError) as error:
+            _init_shapes(model, _spec_input(spec, 2, size))
+        message = str(error.value)
+        assert "\n" not in message, f"{name}: the error is not one line: {message!r}"
+        match = MIN_SIZE.search(message)
+        assert match and (match.group(1), int(match.group(2))) == (kind, n), message
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_larger_inputs_work_where_no_exact_size_is_required(name):
     rule = _size_rule(name)
-    if rule is None or rule[0] == "exactly":
+    if rule is not None and rule[0] == "exactly":
         return
     spec = models.get_spec(name)
     size = spec.input_shape[0] + 32  # a multiple of 16 more, for fully convolutional models

@@ -105,16 +105,26 @@ def test_gradient_clipping_and_unknown_names():
         make_schedule(_config({"name": "sgd", "learning_rate": 1.0}, {"name": "cyclic"}), 1, 1)
 
 
-def _lars_numpy(params, grads_seq, lr, momentum, eta=1e-3):
-    """You et al. 2017, Algorithm 1 without weight decay, per layer: local_lr = eta ||w|| / ||g||,
-    v = m v + lr local_lr g, w = w - v (float64)."""
-    w = {k: np.asarray(v, np.float64) for k, v in params.items()}
+def _lars_numpy(params, grads_seq, lrs, momentum, adapted, wd=0.0, eta=1e-3, nesterov=False):
+    """You et al. 2017, Algorithm 1, per layer, float64, with the global rate lrs[t] at step t:
+    local_lr = eta ||w|| / (||g|| + wd ||w||) (eq. 6), v = m v + lr local_lr (g + wd w),
+    w = w - v. Layers not in `adapted` (biases) take neither: v = m v + lr g. local_lr is 1
+    where ||w|| or ||g|| is 0 (TensorFlow's LARSOptimizer). nesterov (TensorFlow's momentum):
+    w = w - (lr local_lr (g + wd w) + m v) with the new v."""
+    w = {k: np.asarray(x, np.float64) for k, x in params.items()}
     v = {k: np.zeros_like(x) for k, x in w.items()}
-    for grads in grads_seq:
+    for lr, grads in zip(lrs, grads_seq):
         for k in w:
             g = np.asarray(grads[k], np.float64)
-            v[k] = momentum * v[k] + lr * eta * np.linalg.norm(w[k]) / np.linalg.norm(g) * g
-            w[k] = w[k] - v[k]
+            local_lr, d = 1.0, g
+            if k in adapted:
+                w_norm = np.sqrt(np.sum(w[k] ** 2))
+                g_norm = np.sqrt(np.sum(g ** 2))
+                if w_norm > 0 and g_norm > 0:
+                    local_lr = eta * w_norm / (g_norm + wd * w_norm)
+                d = g + wd * w[k]
+            v[k] = momentum * v[k] + lr * local_lr * d
+            w[k] = w[k] - (lr * local_lr * d + momentum * v[k] if nesterov else v[k])
     return w
 
 
@@ -136,8 +146,8 @@ def _lamb_numpy(params, grads_seq, lr, wd, decayed, b1=0.9, b2=0.999, eps=1e-6):
     return w
 
 
-def _run(optimizer: dict, params, grads_seq):
-    c = _config(optimizer, {"name": "constant"})
+def _run(optimizer: dict, params, grads_seq, schedule: dict | None = None):
+    c = _config(optimizer, schedule or {"name": "constant"})
     tx = make_optimizer(c, make_schedule(c, 1, 10), steps_per_epoch=1)
     state = tx.init(params)
     for grads in grads_seq:
@@ -154,12 +164,45 @@ def _layers(seed):
 
 
 def test_lars_three_steps_against_a_numpy_step():
+    # No decay; the 1-D bias is left out of the trust ratio by the default mask.
     params = _layers(0)
     grads_seq = [_layers(s) for s in (1, 2, 3)]
     got = _run({"name": "lars", "learning_rate": 0.5, "momentum": 0.9}, params, grads_seq)
-    want = _lars_numpy(params, grads_seq, lr=0.5, momentum=0.9)
+    want = _lars_numpy(params, grads_seq, lrs=[0.5] * 3, momentum=0.9, adapted={"kernel"})
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_lars_with_weight_decay_a_schedule_and_zero_norms_against_a_numpy_step(nesterov):
+    """Algorithm 1 with decay: the trust ratio's denominator is ||g|| + wd ||w||, not
+    ||g + wd w||; gradients small next to wd ||w|| make the two differ by a third. The bias is
+    neither decayed nor adapted; `zero` starts at 0 (local rate 1 at the first step), `still`
+    gets no gradient at the first step (local rate 1, the step is the decay alone). The rate
+    halves at every step, so it must sit inside the momentum buffer."""
+    rng = np.random.default_rng(0)
+    as32 = lambda tree: {k: jnp.asarray(x, jnp.float32) for k, x in tree.items()}
+    params = {"kernel": rng.standard_normal((3, 4)) * 5, "bias": rng.standard_normal(4) * 0.1,
+              "zero": np.zeros((2, 3)), "still": rng.standard_normal((2, 2))}
+    grads_seq = [{"kernel": rng.standard_normal((3, 4)) * 0.5, "bias": rng.standard_normal(4),
+                  "zero": rng.standard_normal((2, 3)), "still": rng.standard_normal((2, 2))}
+                 for _ in range(3)]
+    grads_seq[0]["still"] = np.zeros((2, 2))
+    optimizer = {"name": "lars", "learning_rate": 1.0, "momentum": 0.9, "nesterov": nesterov,
+                 "weight_decay": 0.1, "trust_coefficient": 0.02, "decay_norm_and_bias": False}
+    schedule = {"name": "piecewise", "boundaries_steps": [1, 2], "scales": [0.5, 0.5]}
+    got = _run(optimizer, as32(params), [as32(g) for g in grads_seq], schedule)
+    want = _lars_numpy(params, grads_seq, lrs=[1.0, 0.5, 0.25], momentum=0.9,
+                       adapted={"kernel", "zero", "still"}, wd=0.1, eta=0.02, nesterov=nesterov)
+    for k in want:
+        assert not np.allclose(want[k], params[k], rtol=1e-3), k  # every layer moved
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_lars_refuses_decoupled_decay():
+    with pytest.raises(ValueError, match="decoupled_weight_decay=True does not apply to lars"):
+        _run(optimizer_config("lars", learning_rate=0.1, weight_decay=1e-4,
+                              decoupled_weight_decay=True), _layers(0), [_layers(1)])
 
 
 @pytest.mark.parametrize("moments", [{}, {"b1": 0.8, "b2": 0.99, "eps": 1e-3}])

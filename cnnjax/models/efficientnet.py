@@ -15,7 +15,7 @@ classifier. Batch norm as torchvision's: PyTorch's defaults (eps 1e-5, momentum 
 eps 1e-3 / momentum 0.01 for b5-b7 (whose weights were ported from TensorFlow). The paper's
 momentum 0.99 is PyTorch's 0.01. Initialisation as torchvision's: He et al.'s normal with fan-out
 scaling for convolutions, batch norm scale 1 / bias 0, the classifier U(+-1/sqrt(num_classes))
-with zero bias. Inputs must be at least 32x32, the network's total stride.
+with zero bias. Every strided layer is padded, so any input of at least 1x1 runs.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import ops
-from cnnjax.models.mobilenet import MIN_SIZE, torchvision_key
-from cnnjax.models.registry import register, require_min_size
+from cnnjax.models.mobilenet import torchvision_key
+from cnnjax.models.registry import register
 from cnnjax.nn import BatchNorm, Dense, Dropout
 from cnnjax.nn.mobile import MBConv, conv_norm_act, make_divisible
 
@@ -58,7 +58,7 @@ def scaled_stages(width: float, depth: float) -> tuple[tuple[int, int, int, int,
 
 
 class EfficientNet(nn.Module):
-    """(N, H, W, 3), H, W >= 32 -> (N, num_classes) float32 logits. Modules as torchvision's:
+    """(N, H, W, 3) -> (N, num_classes) float32 logits. Modules as torchvision's:
     `features_0` (stem), `features_1..7` stages of MBConv `features_S_J`, `features_8` (head),
     `classifier_1` (after dropout)."""
 
@@ -73,7 +73,6 @@ class EfficientNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        require_min_size(x, MIN_SIZE, "EfficientNet")
         norm = functools.partial(BatchNorm, epsilon=self.bn_epsilon, momentum=self.bn_momentum)
         x = x.astype(self.dtype or x.dtype)
         x = conv_norm_act(x, train, make_divisible(B0_STEM * self.width), 3, stride=2,

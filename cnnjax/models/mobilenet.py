@@ -16,7 +16,7 @@ defaults (eps 1e-5, momentum 0.1), as the paper gives none.
 
 Initialisation, as torchvision's: He et al.'s normal with fan-out scaling for every convolution,
 batch norm scale 1 / bias 0, linear layers N(0, 0.01) with zero bias (v1 too: the paper states no
-initialisation). Inputs must be at least 32x32, the networks' total stride.
+initialisation). Every strided layer is padded, so any input of at least 1x1 runs.
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import ops
-from cnnjax.models.registry import register, require_min_size
+from cnnjax.models.registry import register
 from cnnjax.models.torch_weights import default_torch_key
 from cnnjax.nn import BatchNorm, Dense, Dropout
 from cnnjax.nn.mobile import (DepthwiseSeparable, InvertedResidual, MobileNetV3Block,
                               conv_norm_act)
 
-MIN_SIZE = 32  # five stride-2 layers
 LINEAR_INIT = nn.initializers.normal(0.01)
 
 # Howard et al. 2017, Table 1: a 3x3/2 convolution to 32 channels, then 13 depthwise-separable
@@ -85,7 +84,7 @@ def torchvision_key(collection: str, path: tuple[str, ...]) -> str:
 
 
 class MobileNetV1(nn.Module):
-    """(N, H, W, 3), H, W >= 32 -> (N, num_classes) float32 logits. Modules: `stem_0/1`,
+    """(N, H, W, 3) -> (N, num_classes) float32 logits. Modules: `stem_0/1`,
     `block1`..`block13` (DepthwiseSeparable), `fc`."""
 
     num_classes: int = 1000
@@ -93,7 +92,6 @@ class MobileNetV1(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        require_min_size(x, MIN_SIZE, "mobilenet_v1")
         x = x.astype(self.dtype or x.dtype)
         x = conv_norm_act(x, train, V1_STEM, 3, stride=2, activation=ops.relu, dtype=self.dtype,
                           name="stem")
@@ -106,7 +104,7 @@ class MobileNetV1(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """(N, H, W, 3), H, W >= 32 -> (N, num_classes) float32 logits. Modules as torchvision's:
+    """(N, H, W, 3) -> (N, num_classes) float32 logits. Modules as torchvision's:
     `features_0` (stem), `features_1..17` (InvertedResidual), `features_18` (1x1 head),
     `classifier_1` (after dropout)."""
 
@@ -116,7 +114,6 @@ class MobileNetV2(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        require_min_size(x, MIN_SIZE, "mobilenet_v2")
         x = x.astype(self.dtype or x.dtype)
         x = conv_norm_act(x, train, V2_STEM, 3, stride=2, activation=ops.relu6, dtype=self.dtype,
                           name="features_0")
@@ -134,7 +131,7 @@ class MobileNetV2(nn.Module):
 
 
 class MobileNetV3(nn.Module):
-    """size "large" or "small": (N, H, W, 3), H, W >= 32 -> (N, num_classes) float32 logits.
+    """size "large" or "small": (N, H, W, 3) -> (N, num_classes) float32 logits.
     Modules as torchvision's: `features_0` (stem), `features_1..` (MobileNetV3Block), the last
     `features_N` (1x1 head), `classifier_0` (hidden, hard-swish, dropout), `classifier_3`."""
 
@@ -148,7 +145,6 @@ class MobileNetV3(nn.Module):
         if self.size not in V3_LAYERS:
             raise ValueError(f"MobileNetV3 size must be one of {sorted(V3_LAYERS)}, "
                              f"got {self.size!r}")
-        require_min_size(x, MIN_SIZE, f"mobilenet_v3_{self.size}")
         x = x.astype(self.dtype or x.dtype)
         x = conv_norm_act(x, train, V3_STEM, 3, stride=2, activation=ops.hard_swish,
                           norm=V3_NORM, dtype=self.dtype, name="features_0")

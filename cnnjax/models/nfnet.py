@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import ops
-from cnnjax.models.registry import register, require_min_size
+from cnnjax.models.registry import register
 from cnnjax.models.torch_weights import default_torch_key
 from cnnjax.nn import Dense, Dropout
 from cnnjax.nn.nfnet import NFBlock, ScaledStdConv, gamma_gelu
@@ -57,8 +57,9 @@ HEAD_INIT = nn.initializers.normal(0.01)
 
 
 class NFNet(nn.Module):
-    """(N, H, W, 3), H, W >= 32 -> (N, num_classes) float32 logits. `stage_depths` are the NF
-    blocks per stage; `drop_path_rate` the stochastic-depth rate the last block approaches."""
+    """(N, H, W, 3) of any size (the strided layers are SAME-padded) -> (N, num_classes) float32
+    logits. `stage_depths` are the NF blocks per stage; `drop_path_rate` the stochastic-depth
+    rate the last block approaches."""
 
     stage_depths: tuple[int, ...] = BASE_DEPTHS
     num_classes: int = 1000
@@ -69,7 +70,6 @@ class NFNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        require_min_size(x, 32, f"NFNet with stages {self.stage_depths}")
         x = x.astype(self.dtype or x.dtype)
         for i, (width, stride) in enumerate(zip(STEM_WIDTHS, STEM_STRIDES)):
             if i:

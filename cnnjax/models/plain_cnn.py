@@ -2,9 +2,9 @@
 
 `depth` 3x3 convolutions of `width` channels (no batch norm, no shortcuts), the channels doubled
 and the maps halved by a stride-2 convolution at the start of each of `stages` stages, global
-average pooling and a linear classifier. (N, H, W, C) -> (N, num_classes), any H, W >= 2 **
-(stages - 1). With the default 28x28x1 input, depth 12, width 32 and 3 stages, 10 classes:
-9 C_in C_out + C_out per convolution, 675,242 parameters in all.
+average pooling and a linear classifier. (N, H, W, C) -> (N, num_classes), any H, W (the
+strided convolutions are padded). With the default 28x28x1 input, depth 12, width 32 and 3
+stages, 10 classes: 9 C_in C_out + C_out per convolution, 675,242 parameters in all.
 
 Each activation gets the initialiser its paper prescribes (cnnjax.nn.layers.init_for_activation),
 so the experiment compares activations, not initialisations: with sigmoid, the gradients reaching
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import ops
-from cnnjax.models.registry import register, require_min_size
+from cnnjax.models.registry import register
 from cnnjax.nn import Conv, Dense
 from cnnjax.nn.layers import init_for_activation
 
@@ -40,7 +40,6 @@ class PlainCNN(nn.Module):
         del train  # no dropout or batch norm: the point is the bare stack
         if self.depth < self.stages:
             raise ValueError(f"plain_cnn: depth {self.depth} must be >= stages {self.stages}")
-        require_min_size(x, 2 ** (self.stages - 1), "plain_cnn")
         act, init = ops.get_activation(self.activation), init_for_activation(self.activation)
         x = x.astype(self.dtype or x.dtype)
         per_stage = [self.depth // self.stages + (s < self.depth % self.stages)

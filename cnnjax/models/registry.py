@@ -79,7 +79,13 @@ def list_models() -> list[str]:
 
 
 def require_min_size(x, minimum: int, model: str) -> None:
-    """Raises ValueError naming the minimum when an NHWC input is smaller than minimum x minimum."""
+    """Raises ValueError naming the minimum when an NHWC input is smaller than minimum x minimum.
+
+    `minimum` must be the model's true minimum: the smallest square input for which every layer's
+    output is non-empty (at least 1x1). Models whose every downsampling layer is padded have none
+    (any input of at least 1x1 runs) and do not call this. tests/test_models_registry.py derives
+    each family's minimum from its layer list with the textbook output-size formula.
+    """
     if min(x.shape[1:3]) < minimum:
         raise ValueError(f"{model} needs inputs of at least {minimum}x{minimum}, got "
                          f"{x.shape[1]}x{x.shape[2]}")

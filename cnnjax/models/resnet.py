@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import kernels, ops
-from cnnjax.models.registry import register, require_min_size
+from cnnjax.models.registry import register
 from cnnjax.models.torch_weights import default_torch_key
 from cnnjax.nn import BatchNorm, Conv, Dense
 from cnnjax.nn.layers import HE_FAN_OUT
@@ -46,7 +46,8 @@ class ResNet(nn.Module):
     """block: "basic", "bottleneck", "preact" or "preact_bottleneck"; stage_sizes: blocks per
     stage; widths: each stage's base width (output = width x expansion); stem: "imagenet"
     (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3 conv); shortcut: "B", "A" or "none";
-    width_per_group / groups: bottleneck width = width * width_per_group / 64 * groups."""
+    width_per_group / groups: bottleneck width = width * width_per_group / 64 * groups.
+    Every downsampling layer is padded, so any input of at least 1x1 runs."""
 
     block: str
     stage_sizes: tuple[int, ...]
@@ -59,13 +60,8 @@ class ResNet(nn.Module):
     remat: bool = False
     dtype: Any = None
 
-    @property
-    def min_input_size(self) -> int:
-        return 32 if self.stem == "imagenet" else 2 ** (len(self.stage_sizes) - 1)
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        require_min_size(x, self.min_input_size, f"{self.block} ResNet ({self.stem} stem)")
         preact = self.block.startswith("preact")
         x = x.astype(self.dtype or x.dtype)
         if self.stem == "imagenet":

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from cnnjax.train.lars import lars
 from cnnjax.train.lookahead import lookahead_ema
 from cnnjax.train.param_groups import freeze_matching, scale_matching
 
@@ -27,8 +28,8 @@ COMMON_DEFAULTS = {"weight_decay": 0.0, "decoupled_weight_decay": False,
 
 def optimizer_config(name: str, *, learning_rate: float, **fields) -> ml_collections.ConfigDict:
     """A config's `optimizer` section: `name` (one of OPTIMIZERS), the peak `learning_rate`, and
-    `fields` (the optimiser's own: momentum, nesterov, rms_decay, eps, b1, b2, agc_exclude; or
-    any COMMON_DEFAULTS knob) over COMMON_DEFAULTS."""
+    `fields` (the optimiser's own: momentum, nesterov, rms_decay, eps, b1, b2, agc_exclude,
+    trust_coefficient (lars); or any COMMON_DEFAULTS knob) over COMMON_DEFAULTS."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
     return ml_collections.ConfigDict(
@@ -133,7 +134,11 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
     wd = o.get("weight_decay", 0.0)
     mask = _decay_mask(o.get("decay_norm_and_bias", COMMON_DEFAULTS["decay_norm_and_bias"]))
     decoupled = o.get("decoupled_weight_decay", False) or o.name in ("adamw", "lamb")
-    if wd and not decoupled:
+    if o.name == "lars" and o.get("decoupled_weight_decay", False):
+        raise ValueError("optimizer.decoupled_weight_decay=True does not apply to lars, whose "
+                         "weight decay is the paper's (in the trust ratio and the momentum); "
+                         "expected False")
+    if wd and not decoupled and o.name != "lars":
         chain.append(optax.add_decayed_weights(wd, mask))
     if o.name == "sgd":
         if o.get("momentum", 0.0):
@@ -150,9 +155,13 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
         chain.append(optax.scale_by_adam(b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
                                          eps=o.get("eps", 1e-8)))
     elif o.name == "lars":
-        return _finish(chain + [optax.lars(schedule, weight_decay=wd if decoupled else 0.0,
-                                           weight_decay_mask=mask, momentum=o.get("momentum", 0.9),
-                                           nesterov=o.get("nesterov", False))], config, steps_per_epoch)
+        # You et al. 2017, Algorithm 1, with the decay inside (cnnjax.train.lars); the mask also
+        # keeps the trust ratio off the undecayed leaves. eta 1e-3: TensorFlow's and optax's
+        # default.
+        return _finish(chain + [lars(schedule, weight_decay=wd, mask=mask,
+                                     trust_coefficient=o.get("trust_coefficient", 1e-3),
+                                     momentum=o.get("momentum", 0.9),
+                                     nesterov=o.get("nesterov", False))], config, steps_per_epoch)
     elif o.name == "lamb":
         # LAMB's own defaults (You et al. 2019: eps 1e-6), overridable like Adam's.
         return _finish(chain + [optax.lamb(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
