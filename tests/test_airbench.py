@@ -235,7 +235,8 @@ def test_optimizer_equals_torch_sgd_with_airbench_param_groups():
     init = {"whiten": {"kernel": rng.normal(size=(2, 2)), "bias": rng.normal(size=3)},
             "block1": {"norm1": {"bias": rng.normal(size=4)}, "conv1": {"kernel": rng.normal(size=5)}}}
     grads = [jax.tree_util.tree_map(lambda a: rng.normal(size=a.shape), init) for _ in range(5)]
-    tx = make_optimizer(config, make_schedule(config, steps_per_epoch, 5), steps_per_epoch)
+    tx = make_optimizer(config, make_schedule(config, steps_per_epoch, 5), steps_per_epoch,
+                        total_steps=5)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), init)
     state = tx.init(params)
     for g in grads:

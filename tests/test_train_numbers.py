@@ -65,7 +65,7 @@ def _probe_train_steps() -> None:
                                           label_smoothing=SMOOTHING).to_dict(),
             "schedule": {"name": "piecewise", "boundaries_steps": [1, 2], "scales": list(SCALES)}})
         schedule = make_schedule(config, steps_per_epoch=3, total_steps=3)
-        tx = make_optimizer(config, schedule, steps_per_epoch=3)
+        tx = make_optimizer(config, schedule, steps_per_epoch=3, total_steps=3)
         model = _Linear()
         state = init_state(model, tx, (8, 8, 1), seed=0, use_ema=False)
         init = jax.tree_util.tree_map(lambda a: np.asarray(a).tolist(), state.params)

@@ -66,7 +66,7 @@ def test_resnet110_constant_warmup_and_the_fast_cifar_triangle():
 
 def _one_update(optimizer: dict, params, grads):
     c = _config(optimizer, {"name": "constant"})
-    tx = make_optimizer(c, make_schedule(c, 1, 10), steps_per_epoch=1)
+    tx = make_optimizer(c, make_schedule(c, 1, 10), steps_per_epoch=1, total_steps=10)
     updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     return updates
 
@@ -86,7 +86,7 @@ def test_coupled_l2_vs_decoupled_decay_by_hand():
 
 def test_nesterov_momentum_second_step_by_hand():
     c = _config({"name": "sgd", "learning_rate": 1.0, "momentum": 0.9, "nesterov": True}, {"name": "constant"})
-    tx = make_optimizer(c, make_schedule(c, 1, 10), steps_per_epoch=1)
+    tx = make_optimizer(c, make_schedule(c, 1, 10), steps_per_epoch=1, total_steps=10)
     p, g = {"w": jnp.zeros(())}, {"w": jnp.ones(())}
     state = tx.init(p)
     u1, state = tx.update(g, state, p)
@@ -148,7 +148,7 @@ def _lamb_numpy(params, grads_seq, lr, wd, decayed, b1=0.9, b2=0.999, eps=1e-6):
 
 def _run(optimizer: dict, params, grads_seq, schedule: dict | None = None):
     c = _config(optimizer, schedule or {"name": "constant"})
-    tx = make_optimizer(c, make_schedule(c, 1, 10), steps_per_epoch=1)
+    tx = make_optimizer(c, make_schedule(c, 1, 10), steps_per_epoch=1, total_steps=10)
     state = tx.init(params)
     for grads in grads_seq:
         updates, state = tx.update(grads, state, params)
@@ -298,7 +298,7 @@ def test_reduce_on_plateau_by_hand():
     scales = [1, 1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3]
     c = _config(optimizer_config("sgd", learning_rate=0.5),
                 {"name": "reduce_on_plateau", "factor": 0.1, "patience": 2, "min_scale": 1e-3})
-    tx = make_optimizer(c, make_schedule(c, 2, 22), steps_per_epoch=2)
+    tx = make_optimizer(c, make_schedule(c, 2, 22), steps_per_epoch=2, total_steps=22)
     p, g = {"w": jnp.zeros(())}, {"w": jnp.ones(())}
     state, update = tx.init(p), jax.jit(tx.update)
     for epoch, (losses, scale) in enumerate(zip(epoch_losses, scales)):

@@ -110,10 +110,11 @@ def _decay_mask(decay_norm_and_bias: bool) -> Callable:
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
+                   steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
     """The optax chain: per-parameter gradient scales (`lr_multipliers`), clipping, coupled L2
     or decoupled decay, the optimiser, the schedule, frozen parameters (`freeze`), the
-    Lookahead-EMA (`lookahead_every`); see cnnjax.train.param_groups and .lookahead."""
+    Lookahead-EMA (`lookahead_every`, whose decay ramps over the run's `total_steps`, as
+    cnnjax.train.trainer.total_steps counts them); see cnnjax.train.param_groups and .lookahead."""
     o = config.optimizer
     if o.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {o.name!r}; expected one of {OPTIMIZERS}")
@@ -161,21 +162,21 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
         return _finish(chain + [lars(schedule, weight_decay=wd, mask=mask,
                                      trust_coefficient=o.get("trust_coefficient", 1e-3),
                                      momentum=o.get("momentum", 0.9),
-                                     nesterov=o.get("nesterov", False))], config, steps_per_epoch)
+                                     nesterov=o.get("nesterov", False))], config, steps_per_epoch, total_steps)
     elif o.name == "lamb":
         # LAMB's own defaults (You et al. 2019: eps 1e-6), overridable like Adam's.
         return _finish(chain + [optax.lamb(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
                                            eps=o.get("eps", 1e-6), weight_decay=wd, mask=mask)],
-                       config, steps_per_epoch)
+                       config, steps_per_epoch, total_steps)
     if wd and decoupled:
         # Decoupled decay is scaled by the learning rate, as in AdamW (Loshchilov & Hutter 2019).
         chain.append(optax.add_decayed_weights(wd, mask))
     chain.append(optax.scale_by_learning_rate(schedule))
-    return _finish(chain, config, steps_per_epoch)
+    return _finish(chain, config, steps_per_epoch, total_steps)
 
 
-def _finish(chain: list, config: ml_collections.ConfigDict,
-            steps_per_epoch: int) -> optax.GradientTransformation:
+def _finish(chain: list, config: ml_collections.ConfigDict, steps_per_epoch: int,
+            total_steps: int) -> optax.GradientTransformation:
     s, o = config.schedule, config.optimizer
     if o.get("freeze"):
         chain.append(freeze_matching([tuple(r) for r in o.freeze], steps_per_epoch))
@@ -185,9 +186,7 @@ def _finish(chain: list, config: ml_collections.ConfigDict,
             factor=s.get("factor", 0.1), patience=s.get("patience", 5),
             accumulation_size=steps_per_epoch, min_scale=s.get("min_scale", 1e-3))))
     if o.get("lookahead_every", 0):
-        total = config.num_train_steps if config.num_train_steps > 0 else int(
-            round(config.num_epochs * steps_per_epoch))
-        chain.append(lookahead_ema(o.lookahead_every, total, o.get("lookahead_base", 0.95),
+        chain.append(lookahead_ema(o.lookahead_every, total_steps, o.get("lookahead_base", 0.95),
                                    o.get("lookahead_power", 3.0)))
     return optax.chain(*chain)
 

@@ -102,7 +102,7 @@ def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: in
     model = kernels.KernelScoped(model, choice)
     total = total_steps(config, steps_per_epoch)
     schedule = make_schedule(config, steps_per_epoch, total)
-    return model, schedule, make_optimizer(config, schedule, steps_per_epoch), total
+    return model, schedule, make_optimizer(config, schedule, steps_per_epoch, total), total
 
 
 def build(config: ml_collections.ConfigDict, process_index: int = 0, process_count: int = 1):
