@@ -13,6 +13,7 @@ import pytest
 from cnnjax import kernels, models, ops
 from cnnjax.kernels import dispatch
 from cnnjax.nn import BatchNorm, Conv
+from cnnjax.ops import hooks
 from cnnjax.train.trainer import build_model_and_optimizer
 from conftest import REPO_ROOT
 from kernel_checks import assert_close, flat, normal
@@ -133,13 +134,13 @@ def test_models_route_every_batch_norm_pool_and_depthwise_conv_to_the_kernels(mo
     fuses (recorded at the kernel's entry, cnnjax.ops' batch-norm hook)."""
     fused, pools, depthwise = ROUTED[name]
     calls = []
-    kernel = ops.norm._batch_norm_kernel
+    kernel = hooks.kernel("batch_norm")
 
     def recording(x, scale, bias, residual, activation, eps):
         calls.append((activation, residual is not None))
         return kernel(x, scale, bias, residual, activation, eps)
 
-    monkeypatch.setattr(ops.norm, "_batch_norm_kernel", recording)
+    monkeypatch.setitem(hooks._kernels, "batch_norm", recording)
     model = models.create(name, num_classes=10)
     x = jnp.zeros((2, 64, 64, 3))
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))

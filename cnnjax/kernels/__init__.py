@@ -21,6 +21,6 @@ from cnnjax.kernels.batch_norm_act import batch_norm_act
 from cnnjax.kernels.depthwise import depthwise_conv2d
 from cnnjax.kernels.dispatch import CHOICES, KernelScoped, Setting, current, set_default, use
 from cnnjax.kernels.pool import avg_pool2d, max_pool2d
-from cnnjax.ops import conv as _ops_conv
+from cnnjax.ops.hooks import register_kernel as _register_kernel
 
-_ops_conv.set_backend(dispatch.conv_backend)
+_register_kernel("conv", dispatch.conv_backend)

@@ -35,6 +35,7 @@ from jax.experimental import pallas as pl
 
 from cnnjax import ops
 from cnnjax.kernels import dispatch, tiling
+from cnnjax.ops.hooks import register_kernel
 
 STATS_TILE_ELEMENTS = 2048
 MAP_TILE_ELEMENTS = 4096
@@ -313,7 +314,7 @@ def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
     return y.reshape(x.shape), mean, var
 
 
-ops.norm.register_batch_norm_kernel(_kernel)
+register_kernel("batch_norm", _kernel)
 
 
 def batch_norm_act(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,

@@ -18,7 +18,7 @@ when a function is traced: a jit-compiled function keeps the choice it was trace
 Under "pallas" a kernel runs compiled on a GPU; elsewhere (CPU, TPU) the entry point falls back
 to the reference unless `interpret` is set, which runs the kernel in the Pallas interpreter on
 any backend (slow; for tests). Shapes and dtypes a kernel does not handle fall back too. Under
-"auto" and "onednn" on the CPU backend, `conv_backend` (installed into `cnnjax.ops.conv` by
+"auto" and "onednn" on the CPU backend, `conv_backend` (registered in `cnnjax.ops.hooks` by
 `cnnjax.kernels`) sends each convolution to oneDNN; where the oneDNN extension cannot be built or
 loaded (not x86-64 Linux, no C++ compiler, no oneDNN wheel, a failed build) or oneDNN does not
 take a convolution's dtype, it stays on XLA. Every fallback logs one warning per distinct

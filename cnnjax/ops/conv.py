@@ -6,35 +6,17 @@ library, "convolution" here is cross-correlation (the kernel is not flipped).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cnnjax.ops import hooks
 from cnnjax.ops.shapes import Padding, explicit_padding, pair
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 # PyTorch's names mapped to jnp.pad's.
 _PAD_MODE_TO_NUMPY = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-
-# Another implementation of the NHWC/HWIO convolutions, installed by cnnjax.kernels (a higher
-# layer, so ops never imports it): backend(x, w, strides, padding, dilation, groups), padding
-# explicit ((top, bottom), (left, right)), returns the convolution or None to leave it to XLA;
-# with input_shape=(N, H, W, C) it returns instead the input gradient of that convolution (an
-# input of input_shape) at the output cotangent x: the transposed convolution.
-ConvBackend = Callable[..., "jax.Array | None"]
-_backend: ConvBackend | None = None
-
-
-def set_backend(backend: ConvBackend | None) -> None:
-    """Routes every `conv2d` (hence conv1d, depthwise, separable, correlate2d/convolve2d) and
-    `conv_transpose2d` through `backend`; None computes them all with XLA's
-    `lax.conv_general_dilated` again."""
-    global _backend
-    _backend = backend
-
 
 def _check_conv_args(x: jax.Array, w: jax.Array, groups: int, ndim: int) -> None:
     if x.ndim != ndim:
@@ -89,9 +71,10 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride=1,
     if padding_mode != "zeros":
         x, pads = pad_spatial(x, pads, padding_mode), ((0, 0), (0, 0))
     w = w.astype(x.dtype)
-    # An explicit precision is XLA's to honour.
-    y = (_backend(x, w, strides, pads, dilations, groups)
-         if _backend is not None and precision is None else None)
+    # An explicit precision is XLA's to honour. A kernel (cnnjax.ops.hooks) may take the call.
+    backend = hooks.kernel("conv")
+    y = (backend(x, w, strides, pads, dilations, groups)
+         if backend is not None and precision is None else None)
     if y is None:
         y = lax.conv_general_dilated(
             x, w, window_strides=strides, padding=pads, rhs_dilation=dilations,
@@ -159,9 +142,10 @@ def conv_transpose2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, 
                  (wd - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1, groups * cout_g)
     # The backend computes it as conv2d's input gradient, where conv2d maps out_shape back onto
     # x's shape (output_padding < stride; larger, with dilation, it would map to more rows).
-    y = (_backend(x, w.transpose(0, 1, 3, 2).astype(x.dtype), (sh, sw), ((ph, ph), (pw, pw)),
-                  (dh, dw), groups, input_shape=out_shape)
-         if _backend is not None and oph < sh and opw < sw else None)
+    backend = hooks.kernel("conv")
+    y = (backend(x, w.transpose(0, 1, 3, 2).astype(x.dtype), (sh, sw), ((ph, ph), (pw, pw)),
+                 (dh, dw), groups, input_shape=out_shape)
+         if backend is not None and oph < sh and opw < sw else None)
     if y is None:
         # Regroup (kh, kw, C_in, C_out/g) into a forward HWIO kernel (C_in/g, C_out), flip it.
         wf = w.reshape(kh, kw, groups, cin // groups, cout_g).transpose(0, 1, 3, 2, 4)

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from cnnjax.ops.activations import get_activation
-
-
-# The fused Pallas batch norm, registered by cnnjax.kernels when it is imported (this layer
-# cannot import a higher one). Called as kernel(x, scale, bias, residual, activation, eps), it
-# returns (y, mean, var), or None when the kernels switch keeps the XLA path.
-BatchNormKernel = Callable[..., "tuple[jax.Array, jax.Array, jax.Array] | None"]
-_batch_norm_kernel: BatchNormKernel | None = None
-
-
-def register_batch_norm_kernel(kernel: BatchNormKernel) -> None:
-    """Makes `batch_norm` in training offer each call to `kernel` first (see above)."""
-    global _batch_norm_kernel
-    _batch_norm_kernel = kernel
+from cnnjax.ops import hooks
 
 
 def _chan_merge(a, b):
@@ -145,8 +131,9 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
                          f"got {tuple(residual.shape)}")
     act = get_activation(activation)
     if train:
-        if axis_name is None and _batch_norm_kernel is not None:
-            out = _batch_norm_kernel(x, scale, bias, residual, activation, eps)
+        fused = hooks.kernel("batch_norm")  # the Pallas kernel, when cnnjax.kernels is imported
+        if axis_name is None and fused is not None:
+            out = fused(x, scale, bias, residual, activation, eps)
             if out is not None:
                 return out
         mean, var = batch_moments(x, axis_name)

@@ -1,0 +1,38 @@
+"""The one place where a higher layer offers faster implementations to the pure ops.
+
+`cnnjax.kernels` (which `cnnjax.ops` never imports) registers, when it is imported, a kernel per
+operation that has one; the op calls `kernel(name)` and, when one is registered and returns a
+result, uses it instead of its XLA form. A kernel returns None to leave a call to XLA (the
+kernels switch says "xla", or the arguments are ones it does not take).
+
+Registered operations and their calling conventions:
+- "conv": kernel(x, w, strides, padding, dilation, groups) with NHWC x, HWIO w and explicit
+  padding ((top, bottom), (left, right)) returns the convolution; with `input_shape=(N, H, W, C)`
+  it returns instead that convolution's input gradient (an input of input_shape) at the output
+  cotangent x: the transposed convolution. (cnnjax.ops.conv)
+- "batch_norm": kernel(x, scale, bias, residual, activation, eps) returns (y, mean, var) of
+  training-mode act(batch_norm(x) + residual). (cnnjax.ops.norm)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+OPERATIONS = ("conv", "batch_norm")
+_kernels: dict[str, Callable] = {}
+
+
+def register_kernel(operation: str, kernel: Callable | None) -> None:
+    """Makes `operation` offer each call to `kernel` first; None removes the kernel (the op is
+    XLA's again)."""
+    if operation not in OPERATIONS:
+        raise ValueError(f"no op takes a kernel named {operation!r}; expected one of {OPERATIONS}")
+    if kernel is None:
+        _kernels.pop(operation, None)
+    else:
+        _kernels[operation] = kernel
+
+
+def kernel(operation: str) -> Callable | None:
+    """The kernel registered for `operation`, or None."""
+    return _kernels.get(operation)
