@@ -3,7 +3,7 @@ flag must be set before JAX starts, and would change every other test's device c
 
 Prints one JSON object: for each model named on the command line, the collectives in the
 compiled HLO of its training step (cnnjax.train.step.train_step, SGD) under jit with the batch
-sharded over the 8 devices, its batch-norm count and the payload shapes of its all-gathers; the
+sharded over the 8 devices with the result shape of each, and its batch norms' channels; the
 same for a stack of conv + BN + ReLU layers built with cnnjax.nn.BatchNorm and with
 flax.linen.BatchNorm (the reference); and the batch statistics of badly centred, sharded inputs
 computed by ops.batch_moments.
@@ -32,8 +32,12 @@ BATCH = 16
 
 
 def collectives(hlo: str) -> dict:
+    """How many of each collective the HLO holds, and each one's result shape ("f32[8,3,16]",
+    or a tuple "(f32[16], f32[16])" for a variadic one), layouts dropped, as [kind, shape]."""
     counts = {k: len(re.findall(rf" {k}(-start)?\(", hlo)) for k in COLLECTIVES}
-    counts["all_gather_shapes"] = sorted(set(re.findall(r"= (\S+) all-gather(?:-start)?\(", hlo)))
+    found = re.findall(rf"= (\S+|\(.*?\)) ({'|'.join(COLLECTIVES)})(?:-start)?\(", hlo)
+    counts["ops"] = [[kind, re.sub(r"\{[\d,]*\}|/\*index=\d+\*/", "", shape)]
+                     for shape, kind in found]
     return counts
 
 
@@ -66,7 +70,10 @@ def step_collectives(model, size: int, mesh) -> dict:
                                                                   sharding=replicated), state)
     hlo = jax.jit(step).lower(state, batch).compile().as_text()
     counts = collectives(hlo)
-    counts["batch_norms"] = len(jax.tree_util.tree_leaves(state.batch_stats)) // 2
+    means = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state.batch_stats)[0]
+             if getattr(path[-1], "key", None) == "mean"]
+    counts["batch_norms"] = len(means)
+    counts["batch_norm_channels"] = sorted(m.shape[-1] for m in means)
     return counts
 
 

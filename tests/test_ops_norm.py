@@ -47,6 +47,32 @@ def test_batch_statistics_of_badly_centred_inputs_match_a_float64_two_pass(shape
     np.testing.assert_allclose(np.asarray(var), ref_var, rtol=1e-5)
 
 
+def test_batch_statistics_under_vmap_and_their_second_derivatives_match_float64():
+    """vmap over batches against per-batch float64 statistics; the gradient of the squared
+    gradient of w . (mean, var) (second derivatives through the statistics' custom VJP) against
+    PyTorch's float64 double backward."""
+    rng = np.random.default_rng(7)
+    xs = (rng.standard_normal((3, 8, 4, 4, 2)) * np.arange(1, 9)[:, None, None, None] + 5).astype(
+        np.float32)
+    mean, var = jax.vmap(ops.batch_moments)(jnp.asarray(xs))
+    x64 = xs.astype(np.float64)
+    np.testing.assert_allclose(np.asarray(mean), x64.mean((1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(var), x64.var((1, 2, 3)), rtol=1e-5)
+
+    w = rng.standard_normal((2, 2)).astype(np.float32)
+
+    def first(x):
+        return jax.grad(lambda x: jnp.sum(jnp.stack(ops.batch_moments(x)) * w))(x)
+
+    got = jax.jit(jax.grad(lambda x: jnp.sum(jnp.square(first(x)))))(jnp.asarray(xs[0]))
+    t = torch.tensor(xs[0], dtype=torch.float64, requires_grad=True)
+    stats = torch.stack([t.mean((0, 1, 2)), t.var((0, 1, 2), unbiased=False)])
+    (g,) = torch.autograd.grad(torch.sum(stats * torch.tensor(w, dtype=torch.float64)), t,
+                               create_graph=True)
+    (want,) = torch.autograd.grad(torch.sum(g * g), t)
+    np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("activation", ["relu", "swish", "identity"])
 def test_fused_batch_norm_residual_activation_and_gradients_match_pytorch(activation):
     """act(batch_norm(x) + residual) and its gradients in x, scale, bias and residual against
