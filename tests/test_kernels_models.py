@@ -128,7 +128,7 @@ ROUTED = {
 
 
 @pytest.mark.parametrize("name", list(ROUTED))
-def test_models_route_every_batch_norm_pool_and_depthwise_conv_to_the_kernels(monkeypatch, name):
+def test_models_route_every_batch_norm_pool_and_depthwise_conv_to_the_kernels(name):
     """Counts the pallas_calls in the training forward's jaxpr under kernels "pallas" (2 per
     batch norm: statistics and normalisation) and which activation and residual each batch norm
     fuses (recorded at the kernel's entry, cnnjax.ops' batch-norm hook)."""
@@ -140,14 +140,17 @@ def test_models_route_every_batch_norm_pool_and_depthwise_conv_to_the_kernels(mo
         calls.append((activation, residual is not None))
         return kernel(x, scale, bias, residual, activation, eps)
 
-    monkeypatch.setitem(hooks._kernels, "batch_norm", recording)
-    model = models.create(name, num_classes=10)
-    x = jnp.zeros((2, 64, 64, 3))
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
-    with kernels.use("pallas", interpret=True):
-        jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(
-            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)}))(
-                variables, x))
+    hooks.register_kernel("batch_norm", recording)
+    try:
+        model = models.create(name, num_classes=10)
+        x = jnp.zeros((2, 64, 64, 3))
+        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+        with kernels.use("pallas", interpret=True):
+            jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(
+                v, x, train=True, mutable=["batch_stats"],
+                rngs={"dropout": jax.random.PRNGKey(0)}))(variables, x))
+    finally:
+        hooks.register_kernel("batch_norm", kernel)
     assert {k: calls.count(k) for k in set(calls)} == fused
     assert jaxpr.count("pallas_call") == 2 * len(calls) + pools + depthwise
     assert jaxpr.count("name=max_pool2d_fwd") == pools

@@ -184,3 +184,35 @@ def test_circular_padding_makes_convolution_exactly_shift_equivariant():
 def test_bad_input_names_the_value(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+def test_a_registered_kernel_takes_the_convolution_and_none_leaves_it_to_xla():
+    """cnnjax.ops.hooks: a kernel registered for "conv" receives every conv2d with explicit
+    padding and its result is used; a kernel returning None leaves the call to XLA (checked
+    against the float64 loops); unknown operation names are refused."""
+    from cnnjax.ops import hooks
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(2, 7, 6, 4)), rng.normal(size=(3, 3, 2, 6))
+    saved, calls = hooks.kernel("conv"), []
+
+    def fake(x, w, strides, padding, dilation, groups, **kw):
+        calls.append((strides, padding, dilation, groups))
+        return None if len(calls) > 1 else jnp.full((2, 4, 3, 6), 7.0)
+
+    hooks.register_kernel("conv", fake)
+    try:
+        taken = ops.conv2d(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), stride=2,
+                           padding=1, groups=2)
+        left = ops.conv2d(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), stride=2,
+                          padding=1, groups=2)
+    finally:
+        hooks.register_kernel("conv", saved)
+    assert calls == [((2, 2), ((1, 1), (1, 1)), (1, 1), 2)] * 2
+    np.testing.assert_array_equal(np.asarray(taken), 7.0)
+    want = ref.conv2d(x, w, stride=(2, 2), pads=((1, 1), (1, 1)), groups=2)
+    np.testing.assert_allclose(np.asarray(left), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="'convolution'.*expected one of"):
+        hooks.register_kernel("convolution", fake)
+    with pytest.raises(ValueError, match="'batchnorm'"):
+        hooks.kernel("batchnorm")

@@ -1,4 +1,5 @@
-"""Pure functions on arrays: NHWC activations (NWC in 1-D), HWIO kernels, no Flax, no state."""
+"""Pure functions on arrays: NHWC activations (NWC in 1-D), HWIO kernels, no Flax, no state
+(except `hooks`, where cnnjax.kernels registers its faster convolution and batch norm)."""
 
 from cnnjax.ops.activations import (ACTIVATIONS, SELU_ALPHA, SELU_LAMBDA, elu, gelu, get_activation,
                                     hard_sigmoid, hard_swish, leaky_relu, log_softmax, prelu, relu,

@@ -22,17 +22,17 @@ OPERATIONS = ("conv", "batch_norm")
 _kernels: dict[str, Callable] = {}
 
 
-def register_kernel(operation: str, kernel: Callable | None) -> None:
-    """Makes `operation` offer each call to `kernel` first; None removes the kernel (the op is
-    XLA's again)."""
+def _checked(operation: str) -> str:
     if operation not in OPERATIONS:
         raise ValueError(f"no op takes a kernel named {operation!r}; expected one of {OPERATIONS}")
-    if kernel is None:
-        _kernels.pop(operation, None)
-    else:
-        _kernels[operation] = kernel
+    return operation
+
+
+def register_kernel(operation: str, kernel: Callable) -> None:
+    """Makes `operation` offer each call to `kernel` first (replacing any kernel before)."""
+    _kernels[_checked(operation)] = kernel
 
 
 def kernel(operation: str) -> Callable | None:
     """The kernel registered for `operation`, or None."""
-    return _kernels.get(operation)
+    return _kernels.get(_checked(operation))

@@ -81,6 +81,6 @@ def lars(learning_rate: optax.ScalarOrSchedule, *, weight_decay: float = 0.0,
             updates = jax.tree_util.tree_map(lambda s, v: -(s + momentum * v), steps, velocity)
         else:
             updates = jax.tree_util.tree_map(jnp.negative, velocity)
-        return updates, LarsState(optax.safe_int32_increment(state.count), velocity)
+        return updates, LarsState(optax.safe_increment(state.count), velocity)
 
     return optax.GradientTransformation(init, update)

@@ -162,7 +162,8 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
         return _finish(chain + [lars(schedule, weight_decay=wd, mask=mask,
                                      trust_coefficient=o.get("trust_coefficient", 1e-3),
                                      momentum=o.get("momentum", 0.9),
-                                     nesterov=o.get("nesterov", False))], config, steps_per_epoch, total_steps)
+                                     nesterov=o.get("nesterov", False))],
+                       config, steps_per_epoch, total_steps)
     elif o.name == "lamb":
         # LAMB's own defaults (You et al. 2019: eps 1e-6), overridable like Adam's.
         return _finish(chain + [optax.lamb(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
