@@ -140,7 +140,8 @@ def test_bfloat16_on_onednn_where_the_cpu_has_it_else_on_xla():
     if not onednn.has_bf16():
         assert "bfloat16" in onednn.unsupported(x, w)
         with kernels.use("onednn"):
-            jaxpr = str(jax.make_jaxpr(lambda x, w: ops.conv2d(x, w, padding=1))(x, w))
+            jaxpr = str(jax.make_jaxpr(lambda x, w: ops.conv2d(
+                x, w, stride=args[0], padding=args[1], dilation=args[2], groups=args[3]))(x, w))
         assert "cnnjax_onednn" not in jaxpr and "conv_general_dilated" in jaxpr
         return
     spec = onednn.ConvSpec.create(x.shape, w.shape, *args)
