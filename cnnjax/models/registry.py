@@ -85,8 +85,8 @@ def require_min_size(x, minimum: int, model: str) -> None:
     output is non-empty (at least 1x1). Models whose every downsampling layer is padded have none
     (any input of at least 1x1 runs) and do not call this. Models built for one input size
     (LeNet-5, AlexNet, the Mixers: a dense layer fixes the feature-map size) check that size
-    exactly instead. tests/test_models_registry.py derives
-    each family's minimum from its layer list with the textbook output-size formula.
+    exactly instead. tests/test_models_registry.py derives each family's minimum from its layer
+    list with the textbook output-size formula.
     """
     if min(x.shape[1:3]) < minimum:
         raise ValueError(f"{model} needs inputs of at least {minimum}x{minimum}, got "

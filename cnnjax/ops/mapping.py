@@ -1,5 +1,5 @@
-"""jax.shard_map across JAX versions, for every layer that maps a function over devices (the
-device pipeline's per-shard mixing, the train step's per-device statistics)."""
+"""The one shard_map call of every layer that maps a function over devices (the device
+pipeline's per-shard mixing, the train step's per-device statistics), below both of them."""
 
 from __future__ import annotations
 
