@@ -276,20 +276,6 @@ def test_train_batches_carry_index_and_epoch():
         np.testing.assert_array_equal(batch["epoch"], np.full(4, step // 2))
 
 
-def test_max_pool_tie_gradients_against_torch():
-    """Which input of a tied 2x2 window gets the gradient: PyTorch's max_pool2d and reduce_window
-    (ops.max_pool) give it to the first maximum in row-major order; a reshape + max splits it
-    equally among the ties, which is why airbench keeps ops.max_pool."""
-    x = np.array([[1.0, 3.0, 2.0, 2.0], [3.0, 0.0, 2.0, 2.0]], np.float32)[None, :, :, None]
-    xt = torch.tensor(x[..., 0][:, None], requires_grad=True)
-    torch.nn.functional.max_pool2d(xt, 2).sum().backward()
-    want = xt.grad.numpy()[:, 0, :, :, None]
-    got = np.asarray(jax.grad(lambda v: ops.max_pool(v, 2).sum())(jnp.asarray(x)))
-    np.testing.assert_array_equal(got, want)
-    reshaped = jax.grad(lambda v: v.reshape(1, 1, 2, 2, 2, 1).max(axis=(2, 4)).sum())(jnp.asarray(x))
-    assert float(reshaped[0, 0, 1, 0]) == 0.5 and float(want[0, 0, 1, 0]) == 1.0
-
-
 def test_smoke_run_keeps_the_whitening_kernel_and_reports_plain_accuracy(tmp_path):
     """The smoke config through the trainer (tests/test_configs_smoke.py runs it too): after
     training, the frozen kernel is still the whitening of the run's first 32 images (computed

@@ -118,3 +118,30 @@ def test_pooling_gradients_under_jit_match_pytorch(pool):
     tfn = {"max": F.max_pool2d, "avg": F.avg_pool2d}[pool]
     (tfn(tx, 3, 2, 1) * _torch(g)).sum().backward()
     np.testing.assert_allclose(np.asarray(grad), _back(tx.grad), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w,k,s", [(8, 8, 2, None), (7, 9, 2, None), (10, 8, 3, None),
+                                      (8, 9, (2, 3), None), (7, 7, 3, 2)])
+def test_max_pool_gradient_with_ties_and_nans_goes_where_pytorch_sends_it(h, w, k, s):
+    """Small integers make most windows tie, and some windows hold NaNs: PyTorch's max_pool2d
+    gives a window's gradient to its first maximum in row-major order (to its last NaN if it
+    has NaNs). Non-overlapping windows run as reshape + max with their own derivative, the
+    stride-2 3x3 case as reduce_window (ties only: its select-and-scatter does not follow
+    PyTorch's NaN rule); forward mode (jvp) must agree with the gradient."""
+    import jax
+    rng = np.random.default_rng(h * w)
+    x = rng.integers(0, 3, (2, h, w, 3)).astype(np.float32)
+    if s is None:
+        x[rng.random(x.shape) < 0.05] = np.nan
+    y = ops.max_pool(jnp.asarray(x), k, stride=s)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    tx = _torch(x).requires_grad_()
+    ty = F.max_pool2d(tx, k, s)
+    (ty * _torch(g)).sum().backward()
+    np.testing.assert_array_equal(np.asarray(y), _back(ty.detach()))
+    grad = jax.jit(jax.grad(lambda z: jnp.vdot(ops.max_pool(z, k, stride=s), jnp.asarray(g))))(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(grad), _back(tx.grad))
+    t = rng.standard_normal(x.shape).astype(np.float32)
+    _, jt = jax.jvp(lambda z: ops.max_pool(z, k, stride=s), (jnp.asarray(x),), (jnp.asarray(t),))
+    np.testing.assert_allclose(float(jnp.vdot(jt, jnp.asarray(g))), float((_back(tx.grad) * t).sum()),
+                               rtol=1e-5)
