@@ -97,6 +97,27 @@ def test_max_pool_gradient_goes_to_the_first_of_tied_maxima():
     _compare("max_pool", (2, 7, 8, 6, 3, 1, 1), dtype, seed=9, x=x)
 
 
+@pytest.mark.parametrize("window,stride,padding", [(2, 2, 0), (3, 2, 1)])
+def test_max_pool_gradient_with_nans_goes_where_pytorch_sends_it(window, stride, padding):
+    """Windows holding NaNs and ties, overlapping and not: the kernel's output and gradient
+    against PyTorch's max_pool2d (NaN output; the gradient to the window's last NaN)."""
+    import torch
+    rng = np.random.default_rng(window)
+    x = rng.integers(0, 3, (2, 8, 8, 3)).astype(np.float32)
+    x[rng.random(x.shape) < 0.08] = np.nan
+    kernel = jax.jit(functools.partial(kernels.max_pool2d, window=window, stride=stride,
+                                       padding=padding, interpret=True))
+    y, vjp = jax.vjp(kernel, jnp.asarray(x))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    (dx,) = vjp(jnp.asarray(g))
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    yt = torch.nn.functional.max_pool2d(xt, window, stride, padding)
+    (yt * torch.tensor(g.transpose(0, 3, 1, 2))).sum().backward()
+    np.testing.assert_array_equal(np.asarray(y), yt.detach().numpy().transpose(0, 2, 3, 1))
+    # Overlapping windows sum several output gradients into one input, in another order.
+    np.testing.assert_allclose(np.asarray(dx), xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", SLOW_CASES)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

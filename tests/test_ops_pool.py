@@ -125,8 +125,8 @@ def test_pooling_gradients_under_jit_match_pytorch(pool):
 def test_max_pool_gradient_with_ties_and_nans_goes_where_pytorch_sends_it(h, w, k, s):
     """Small integers make most windows tie, and some windows hold NaNs: PyTorch's max_pool2d
     gives a window's gradient to its first maximum in row-major order (to its last NaN if it
-    has NaNs). Non-overlapping windows run as reshape + max with their own derivative, the
-    stride-2 3x3 case as reduce_window (ties only: its select-and-scatter does not follow
+    has NaNs). Non-overlapping windows are differentiated by their own rule, the stride-2 3x3
+    case by reduce_window's (ties only: its select-and-scatter does not follow
     PyTorch's NaN rule); forward mode (jvp) must agree with the gradient."""
     import jax
     rng = np.random.default_rng(h * w)
@@ -142,6 +142,7 @@ def test_max_pool_gradient_with_ties_and_nans_goes_where_pytorch_sends_it(h, w, 
     grad = jax.jit(jax.grad(lambda z: jnp.vdot(ops.max_pool(z, k, stride=s), jnp.asarray(g))))(jnp.asarray(x))
     np.testing.assert_array_equal(np.asarray(grad), _back(tx.grad))
     t = rng.standard_normal(x.shape).astype(np.float32)
-    _, jt = jax.jvp(lambda z: ops.max_pool(z, k, stride=s), (jnp.asarray(x),), (jnp.asarray(t),))
+    yt, jt = jax.jvp(lambda z: ops.max_pool(z, k, stride=s), (jnp.asarray(x),), (jnp.asarray(t),))
+    np.testing.assert_array_equal(np.asarray(yt), _back(ty.detach()))
     np.testing.assert_allclose(float(jnp.vdot(jt, jnp.asarray(g))), float((_back(tx.grad) * t).sum()),
                                rtol=1e-5)

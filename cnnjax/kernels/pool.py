@@ -1,14 +1,16 @@
 """Max and average pooling (NHWC) as Pallas kernels with kernel backward passes.
 
 Equal to `cnnjax.ops.max_pool` / `ops.avg_pool` for any window, stride, padding and ceil_mode
-they accept; windows of more than MAX_WINDOW values fall back to the reference.
+they accept (max pooling's gradient in windows with NaNs: see below); windows of more than
+MAX_WINDOW values fall back to the reference.
 
 Blocking (GPU): one program per (output or input row, BW columns, BC channels) tile, channels
 contiguous, float32 accumulation; the window's k_h x k_w shifted tiles are gathered with masks
 (their overlap is served by L1/L2), so each operand crosses HBM once.
 
-Max pooling's gradient goes to the first maximum of each window in row-major order, as XLA's
-select-and-scatter does. XLA scatters; here the forward pass also writes the window position of
+Max pooling's gradient goes to the first maximum of each window in row-major order, or to its
+last NaN if it has NaNs: PyTorch's max_pool2d rule (ops.max_pool follows it for non-overlapping
+windows; XLA's select-and-scatter, its gradient for the others, differs on NaNs). XLA scatters; here the forward pass also writes the window position of
 each maximum (int8, a quarter of an fp32 output), and the backward kernel gathers: every input
 value sums the output gradients of the windows that chose it, so there are no atomics and no
 second pass over the input. Average pooling's backward kernel gathers dy / divisor likewise.
@@ -98,7 +100,8 @@ def _max_kernel(x_ref, y_ref, *arg_ref, g: Geometry, bw: int, bc: int):
         v = tiling.load(x_ref, (n * g.h + ih, iw[:, None], c[None, :]), ok, -jnp.inf)
         v = v.astype(jnp.float32)
         if arg_ref:
-            arg = jnp.where(v > best, t, arg)  # strict: ties keep the first, as XLA's
+            # Strict: ties keep the first; a NaN always takes over (PyTorch's rule: the last NaN).
+            arg = jnp.where((v > best) | jnp.isnan(v), t, arg)
         best = jnp.maximum(best, v)  # propagates NaN like the reference's max
     out_ok = (ow < g.wo)[:, None] & c_ok[None, :]
     tiling.store(y_ref, (row, ow[:, None], c[None, :]), best, out_ok)

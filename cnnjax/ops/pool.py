@@ -99,8 +99,8 @@ def max_pool(x: jax.Array, window, *, stride=None, padding: Padding = 0,
 
     The gradient goes to the first maximum of a window in row-major order (PyTorch's rule).
     Non-overlapping windows without padding (the common 2x2 / stride 2) have their own
-    derivative, elementwise on the reshaped windows (airbench94's whole CPU train step is 18%
-    faster than with select-and-scatter: experiments/airbench94/README.md); it also follows
+    derivative, elementwise on the reshaped windows (faster than select-and-scatter: see
+    experiments/airbench94/README.md); it also follows
     PyTorch's rule for NaNs (the last NaN of a window gets the gradient). Other windows are
     differentiated by XLA's select-and-scatter, which does not follow that NaN rule.
     """
