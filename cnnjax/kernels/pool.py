@@ -10,10 +10,10 @@ contiguous, float32 accumulation; the window's k_h x k_w shifted tiles are gathe
 
 Max pooling's gradient goes to the first maximum of each window in row-major order, or to its
 last NaN if it has NaNs: PyTorch's max_pool2d rule (ops.max_pool follows it for non-overlapping
-windows; XLA's select-and-scatter, its gradient for the others, differs on NaNs). XLA scatters; here the forward pass also writes the window position of
-each maximum (int8, a quarter of an fp32 output), and the backward kernel gathers: every input
-value sums the output gradients of the windows that chose it, so there are no atomics and no
-second pass over the input. Average pooling's backward kernel gathers dy / divisor likewise.
+windows; XLA's select-and-scatter, its gradient for the others, differs on NaNs). XLA scatters;
+here the forward pass also writes the window position of each maximum (int8, a quarter of an
+fp32 output), and the backward kernel gathers: every input value sums the output gradients of
+the windows that chose it, so there are no atomics and no second pass over the input. Average pooling's backward kernel gathers dy / divisor likewise.
 """
 
 from __future__ import annotations

@@ -100,9 +100,9 @@ def max_pool(x: jax.Array, window, *, stride=None, padding: Padding = 0,
     The gradient goes to the first maximum of a window in row-major order (PyTorch's rule).
     Non-overlapping windows without padding (the common 2x2 / stride 2) have their own
     derivative, elementwise on the reshaped windows (faster than select-and-scatter: see
-    experiments/airbench94/README.md); it also follows
-    PyTorch's rule for NaNs (the last NaN of a window gets the gradient). Other windows are
-    differentiated by XLA's select-and-scatter, which does not follow that NaN rule.
+    experiments/airbench94/README.md); it also follows PyTorch's rule for NaNs (the last NaN of
+    a window gets the gradient). Other windows are differentiated by XLA's select-and-scatter,
+    which does not follow that NaN rule.
     """
     dims, strides, pads, extra = _windows(x, window, stride, padding, ceil_mode, "max_pool")
     if dims == strides and _full_pads(pads, extra) == ((0, 0),) * 4:
