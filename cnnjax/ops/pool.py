@@ -105,9 +105,10 @@ def max_pool(x: jax.Array, window, *, stride=None, padding: Padding = 0,
     which does not follow that NaN rule.
     """
     dims, strides, pads, extra = _windows(x, window, stride, padding, ceil_mode, "max_pool")
-    if dims == strides and _full_pads(pads, extra) == ((0, 0),) * 4:
+    full = _full_pads(pads, extra)
+    if dims == strides and full == ((0, 0),) * 4:
         return _tiled_max(x, dims[1], dims[2])
-    return _reduce_window_max(x, dims, strides, _full_pads(pads, extra))
+    return _reduce_window_max(x, dims, strides, full)
 
 
 def avg_pool(x: jax.Array, window, *, stride=None, padding: Padding = 0,
