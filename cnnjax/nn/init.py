@@ -25,3 +25,14 @@ def dirac(base: Initializer) -> Initializer:
         return base(key, shape, dtype).at[..., :k].set(eye)
 
     return init
+
+
+def unit_std(base: Initializer) -> Initializer:
+    """`base`, then the whole tensor divided by its standard deviation (unbiased, as PyTorch's
+    `w.std()`): airbench94_muon.py's head, `w *= 1 / w.std()` after PyTorch's default init."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        w = base(key, shape, dtype)
+        return w / jnp.std(w, ddof=1)
+
+    return init

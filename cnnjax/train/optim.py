@@ -6,6 +6,7 @@ the ResNet/VGG/AlexNet papers did with SGD) or decoupled (added to the update af
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import jax
@@ -15,9 +16,10 @@ import optax
 
 from cnnjax.train.lars import lars
 from cnnjax.train.lookahead import lookahead_ema
-from cnnjax.train.param_groups import freeze_matching, scale_matching
+from cnnjax.train.muon import NS_STEPS, muon
+from cnnjax.train.param_groups import freeze_matching, path_name, scale_matching
 
-OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "lars", "lamb")
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "lars", "lamb", "muon")
 # The knobs every optimiser reads, at the values that switch them off. `optimizer_config` puts
 # them in every config, so each can be set from the command line
 # (`--config.optimizer.agc_clip=0.01`) even when the experiment leaves it off.
@@ -29,7 +31,8 @@ COMMON_DEFAULTS = {"weight_decay": 0.0, "decoupled_weight_decay": False,
 def optimizer_config(name: str, *, learning_rate: float, **fields) -> ml_collections.ConfigDict:
     """A config's `optimizer` section: `name` (one of OPTIMIZERS), the peak `learning_rate`, and
     `fields` (the optimiser's own: momentum, nesterov, rms_decay, eps, b1, b2, agc_exclude,
-    trust_coefficient (lars); or any COMMON_DEFAULTS knob) over COMMON_DEFAULTS."""
+    trust_coefficient (lars), ns_steps, ns_dtype, renormalize (muon); per-parameter `groups`
+    (see make_optimizer); or any COMMON_DEFAULTS knob) over COMMON_DEFAULTS."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
     return ml_collections.ConfigDict(
@@ -111,10 +114,19 @@ def _decay_mask(decay_norm_and_bias: bool) -> Callable:
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
                    steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
-    """The optax chain: per-parameter gradient scales (`lr_multipliers`), clipping, coupled L2
-    or decoupled decay, the optimiser, the schedule, frozen parameters (`freeze`), the
-    Lookahead-EMA (`lookahead_every`, whose decay ramps over the run's `total_steps`, as
-    cnnjax.train.trainer.total_steps counts them); see cnnjax.train.param_groups and .lookahead."""
+    """The optax chain: per-parameter gradient scales (`lr_multipliers`), clipping, then the
+    update rule (coupled L2 or decoupled decay, the optimiser, the schedule), per parameter group
+    where `optimizer.groups` declares them, frozen parameters (`freeze`), the Lookahead-EMA
+    (`lookahead_every`, whose decay ramps over the run's `total_steps`, as
+    cnnjax.train.trainer.total_steps counts them); see cnnjax.train.param_groups and .lookahead.
+
+    `optimizer.groups`: {name: {"pattern": REGEX, field: value, ..., "schedule": {...}}}. Every
+    parameter whose path ("block1/conv1/kernel") matches a group's pattern is updated by that
+    group's rule: the top-level optimizer fields overridden by the group's (name, learning_rate,
+    momentum, weight_decay, ...), under `config.schedule` overridden by the group's `schedule`
+    fields, scaled to the group's learning rate. The rest keep the top-level rule. A parameter
+    may match one group at most (airbench94_muon: Muon on the filters, SGD at three rates on
+    the biases and the head, the whitening bias on its own 3-epoch schedule)."""
     o = config.optimizer
     if o.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {o.name!r}; expected one of {OPTIMIZERS}")
@@ -132,6 +144,85 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
         chain.append(optax.masked(optax.adaptive_grad_clip(o.agc_clip), mask))
     if o.get("grad_clip_norm", 0.0):
         chain.append(optax.clip_by_global_norm(o.grad_clip_norm))
+    groups = o.get("groups") or {}
+    if groups:
+        rules = {REST: _update_rule(o, schedule)}
+        for name, group in groups.items():
+            group_config = _group_config(config, name, group)
+            rules[name] = _update_rule(group_config.optimizer, make_schedule(
+                group_config, steps_per_epoch, total_steps))
+        chain.append(optax.multi_transform(rules, group_labels(
+            {name: group.pattern for name, group in groups.items()})))
+    else:
+        chain.append(_update_rule(o, schedule))
+    return _finish(chain, config, steps_per_epoch, total_steps)
+
+
+REST = "rest"  # the label of the parameters in no `optimizer.groups` group
+# The knobs that act on the whole tree (before or after the update rule), not per group.
+_WHOLE_TREE = ("lr_multipliers", "agc_clip", "agc_exclude", "grad_clip_norm", "freeze",
+               "lookahead_every", "lookahead_base", "lookahead_power", "ema_decay",
+               "label_smoothing", "loss_reduction", "groups")
+
+
+def _group_config(config: ml_collections.ConfigDict, name: str,
+                  group: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """{"optimizer": the top-level fields overridden by the group's, "schedule": likewise}."""
+    if name == REST:
+        raise ValueError(f"optimizer.groups: {REST!r} names the parameters in no group; "
+                         f"expected another group name")
+    if not group.get("pattern"):
+        raise ValueError(f"optimizer.groups.{name} has no pattern; expected a regular "
+                         f"expression over parameter paths such as 'conv\\d/kernel$'")
+    fields = {k: v for k, v in group.items() if k not in ("pattern", "schedule")}
+    whole = sorted(set(fields) & set(_WHOLE_TREE))
+    if whole:
+        raise ValueError(f"optimizer.groups.{name} sets {whole}, which act on every parameter; "
+                         f"expected them at the top level of config.optimizer")
+    optimizer = ml_collections.ConfigDict(
+        {k: v for k, v in config.optimizer.to_dict().items() if k not in _WHOLE_TREE})
+    optimizer.update(fields)
+    if optimizer.name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.groups.{name}: unknown optimizer {optimizer.name!r}; "
+                         f"expected one of {OPTIMIZERS}")
+    schedule = ml_collections.ConfigDict(config.schedule.to_dict())
+    schedule.update(dict(group.get("schedule", {})))
+    return ml_collections.ConfigDict({"optimizer": optimizer, "schedule": schedule})
+
+
+def group_labels(patterns: dict[str, str]) -> Callable:
+    """params -> a tree of group names: the one group whose pattern matches the parameter's
+    path, else REST. A pattern that matches nothing, or a parameter two groups claim, is an
+    error."""
+    compiled = {name: re.compile(pattern) for name, pattern in patterns.items()}
+
+    def labels(params):
+        used = set()
+
+        def label(path, _):
+            name = path_name(path)
+            hits = [g for g, regex in compiled.items() if regex.search(name)]
+            if len(hits) > 1:
+                raise ValueError(f"optimizer.groups {hits} all match parameter {name!r}; "
+                                 f"expected at most one group per parameter")
+            used.update(hits)
+            return hits[0] if hits else REST
+
+        tree = jax.tree_util.tree_map_with_path(label, params)
+        unused = sorted(set(compiled) - used)
+        if unused:
+            names = [path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+            raise ValueError(f"optimizer.groups {unused} match no parameter; the parameters "
+                             f"are {names}")
+        return tree
+
+    return labels
+
+
+def _update_rule(o: ml_collections.ConfigDict,
+                 schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Weight decay, the optimiser and the learning rate of optimizer fields `o`."""
+    chain = []
     wd = o.get("weight_decay", 0.0)
     mask = _decay_mask(o.get("decay_norm_and_bias", COMMON_DEFAULTS["decay_norm_and_bias"]))
     decoupled = o.get("decoupled_weight_decay", False) or o.name in ("adamw", "lamb")
@@ -159,21 +250,28 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
         # You et al. 2017, Algorithm 1, with the decay inside (cnnjax.train.lars); the mask also
         # keeps the trust ratio off the undecayed leaves. eta 1e-3: TensorFlow's and optax's
         # default.
-        return _finish(chain + [lars(schedule, weight_decay=wd, mask=mask,
-                                     trust_coefficient=o.get("trust_coefficient", 1e-3),
-                                     momentum=o.get("momentum", 0.9),
-                                     nesterov=o.get("nesterov", False))],
-                       config, steps_per_epoch, total_steps)
+        return optax.chain(*chain, lars(schedule, weight_decay=wd, mask=mask,
+                                        trust_coefficient=o.get("trust_coefficient", 1e-3),
+                                        momentum=o.get("momentum", 0.9),
+                                        nesterov=o.get("nesterov", False)))
     elif o.name == "lamb":
         # LAMB's own defaults (You et al. 2019: eps 1e-6), overridable like Adam's.
-        return _finish(chain + [optax.lamb(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
-                                           eps=o.get("eps", 1e-6), weight_decay=wd, mask=mask)],
-                       config, steps_per_epoch, total_steps)
+        return optax.chain(*chain, optax.lamb(schedule, b1=o.get("b1", 0.9),
+                                              b2=o.get("b2", 0.999), eps=o.get("eps", 1e-6),
+                                              weight_decay=wd, mask=mask))
+    elif o.name == "muon":
+        # cnnjax.train.muon: airbench94_muon.py's update for filter banks (momentum 0.6,
+        # Nesterov, 3 Newton-Schulz steps in bfloat16, weights renormalised every step).
+        return optax.chain(*chain, muon(schedule, o.get("momentum", 0.6),
+                                        nesterov=o.get("nesterov", True),
+                                        ns_steps=o.get("ns_steps", NS_STEPS),
+                                        dtype=jnp.dtype(o.get("ns_dtype", "bfloat16")),
+                                        renormalize=o.get("renormalize", True)))
     if wd and decoupled:
         # Decoupled decay is scaled by the learning rate, as in AdamW (Loshchilov & Hutter 2019).
         chain.append(optax.add_decayed_weights(wd, mask))
     chain.append(optax.scale_by_learning_rate(schedule))
-    return _finish(chain, config, steps_per_epoch, total_steps)
+    return optax.chain(*chain)
 
 
 def _finish(chain: list, config: ml_collections.ConfigDict, steps_per_epoch: int,

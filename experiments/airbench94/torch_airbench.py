@@ -168,11 +168,16 @@ class ConvGroup(nn.Module):
 
 
 class Net(nn.Module):
+    """airbench94.py's network. `zero_whiten_bias`: its Conv.reset_parameters zeroes the
+    whitening bias (airbench94_muon.py's plain nn.Conv2d keeps PyTorch's default uniform)."""
+
     def __init__(self, widths=HYP["widths"], bn_momentum=HYP["bn_momentum"],
-                 scaling_factor=HYP["scaling_factor"]):
+                 scaling_factor=HYP["scaling_factor"], zero_whiten_bias: bool = True):
         super().__init__()
         self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
         self.whiten.weight.requires_grad = False
+        if zero_whiten_bias:
+            nn.init.zeros_(self.whiten.bias)
         self.block1 = ConvGroup(24, widths[0], bn_momentum)
         self.block2 = ConvGroup(widths[0], widths[1], bn_momentum)
         self.block3 = ConvGroup(widths[1], widths[2], bn_momentum)
