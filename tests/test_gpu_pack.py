@@ -22,6 +22,7 @@ import gpu_pack  # noqa: E402
 
 # The pack's CIFAR-10 stage runs airbench94 (issue 20); its smoke variant for the dry run.
 CONFIG = "configs/airbench94.py:smoke"
+MUON_CONFIG = "configs/airbench94_muon.py:smoke"
 
 
 def test_dry_run_runs_every_stage_without_tfds_or_grain(tmp_path):
@@ -29,7 +30,7 @@ def test_dry_run_runs_every_stage_without_tfds_or_grain(tmp_path):
         import runpy, sys
         sys.modules.update({{"tensorflow_datasets": None, "grain": None}})
         sys.argv = ["experiments/gpu_pack.py", "--dry-run", "--config={CONFIG}",
-                    "--results={tmp_path}"]
+                    "--muon-config={MUON_CONFIG}", "--results={tmp_path}"]
         runpy.run_path("experiments/gpu_pack.py", run_name="__main__")
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
@@ -49,9 +50,16 @@ def test_dry_run_runs_every_stage_without_tfds_or_grain(tmp_path):
     # airbench94:smoke's 8 steps of 16 on the toy folder (10 classes x 8 training JPEGs).
     assert c["steps"] == 8 and c["config"] == CONFIG and c["dataset"] == "CIFAR-10 (JPEG q75 copy)"
     assert 0.0 <= c["test_accuracy"] <= 1.0 and np.isfinite(c["test_loss"])
+    m = run["airbench94_muon"]
+    # The smoke config's 8 steps of 16 in cnnjax; the port's 8 steps of 16 (80 toy images).
+    assert m["cnnjax"]["steps"] == 8 and m["cnnjax"]["config"] == MUON_CONFIG
+    assert m["torch"]["steps"] == 8 and m["torch"]["batch_size"] == 16
+    for r in (m["cnnjax"], m["torch"]):
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and 0.0 <= r["plain_accuracy"] <= 1.0
     text = (tmp_path / "gpu_pack.md").read_text()
     assert "DRY RUN" in text and "cpu" in text.lower()
-    for section in ("Pallas kernels against XLA", "ResNet-50 training step", CONFIG):
+    for section in ("Pallas kernels against XLA", "ResNet-50 training step", CONFIG,
+                    "airbench94_muon on CIFAR-10 (JPEG q75 copy): cnnjax and the PyTorch port"):
         assert section in text
 
 

@@ -94,15 +94,16 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 class AlternatingFlipLoader:
-    """Sec. 3.6 alternating flip + random translation. Epoch 0 flips a random half of the images;
-    the translations are drawn per image per epoch from the reflection-padded (once) images; on
-    odd epochs every image is flipped. Batches are a fresh permutation per epoch, last partial
+    """Sec. 3.6 alternating flip + random translation, on the images' device (drawn from the
+    CPU generator, so a seed gives the same order on any device). Epoch 0 flips a random half
+    of the images; the translations are drawn per image per epoch from the reflection-padded
+    (once) images; on odd epochs every image is flipped. Batches are a fresh permutation per epoch, last partial
     batch dropped."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  translate: int, generator: torch.Generator):
         self.labels, self.batch_size, self.r, self.gen = labels, batch_size, translate, generator
-        flip = torch.rand(len(images), generator=generator) < 0.5
+        flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
         base = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
         self.padded = F.pad(base, (translate,) * 4, mode="reflect")
         self.epoch = 0
@@ -113,8 +114,8 @@ class AlternatingFlipLoader:
     def _translated(self) -> torch.Tensor:
         n, r = len(self.labels), self.r
         h = self.padded.shape[-1] - 2 * r
-        shifts = torch.randint(-r, r + 1, (n, 2), generator=self.gen)
-        out = torch.empty(n, 3, h, h)
+        shifts = torch.randint(-r, r + 1, (n, 2), generator=self.gen).to(self.padded.device)
+        out = torch.empty(n, 3, h, h, device=self.padded.device, dtype=self.padded.dtype)
         for sy in range(-r, r + 1):
             for sx in range(-r, r + 1):
                 m = (shifts[:, 0] == sy) & (shifts[:, 1] == sx)
@@ -126,7 +127,7 @@ class AlternatingFlipLoader:
         if self.epoch % 2 == 1:
             images = images.flip(-1)
         self.epoch += 1
-        order = torch.randperm(len(images), generator=self.gen)
+        order = torch.randperm(len(images), generator=self.gen).to(images.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield images[idx], self.labels[idx]

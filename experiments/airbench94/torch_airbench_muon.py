@@ -111,8 +111,11 @@ def make_optimizers(net: Net, hyp: dict, ns_dtype: torch.dtype):
 
 def train(data: dict, seed: int, hyp: dict = HYP, ns_dtype: torch.dtype = torch.bfloat16,
           max_steps: int | None = None, train_subset: int | None = None,
-          test_subset: int | None = None, log=print, checkpoint: Path | None = None) -> dict:
-    """One run; with `checkpoint`, saved after every epoch and resumed by the same command."""
+          test_subset: int | None = None, log=print, checkpoint: Path | None = None,
+          device: str = "cpu", amp: bool = False, compile: bool = False) -> dict:
+    """One run; with `checkpoint`, saved after every epoch and resumed by the same command.
+    On a GPU (`device="cuda"`) the speed-aware setting is `amp` (bfloat16 autocast, channels_last)
+    and `compile` (torch.compile), as the original runs fp16 channels_last compiled."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     xtr, ytr = to_tensor(data["train_x"]), torch.from_numpy(data["train_y"])
@@ -123,6 +126,7 @@ def train(data: dict, seed: int, hyp: dict = HYP, ns_dtype: torch.dtype = torch.
     if test_subset:
         keep = torch.randperm(len(xte), generator=torch.Generator().manual_seed(0))[:test_subset]
         xte, yte = xte[keep], yte[keep]
+    xtr, ytr, xte, yte = (t.to(device) for t in (xtr, ytr, xte, yte))
     loader = AlternatingFlipLoader(xtr, ytr, hyp["batch_size"], hyp["translate"], gen)
     total = math.ceil(hyp["epochs"] * len(loader))
     whiten_steps = math.ceil(hyp["whiten_bias_epochs"] * len(loader))
@@ -135,13 +139,16 @@ def train(data: dict, seed: int, hyp: dict = HYP, ns_dtype: torch.dtype = torch.
         net.head.weight.mul_(1 / net.head.weight.std())
     # The class folders are ordered by class: sample the whitening images at random.
     sample = torch.randperm(len(xtr), generator=gen)[:hyp["whiten_samples"]]
-    init_whitening(net.whiten, xtr[sample], hyp["whiten_eps"])
+    init_whitening(net.whiten, xtr[sample.to(device)].cpu(), hyp["whiten_eps"])
+    net = net.to(device, memory_format=torch.channels_last if amp else torch.contiguous_format)
     sgd, muon = make_optimizers(net, hyp, ns_dtype)
+    forward = torch.compile(net) if compile else net
+    autocast = lambda: torch.autocast(device.split(":")[0], torch.bfloat16, enabled=amp)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hyp["label_smoothing"], reduction="sum")
 
     step, t0, c0, first_epoch, epoch_times = 0, time.time(), time.process_time(), 0, []
     if checkpoint and checkpoint.exists():
-        ck = torch.load(checkpoint, weights_only=False)
+        ck = torch.load(checkpoint, weights_only=False, map_location=device)
         net.load_state_dict(ck["net"])
         sgd.load_state_dict(ck["sgd"])
         muon.load_state_dict(ck["muon"])
@@ -156,7 +163,8 @@ def train(data: dict, seed: int, hyp: dict = HYP, ns_dtype: torch.dtype = torch.
         for xb, yb in loader:
             train_whiten_bias = step < whiten_steps
             net.whiten.bias.requires_grad = train_whiten_bias
-            loss = loss_fn(net(xb), yb)
+            with autocast():
+                loss = loss_fn(forward(xb).float(), yb)
             sgd.zero_grad(set_to_none=True)
             muon.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,8 +189,9 @@ def train(data: dict, seed: int, hyp: dict = HYP, ns_dtype: torch.dtype = torch.
                             cpu_seconds=time.process_time() - c0), tmp)
             tmp.rename(checkpoint)
     train_s, train_cpu = time.time() - t0, time.process_time() - c0
-    acc = evaluate(net, xte, yte, tta=False)
-    acc_tta = evaluate(net, xte, yte, tta=True)
+    with autocast():
+        acc = evaluate(forward, xte, yte, tta=False)
+        acc_tta = evaluate(forward, xte, yte, tta=True)
     return dict(test_accuracy_tta=acc_tta, test_accuracy=acc, steps=step,
                 train_seconds=round(train_s, 1), train_cpu_seconds=round(train_cpu, 1),
                 wall_seconds=round(time.time() - t0, 1),
