@@ -206,8 +206,7 @@ std::shared_ptr<const Plan> MakePlan(const Geometry& geo) {
 
 // The plan cache: least recently used first out, at most PlanCapacity() plans (each a
 // convolution primitive and up to three reorders, with their JIT-compiled code: tens of KiB to a
-// few MiB). oneDNN's own primitive cache (DNNL_PRIMITIVE_CACHE_CAPACITY, default 1024) is
-// bounded on its own. A caller holds its plan by shared_ptr, so an eviction never frees a plan
+// few MiB). A caller holds its plan by shared_ptr, so an eviction never frees a plan
 // that another thread is running.
 size_t PlanCapacity() {
   static const size_t capacity = [] {
@@ -218,13 +217,41 @@ size_t PlanCapacity() {
   return capacity;
 }
 
-std::shared_ptr<const Plan> GetPlan(const Geometry& geo) {
+struct PlanCache {
   using Entry = std::pair<std::string, std::shared_ptr<const Plan>>;
-  static std::mutex mutex;
-  static std::list<Entry> order;  // most recently used first
-  static std::unordered_map<std::string, std::list<Entry>::iterator> index;
+  std::mutex mutex;
+  std::list<Entry> order;  // most recently used first
+  std::unordered_map<std::string, std::list<Entry>::iterator> index;
+};
+
+PlanCache& Plans() {
+  static PlanCache cache;
+  return cache;
+}
+
+size_t PlanCount() {
+  PlanCache& cache = Plans();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  return cache.order.size();
+}
+
+std::shared_ptr<const Plan> GetPlan(const Geometry& geo) {
+  // oneDNN's own cache would keep up to 1024 primitives alive after their plans are evicted:
+  // sized to the plans' primitives (a convolution and up to three reorders each) unless the
+  // user set it.
+  static const bool sized = [] {
+    if (!std::getenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY") &&
+        !std::getenv("DNNL_PRIMITIVE_CACHE_CAPACITY")) {
+      dnnl::set_primitive_cache_capacity(int(std::min<size_t>(4 * PlanCapacity(), 1 << 20)));
+    }
+    return true;
+  }();
+  (void)sized;
+  PlanCache& cache = Plans();
+  std::list<PlanCache::Entry>& order = cache.order;
+  auto& index = cache.index;
   const std::string key = geo.Key();
-  std::lock_guard<std::mutex> lock(mutex);
+  std::lock_guard<std::mutex> lock(cache.mutex);
   auto it = index.find(key);
   if (it != index.end()) {
     order.splice(order.begin(), order, it->second);
@@ -456,8 +483,9 @@ extern "C" int CnnjaxOnednnRun(int pass, int bf16, int any_activations, const in
 // given); `threads` <= 0 leaves OpenMP's default.
 extern "C" void CnnjaxOnednnSetThreads(int threads) { g_threads.store(threads); }
 
-// The team size a call from the calling thread would use now (for tests).
-extern "C" int CnnjaxOnednnThreads() {
-  const int threads = g_threads.load();
-  return threads > 0 ? threads : omp_get_max_threads();
-}
+// The OpenMP team size on the calling thread now: after a call, the one that call used (for
+// tests).
+extern "C" int CnnjaxOnednnThreads() { return omp_get_max_threads(); }
+
+// How many plans the cache holds (for tests).
+extern "C" int CnnjaxOnednnCachedPlans() { return int(PlanCount()); }
