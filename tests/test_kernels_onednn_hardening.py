@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
+import torch
 
 import onednn_raw
 from cnnjax import cores
@@ -120,11 +120,13 @@ def _operands(spec=SPEC, seed=0):
 
 
 def _reference(spec, x, w):
-    """The forward pass in float64 through XLA's convolution."""
-    with jax.experimental.enable_x64():
-        return np.asarray(lax.conv_general_dilated(
-            np.float64(x), np.float64(w), spec.strides, spec.padding, rhs_dilation=spec.dilation,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=spec.groups))
+    """The forward pass in PyTorch, float64 (NCHW / OIHW under the hood)."""
+    (top, bottom), (left, right) = spec.padding
+    tx = torch.nn.functional.pad(torch.tensor(np.float64(x)).permute(0, 3, 1, 2),
+                                 (left, right, top, bottom))
+    y = torch.nn.functional.conv2d(tx, torch.tensor(np.float64(w)).permute(3, 2, 0, 1),
+                                   stride=spec.strides, dilation=spec.dilation, groups=spec.groups)
+    return y.permute(0, 2, 3, 1).numpy()
 
 
 @pytest.mark.parametrize("failure, reason", [("exception", "injected failure"),
@@ -171,6 +173,7 @@ def test_plans_run_from_many_threads_at_once():
 
 
 def test_openmp_team_follows_the_cores_the_process_was_given(monkeypatch):
+    team = build.team_size()  # this process's, restored at the end
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
     assert build.team_size() == 3
@@ -182,9 +185,7 @@ def test_openmp_team_follows_the_cores_the_process_was_given(monkeypatch):
 
     # A call from a fresh thread (XLA's threads are fresh to OpenMP) runs a team of the size the
     # loader set, not OpenMP's default (every core of the machine).
-    lib = build.load()[0]
-    x, w = _operands()
-    seen = []
+    lib, x, w, seen = build.load()[0], *_operands(), []
 
     def call():
         seen.append(lib.CnnjaxOnednnThreads())
@@ -197,5 +198,60 @@ def test_openmp_team_follows_the_cores_the_process_was_given(monkeypatch):
         thread.start()
         thread.join()
     finally:
-        lib.CnnjaxOnednnSetThreads(build.team_size())
+        lib.CnnjaxOnednnSetThreads(team)
     assert seen[1] == 1, seen
+
+
+def test_a_reference_implementation_is_logged_once(monkeypatch, capfd):
+    # CNNJAX_ONEDNN_IMPL=ref makes new plans take oneDNN's reference implementation (oneDNN has a
+    # faster one for every shape cnnjax uses on this CPU). A shape no other test uses: a new plan.
+    spec = onednn.ConvSpec.create((1, 7, 6, 3), (2, 3, 3, 5), (2, 1), ((1, 0), (1, 1)), (1, 2), 1)
+    x, w = _operands(spec, 3)
+    monkeypatch.setenv("CNNJAX_ONEDNN_IMPL", "ref")
+    capfd.readouterr()
+    for _ in range(2):
+        assert_close(onednn_raw.run(spec, "forward", x, w), _reference(spec, x, w), jnp.float32)
+    lines = capfd.readouterr().err.splitlines()
+    assert lines == ["cnnjax.kernels.onednn: oneDNN runs the forward pass of the float32 "
+                     "convolution of input (1, 7, 6, 3), kernel (2, 3, 3, 5), strides (2, 1), "
+                     "dilation (1, 2), groups 1 on its reference implementation ref:any (slow)"]
+    monkeypatch.delenv("CNNJAX_ONEDNN_IMPL")
+    other = onednn.ConvSpec.create((1, 7, 6, 3), (2, 3, 3, 6), (2, 1), ((1, 0), (1, 1)), (1, 2), 1)
+    onednn_raw.run(other, "forward", *_operands(other, 4))
+    assert not onednn.implementation("forward", other).startswith("ref")
+    assert capfd.readouterr().err == ""
+
+
+def test_resident_memory_stays_bounded_over_240_shapes():
+    """240 distinct convolutions of similar size (all three passes) with the plan cache capped at
+    16: after the first 60 the process's resident memory grows by less than 8 MiB, where an
+    unbounded cache grew ~7 MiB per 50 shapes."""
+    script = textwrap.dedent("""
+        import ctypes
+        import numpy as np
+        from onednn_raw import run
+        from cnnjax.kernels.onednn import ConvSpec, build
+        libc = ctypes.CDLL("libc.so.6")
+        def rss_mib():
+            libc.malloc_trim(0)  # freed heap back to the system: what is left is held
+            with open("/proc/self/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+        marks = []
+        for i in range(240):
+            c, o = 1 + i % 20, 1 + i // 20
+            spec = ConvSpec.create((2, 9, 9, c), (3, 3, c, o), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+            x = np.ones(spec.input_shape, np.float32)
+            w = np.ones(spec.kernel_shape, np.float32)
+            y = run(spec, "forward", x, w)
+            run(spec, "input_grad", y, w)
+            run(spec, "weight_grad", x, y)
+            if i + 1 in (60, 240):
+                marks.append(rss_mib())
+        print(marks[0], marks[1], build.load()[0].CnnjaxOnednnCachedPlans())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600, env=_env(CNNJAX_ONEDNN_PLAN_CACHE="16"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    early, late, plans = done.stdout.split()
+    assert int(plans) == 16
+    assert float(late) - float(early) < 8.0, (early, late)

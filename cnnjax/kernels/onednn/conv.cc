@@ -134,6 +134,16 @@ Operand MakeOperand(int arg, const memory::desc& user, const memory::desc& prim,
   return op;
 }
 
+// Test hook: CNNJAX_ONEDNN_IMPL=<prefix> makes a new plan take oneDNN's first implementation
+// whose name starts with <prefix> (e.g. "ref"), where it has one, instead of its best.
+template <typename PrimitiveDesc>
+void PreferImplementation(PrimitiveDesc& pd) {
+  const char* env = std::getenv("CNNJAX_ONEDNN_IMPL");
+  if (env == nullptr || *env == 0) return;
+  while (std::string(pd.impl_info_str()).rfind(env, 0) != 0 && pd.next_impl()) {
+  }
+}
+
 // `any_activations`: oneDNN chooses the activations' format too (else they stay NHWC).
 std::unique_ptr<Plan> MakePlan(const Geometry& geo, bool any_activations) {
   const dnnl::primitive_attr attr = UserScratchpad();
@@ -144,6 +154,7 @@ std::unique_ptr<Plan> MakePlan(const Geometry& geo, bool any_activations) {
       geo.strides, geo.dilations, geo.pad_lo, geo.pad_hi, attr);
   auto plan = std::make_unique<Plan>();
   if (geo.pass == Pass::kForward) {
+    PreferImplementation(fwd);
     plan->prim = dnnl::convolution_forward(fwd);
     plan->inputs[0] = MakeOperand(DNNL_ARG_SRC, geo.Src(false), fwd.src_desc(), false);
     plan->inputs[1] = MakeOperand(DNNL_ARG_WEIGHTS, geo.Weights(false), fwd.weights_desc(), false);
@@ -154,6 +165,7 @@ std::unique_ptr<Plan> MakePlan(const Geometry& geo, bool any_activations) {
     auto pd = dnnl::convolution_backward_data::primitive_desc(
         Engine(), algo, src, geo.Weights(true), dst, geo.strides,
         geo.dilations, geo.pad_lo, geo.pad_hi, fwd, attr);
+    PreferImplementation(pd);
     plan->prim = dnnl::convolution_backward_data(pd);
     plan->inputs[0] = MakeOperand(DNNL_ARG_DIFF_DST, geo.Dst(false), pd.diff_dst_desc(), false);
     plan->inputs[1] = MakeOperand(DNNL_ARG_WEIGHTS, geo.Weights(false), pd.weights_desc(), false);
@@ -164,6 +176,7 @@ std::unique_ptr<Plan> MakePlan(const Geometry& geo, bool any_activations) {
     auto pd = dnnl::convolution_backward_weights::primitive_desc(
         Engine(), algo, src, geo.Weights(true), dst, geo.strides,
         geo.dilations, geo.pad_lo, geo.pad_hi, fwd, attr);
+    PreferImplementation(pd);
     plan->prim = dnnl::convolution_backward_weights(pd);
     plan->inputs[0] = MakeOperand(DNNL_ARG_SRC, geo.Src(false), pd.src_desc(), false);
     plan->inputs[1] = MakeOperand(DNNL_ARG_DIFF_DST, geo.Dst(false), pd.diff_dst_desc(), false);
@@ -284,7 +297,7 @@ struct Buffer {
   void* data = nullptr;
   size_t size = 0;
   void* Get(size_t bytes, bool inject_null) {
-    if (bytes > size) {
+    if (bytes > size || inject_null) {  // the injected failure: as if this call had to allocate
       std::free(data);
       data = nullptr;
       size = 0;
