@@ -87,13 +87,14 @@ def run_point(command: Sequence[str], workdir: str, cpus: Sequence[int] | None =
     task 0 writes the status.
     """
     path = pathlib.Path(workdir)
-    env = None
+    env, pin = None, None
     if cpus:
-        os.sched_setaffinity(0, cpus)  # inherited by the point's process
+        pin = lambda: os.sched_setaffinity(0, cpus)  # in the point's process, before it starts
         if "SLURM_CPUS_PER_TASK" in os.environ:
             env = {**os.environ, "SLURM_CPUS_PER_TASK": str(len(set(cpus)))}
     with open(path / f"launch.{os.environ.get('SLURM_PROCID', '0')}.log", "ab") as log:
-        returncode = subprocess.call(list(command), stdout=log, stderr=subprocess.STDOUT, env=env)
+        returncode = subprocess.call(list(command), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=pin)
     if os.environ.get("SLURM_PROCID", "0") == "0":
         _write_json(path / STATUS_FILE, {"status": "done" if returncode == 0 else "failed",
                                           "returncode": returncode, "time": time.time()})
