@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--record", action="store_true", help=f"append to {RESULTS}")
     args = parser.parse_args(argv)
-    lines = ["| round | code | step ms per point | median | sweep wall s | load 1-min before / after |",
+    lines = ["| round | code | step ms per point | median | sweep wall s "
+             "| load 1-min before / after |",
              "|---|---|---|---|---|---|"]
     medians: dict[str, list[float]] = {"before": [], "after": []}
     for r in range(args.rounds):

@@ -73,7 +73,8 @@ def _compile(compiler: str, include: pathlib.Path, libdir: pathlib.Path, out: pa
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
-    cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w", str(SOURCE), "-o", tmp,
+    cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w", str(SOURCE),
+           "-o", tmp,
            f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{libdir}", "-l:libdnnl.so.3",
            f"-Wl,-rpath,{libdir}"]
     try:
