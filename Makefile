@@ -44,7 +44,8 @@ SLOW_CI := \
 	'tests/test_data_grain.py::test_launch_trains_on_a_prepared_dataset_with_grain_workers' \
 	'tests/test_configs_smoke.py::test_smoke_variant_trains[imagenet_alexnet]' \
 	'tests/test_scale_ready.py' \
-	'tests/test_kernels_models.py::test_mobilenet_v2_same_loss_and_gradients_with_pallas_and_xla'
+	'tests/test_kernels_models.py::test_mobilenet_v2_same_loss_and_gradients_with_pallas_and_xla' \
+	'tests/test_kernels_onednn_hardening.py::test_resident_memory_stays_bounded_over_240_shapes'
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow $(SLOW_CI)

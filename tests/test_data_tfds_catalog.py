@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
+from array_record.python.array_record_module import ArrayRecordWriter
 from tensorflow_datasets.core import example_serializer
+from tensorflow_datasets.proto import tf_example_pb2
 
 import data_files as F
 from cnnjax import data
@@ -263,20 +265,57 @@ def test_cifar100_folder_copy_has_unknown_superclasses(tmp_path):
     np.testing.assert_array_equal(rows[7]["image"], np.asarray(Image.open(files["test"][7][0])))
 
 
+def _write_old_copy_by_hand(root: pathlib.Path, splits: dict, class_names) -> None:
+    """cifar10/1.0.0 as cnnjax wrote it before the catalog layout, file by file without
+    cnnjax's or tfds' writer: dataset_info.json and features.json as literal JSON, each split one
+    array_record shard of tf.train.Example protos (the image's raw bytes, the label)."""
+    path = root / "cifar10" / "1.0.0"
+    path.mkdir(parents=True)
+    info_splits = []
+    for split, (images, labels) in splits.items():
+        writer = ArrayRecordWriter(str(path / f"cifar10-{split}.array_record-00000-of-00001"),
+                                   "group_size:1")
+        size = 0
+        for image, label in zip(images, labels):
+            example = tf_example_pb2.Example()
+            example.features.feature["image"].bytes_list.value.append(image.tobytes())
+            example.features.feature["label"].int64_list.value.append(int(label))
+            record = example.SerializeToString()
+            size += len(record)
+            writer.write(record)
+        writer.close()
+        info_splits.append({"filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+                            "name": split, "numBytes": str(size),
+                            "shardLengths": [str(len(labels))]})
+    (path / "dataset_info.json").write_text(json.dumps({
+        "description": "earlier cnnjax", "disableShuffling": True, "fileFormat": "array_record",
+        "moduleName": "cnnjax.data.tfds_store", "name": "cifar10", "splits": info_splits,
+        "supervisedKeys": {"tuple": {"items": [{"featureKey": "image"},
+                                               {"featureKey": "label"}]}},
+        "version": "1.0.0"}))
+    features = "tensorflow_datasets.core.features."
+    (path / "features.json").write_text(json.dumps({
+        "pythonClassName": features + "features_dict.FeaturesDict",
+        "featuresDict": {"features": {
+            "image": {"pythonClassName": features + "tensor_feature.Tensor",
+                      "tensor": {"dtype": "uint8", "encoding": "bytes",
+                                 "shape": {"dimensions": ["32", "32", "3"]}}},
+            "label": {"pythonClassName": features + "class_label_feature.ClassLabel",
+                      "classLabel": {"numClasses": str(len(class_names))}}}}}))
+    (path / "label.labels.txt").write_text("\n".join(class_names) + "\n")
+    (path / "metadata.json").write_text(json.dumps({"origin": "CIFAR-10", "holdout": 2}))
+
+
 def test_copy_prepared_by_earlier_cnnjax_still_loads_and_the_catalog_copy_wins(tmp_path):
     rng = np.random.default_rng(3)
     old = {s: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10)
            for s, n in (("train", 12), ("test", 4))}
-
-    def rows(split):
-        return lambda: ({"image": x, "label": int(y)} for x, y in zip(*old[split]))
-    tfds_store.write_dataset(  # the 1.0.0 layout: raw-byte Tensor images, file names
-        "cifar10", tmp_path, version="1.0.0", description="earlier cnnjax",
-        features=tfds_store.image_features(class_names=F.CIFAR10_CLASSES, shape=(32, 32, 3)),
-        splits={s: rows(s) for s in old}, metadata={"origin": "CIFAR-10", "holdout": 2})
+    _write_old_copy_by_hand(tmp_path, old, F.CIFAR10_CLASSES)
     got = _read_all(tmp_path, "cifar10", "test")
     np.testing.assert_array_equal(got["pixels"], old["test"][0])
     np.testing.assert_array_equal(got["label"], old["test"][1])
+    source = data.create("cifar10", "test", batch_size=1, train=False, data_dir=str(tmp_path))
+    assert source.class_names == tuple(F.CIFAR10_CLASSES)
     assert data.create("cifar10", "holdout", batch_size=1, train=False,
                        data_dir=str(tmp_path)).num_examples == 2
     expected = _prepare_tiny("cifar10", tmp_path / "src", tmp_path)

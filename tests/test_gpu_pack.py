@@ -63,6 +63,28 @@ def test_dry_run_runs_every_stage_without_tfds_or_grain(tmp_path):
         assert section in text
 
 
+def test_a_wrong_or_absent_kernel_makes_its_rows_not_ok(monkeypatch):
+    """The dry run's "ok" must be able to say no: a max-pool kernel off by 1% (it still runs
+    the Pallas kernel) and one that silently computes on XLA give rows that are not ok."""
+    bench = gpu_pack.bench_kernels
+    operation = bench._operation
+    case = next(c for c in bench.SMOKE_CASES if c.op == "max_pool2d")
+    monkeypatch.setattr(bench, "SMOKE_CASES", [case])
+    for wrong in ("off_by_one_percent", "on_xla"):
+        def broken(case, use_kernel, wrong=wrong):
+            f, shapes = operation(case, use_kernel and wrong == "off_by_one_percent")
+            if use_kernel and wrong == "off_by_one_percent":
+                return (lambda *a: f(*a) * 1.01), shapes
+            return f, shapes
+        monkeypatch.setattr(bench, "_operation", broken)
+        rows = gpu_pack.kernel_stage(dry_run=True, shapes_per_kernel=1, batch=2)
+        assert len(rows) == 2 and not any(r["ok"] for r in rows), (wrong, rows)
+        if wrong == "on_xla":
+            assert not any(r["kernel_ran"] for r in rows)
+        else:
+            assert all(r["kernel_ran"] and r["max_rel_error"] > 5e-3 for r in rows)
+
+
 def test_packed_folder_decodes_to_the_files_pixels(tmp_path):
     root = gpu_pack.toy_jpeg_folder(tmp_path / "toy", per_class=(2, 1))
     counts = pack_folder(root, tmp_path / "toy.npz")

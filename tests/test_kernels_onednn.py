@@ -133,17 +133,30 @@ def test_transposed_convolution_equals_xla_and_pytorch(config):
     assert_close(y, want, jnp.float32, "y vs PyTorch float64")
 
 
-def test_bfloat16_on_onednn_where_the_cpu_has_it_else_on_xla():
+def test_bfloat16_without_native_support_stays_on_xla(monkeypatch):
+    # Runs on every CPU: where the CPU has AVX512-BF16/AMX, has_bf16 is made to say it has not.
+    monkeypatch.setattr(onednn.conv, "has_bf16", lambda: False)
     config = CONFIGS[3]
     args = config[7:]
     x, w = _operands(config, 30, jnp.bfloat16)
-    if not onednn.has_bf16():
-        assert "bfloat16" in onednn.unsupported(x, w)
-        with kernels.use("onednn"):
-            jaxpr = str(jax.make_jaxpr(lambda x, w: ops.conv2d(
-                x, w, stride=args[0], padding=args[1], dilation=args[2], groups=args[3]))(x, w))
-        assert "cnnjax_onednn" not in jaxpr and "conv_general_dilated" in jaxpr
-        return
+    assert "bfloat16" in onednn.unsupported(x, w)
+    conv = lambda x, w: ops.conv2d(x, w, stride=args[0], padding=args[1], dilation=args[2],
+                                   groups=args[3])
+    with kernels.use("onednn"):
+        jaxpr = str(jax.make_jaxpr(conv)(x, w))
+        y = jax.jit(lambda x, w: conv(x, w))(x, w)
+    assert "cnnjax_onednn" not in jaxpr and "conv_general_dilated" in jaxpr
+    assert y.dtype == jnp.bfloat16
+    f32 = [a.astype(jnp.float32) for a in (x, w)]
+    assert_close(y, _xla(*f32, *args), jnp.bfloat16, "y on XLA")
+
+
+@pytest.mark.skipif(not onednn.has_bf16(), reason="the CPU has neither AVX512-BF16 nor AMX-BF16 "
+                    "(the XLA fallback is tested above on every CPU)")
+def test_bfloat16_on_onednn_where_the_cpu_has_it():
+    config = CONFIGS[3]
+    args = config[7:]
+    x, w = _operands(config, 30, jnp.bfloat16)
     spec = onednn.ConvSpec.create(x.shape, w.shape, *args)
     impls = [onednn.implementation(p, spec, jnp.bfloat16) for p in onednn.conv.PASSES]
     assert not any(i.startswith("ref") for i in impls), impls  # native bf16, not the fallback

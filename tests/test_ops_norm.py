@@ -25,6 +25,35 @@ def test_batch_norm_train_and_eval():
     np.testing.assert_array_equal(np.asarray(m_eval), rm)
 
 
+def test_batch_norm_epsilon_sits_inside_the_square_root():
+    """A channel of std 1e-3 (variance 1e-6, below eps 1e-5): (x - m) / sqrt(v + eps) and
+    (x - m) / (sqrt(v) + eps) differ threefold there, so a misplaced eps shows; values, running
+    statistics in eval and gradients against PyTorch in float64."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((4, 3, 3, 3)) * np.array([1e-3, 1.0, 10.0]) + 0.5).astype(np.float32)
+    scale, bias = np.array([1.5, -0.5, 2.0], np.float32), np.array([0.1, 0.2, -0.3], np.float32)
+    cot = rng.standard_normal(x.shape).astype(np.float32)
+    t = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, scale, bias)]
+    ty = torch.nn.functional.batch_norm(t[0].permute(0, 3, 1, 2), None, None, t[1], t[2],
+                                        training=True, eps=1e-5).permute(0, 2, 3, 1)
+    ty.backward(torch.tensor(cot, dtype=torch.float64))
+    y, pullback = jax.vjp(lambda *a: ops.batch_norm(*a, train=True, eps=1e-5)[0],
+                          *map(jnp.asarray, (x, scale, bias)))
+    np.testing.assert_allclose(np.asarray(y), ty.detach().numpy(), rtol=1e-4, atol=1e-4)
+    for got, want in zip(pullback(jnp.asarray(cot)), t):
+        np.testing.assert_allclose(np.asarray(got), want.grad.numpy(), rtol=1e-3, atol=1e-4)
+    # Eval with running statistics: the same placement.
+    rm, rv = np.array([0.5, 0.0, 1.0], np.float32), np.array([1e-6, 1.0, 100.0], np.float32)
+    y_eval = ops.batch_norm(jnp.asarray(x), jnp.asarray(scale), jnp.asarray(bias),
+                            mean=jnp.asarray(rm), var=jnp.asarray(rv), train=False, eps=1e-5)[0]
+    want = torch.nn.functional.batch_norm(torch.tensor(x, dtype=torch.float64).permute(0, 3, 1, 2),
+                                          torch.tensor(rm, dtype=torch.float64),
+                                          torch.tensor(rv, dtype=torch.float64), t[1].detach(),
+                                          t[2].detach(), training=False, eps=1e-5)
+    np.testing.assert_allclose(np.asarray(y_eval), want.permute(0, 2, 3, 1).numpy(), rtol=1e-4,
+                               atol=1e-4)
+
+
 def test_batch_norm_statistics_are_float32_for_bf16_and_stable_for_large_means():
     x = jnp.asarray(1e4 + np.random.default_rng(1).standard_normal((64, 4, 4, 2)), jnp.float32)
     _, _, var = ops.batch_norm(x, None, None, train=True)

@@ -48,10 +48,50 @@ def test_pooling_matches_pytorch(h, w, k, s, p, ceil_mode):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
-def test_stride_defaults_to_window_and_same_padding():
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 9, 9, 2)), jnp.float32)
-    assert ops.max_pool(x, 3).shape == (1, 3, 3, 2)
-    assert ops.max_pool(x, 3, stride=2, padding="SAME").shape == (1, 5, 5, 2)
+def test_stride_defaults_to_window():
+    x = np.random.default_rng(0).standard_normal((1, 9, 9, 2)).astype(np.float32)
+    want = ref.pool2d(x, (3, 3), (3, 3), ((0, 0), (0, 0)), lambda win: win.max(axis=(1, 2)))
+    np.testing.assert_array_equal(np.asarray(ops.max_pool(jnp.asarray(x), 3)), want)
+
+
+# SAME padding: (1, 1) both ways; (0, 1) both ways; (1, 1) and (0, 1).
+@pytest.mark.parametrize("h,w,k,s", [(9, 9, 3, 2), (8, 6, 3, 2), (7, 10, (3, 2), (2, 3))])
+def test_same_padding_values_match_loops(h, w, k, s):
+    """TensorFlow's SAME: out = ceil(n / s), total padding max((out - 1) s + k - n, 0), the
+    smaller half on top/left; padding never wins a max, and counts in the average only with
+    count_include_pad."""
+    x = np.random.default_rng(h * w + 1).standard_normal((2, h, w, 3)).astype(np.float32)
+    k2, s2 = ((k, k) if isinstance(k, int) else k), ((s, s) if isinstance(s, int) else s)
+    pads = []
+    for n, kk, ss in zip((h, w), k2, s2):
+        total = max((-(-n // ss) - 1) * ss + kk - n, 0)
+        pads.append((total // 2, total - total // 2))
+    want_max = ref.pool2d(x, k2, s2, pads, lambda win: np.nanmax(win, axis=(1, 2)))
+    want_sum = ref.pool2d(x, k2, s2, pads, lambda win: np.nansum(win, axis=(1, 2)))
+    want_mean = ref.pool2d(x, k2, s2, pads, lambda win: np.nanmean(win, axis=(1, 2)))
+    xj = jnp.asarray(x)
+    np.testing.assert_array_equal(np.asarray(ops.max_pool(xj, k, stride=s, padding="SAME")),
+                                  want_max.astype(np.float32))
+    np.testing.assert_allclose(np.asarray(ops.avg_pool(xj, k, stride=s, padding="SAME")),
+                               want_sum / (k2[0] * k2[1]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ops.avg_pool(xj, k, stride=s, padding="SAME",
+                                                       count_include_pad=False)),
+                               want_mean, rtol=1e-5, atol=1e-6)
+
+
+def test_ceil_mode_drops_a_last_window_that_would_start_in_the_padding():
+    """5x5, window 2, stride 2, padding 1: ceil((5 + 2 - 2) / 2) + 1 = 4 windows, but the 4th
+    would start at 6 >= 5 + 1, inside the right padding, so PyTorch keeps 3."""
+    x = np.random.default_rng(5).standard_normal((2, 5, 5, 3)).astype(np.float32)
+    want = _back(F.max_pool2d(_torch(x), 2, 2, 1, ceil_mode=True))
+    assert want.shape == (2, 3, 3, 3)
+    got = ops.max_pool(jnp.asarray(x), 2, stride=2, padding=1, ceil_mode=True)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    for cip in (True, False):
+        want = _back(F.avg_pool2d(_torch(x), 2, 2, 1, ceil_mode=True, count_include_pad=cip))
+        got = ops.avg_pool(jnp.asarray(x), 2, stride=2, padding=1, ceil_mode=True,
+                           count_include_pad=cip)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("p", [1.0, 2.0, 3.0])

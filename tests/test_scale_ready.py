@@ -101,8 +101,9 @@ def test_sharded_statistics_of_badly_centred_inputs_match_float64(resnet20_probe
 
 
 def test_synchronised_statistics_under_shard_map_equal_the_global_ones(resnet20_probe):
-    """ops.batch_moments(x, axis_name) merging per-device moments (one all-gather) equals the
-    statistics of the whole batch, values and gradients, for devices with different spreads."""
+    """ops.batch_moments(x, axis_name) merging per-device moments (one all-gather) equals NumPy's
+    float64 statistics of the whole batch, and its gradient the analytic one, for devices with
+    different spreads."""
     diff = resnet20_probe["shard_map"]
     assert diff["values"] <= 1e-5 * diff["scale"], diff
     assert diff["grads"] <= 1e-5 * diff["grad_scale"], diff

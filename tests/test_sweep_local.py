@@ -2,11 +2,13 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
 import train_helpers as th
 from cnnjax.sweep import __main__ as cli
+from cnnjax.sweep import launchers
 from conftest import REPO_ROOT
 
 
@@ -53,3 +55,20 @@ def test_sweep_errors_launch_nothing(tmp_path):
     proc = _sweep(tmp_path / "bad", "--parallel=0")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --parallel must be >= 1, got 0"
     assert not [p for p in (tmp_path / "bad").iterdir()]  # no point was prepared
+
+
+def test_parallel_workers_get_disjoint_shares_of_the_cores():
+    assert launchers.core_shares(2, [0, 1, 2, 3, 4]) == [[0, 1], [2, 3, 4]]
+    assert launchers.core_shares(2, [3, 1]) == [[1], [3]]
+    assert launchers.core_shares(3, [0, 1]) == [[0], [1], [0]]  # more workers than cores
+    assert launchers.core_shares(1, [5, 6]) == [[5, 6]]
+
+
+def test_a_pinned_point_sees_only_its_share(tmp_path, monkeypatch):
+    core = min(os.sched_getaffinity(0))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    probe = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)), "
+             "os.environ['SLURM_CPUS_PER_TASK'])"]
+    assert launchers.run_point(probe, str(tmp_path), cpus=[core]) == 0
+    assert (tmp_path / "launch.0.log").read_text().strip() == f"[{core}] 1"
+    assert json.loads((tmp_path / launchers.STATUS_FILE).read_text())["status"] == "done"

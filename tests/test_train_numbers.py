@@ -318,3 +318,46 @@ def test_float16_is_refused_in_one_line_pointing_to_bfloat16(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "float16" in lines[0] and "bfloat16" in lines[0], proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# GoogLeNet's auxiliary heads: the step adds their losses with weight 0.3 (Szegedy et al. 2015,
+# sec. 5), in the loss it reports and in the gradients it applies.
+
+
+class _AuxHeads(nn.Module):
+    """Three linear heads on the flattened input; in training (logits, aux1, aux2), as GoogLeNet
+    with aux_logits returns them."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape(x.shape[0], -1)
+        heads = [nn.Dense(K, kernel_init=nn.initializers.normal(0.5), name=f"head{i}")(x)
+                 for i in range(3)]
+        return tuple(heads) if train else heads[0]
+
+
+def test_auxiliary_losses_weigh_0_3_in_the_loss_and_the_gradients():
+    rng_np = np.random.default_rng(9)
+    x = rng_np.standard_normal((N, 2, 2, 1)).astype(np.float32)
+    labels = rng_np.integers(0, K, N)
+    model, tx = _AuxHeads(), optax.sgd(1.0)
+    state = init_state(model, tx, (2, 2, 1), seed=0, use_ema=False)
+    new, metrics_ = jax.jit(functools.partial(
+        train_step, model=model, tx=tx, schedule=optax.constant_schedule(1.0), seed=0,
+        label_smoothing=0.0, ema_decay=0.0, pass_loss=False))(
+            state, {"image": jnp.asarray(x), "label": jnp.asarray(labels, jnp.int32)})
+    # NumPy, float64: cross-entropy of each head; d/dW = x^T (softmax - onehot) / N, times the
+    # head's weight; SGD at rate 1 moves each kernel by minus its gradient.
+    flat, onehot = x.reshape(N, -1).astype(np.float64), np.eye(K)[labels]
+    want_loss = 0.0
+    for i, weight in enumerate((1.0, 0.3, 0.3)):
+        p = state.params[f"head{i}"]
+        logits = flat @ np.asarray(p["kernel"], np.float64) + np.asarray(p["bias"], np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        want_loss += weight * -np.mean(np.log(softmax[np.arange(N), labels]))
+        grad = weight * flat.T @ (softmax - onehot) / N
+        moved = np.asarray(p["kernel"], np.float64) - np.asarray(new.params[f"head{i}"]["kernel"])
+        np.testing.assert_allclose(moved, grad, rtol=1e-4, atol=1e-6, err_msg=f"head{i}")
+    np.testing.assert_allclose(float(metrics_["loss"]), want_loss, rtol=1e-5)

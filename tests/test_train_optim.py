@@ -216,6 +216,59 @@ def test_lamb_three_steps_against_a_numpy_step(moments):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
 
 
+def _adam_rmsprop_numpy(name, params, grads_seq, lr, wd, decayed, decoupled=False, b1=0.9,
+                        b2=0.999, eps=1e-8, rho=0.9, rms_eps=1e-3, momentum=0.0):
+    """float64, per leaf, the weight decay on the `decayed` leaves. Adam (Kingma & Ba 2015,
+    Algorithm 1): bias-corrected m / (sqrt(v) + eps); coupled L2 adds wd w to the gradient
+    before the moments, decoupled decay (AdamW) adds wd w to the step. RMSProp as TensorFlow 1's
+    RMSPropOptimizer: ms starts at 1, ms = rho ms + (1 - rho) g^2, step g / sqrt(ms + eps), then
+    momentum mom = momentum mom + step; coupled L2 adds wd w to the gradient."""
+    w = {k: np.asarray(x, np.float64) for k, x in params.items()}
+    m = {k: np.zeros_like(x) for k, x in w.items()}
+    v = {k: np.zeros_like(x) if name == "adam" else np.ones_like(x) for k, x in w.items()}
+    for t, grads in enumerate(grads_seq, start=1):
+        for k in w:
+            g = np.asarray(grads[k], np.float64)
+            decay = wd * w[k] if k in decayed else 0.0
+            if not decoupled:
+                g = g + decay
+            if name == "adam":
+                m[k] = b1 * m[k] + (1 - b1) * g
+                v[k] = b2 * v[k] + (1 - b2) * g ** 2
+                step = (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
+            else:
+                v[k] = rho * v[k] + (1 - rho) * g ** 2
+                m[k] = momentum * m[k] + g / np.sqrt(v[k] + rms_eps)
+                step = m[k]
+            w[k] = w[k] - lr * (step + (decay if decoupled else 0.0))
+    return w
+
+
+@pytest.mark.parametrize("optimizer, reference", [
+    ({"name": "adam", "learning_rate": 0.05, "weight_decay": 0.5}, {"name": "adam"}),
+    ({"name": "adamw", "learning_rate": 0.05, "weight_decay": 0.5},
+     {"name": "adam", "decoupled": True}),
+    ({"name": "rmsprop", "learning_rate": 0.02, "weight_decay": 0.5, "momentum": 0.9},
+     {"name": "rmsprop", "momentum": 0.9}),
+], ids=["adam_coupled_l2", "adamw", "rmsprop_l2_momentum"])
+def test_adam_and_rmsprop_with_weight_decay_four_steps_against_numpy(optimizer, reference):
+    """Adam's first step is -lr sign(g) whatever the coupled decay, so only later steps can show
+    the decay; the kernel is decayed, the bias is not (the default mask)."""
+    params = _layers(0)
+    grads_seq = [_layers(s) for s in (1, 2, 3, 4)]
+    got = _run(optimizer, params, grads_seq)
+    lr, wd = optimizer["learning_rate"], optimizer["weight_decay"]
+    want = _adam_rmsprop_numpy(params=params, grads_seq=grads_seq, lr=lr, wd=wd,
+                               decayed={"kernel"}, **reference)
+    undecayed = _adam_rmsprop_numpy(params=params, grads_seq=grads_seq, lr=lr, wd=0.0,
+                                    decayed=set(), **reference)
+    # The decay moves the kernel well beyond the tolerance: a dropped decay would fail.
+    assert np.max(np.abs(want["kernel"] - undecayed["kernel"])) > 1e-2
+    np.testing.assert_allclose(want["bias"], undecayed["bias"])
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 def test_rmsprop_first_step_by_hand():
     # TF1 RMSPropOptimizer: ms starts at 1, ms = 0.9 * 1 + 0.1 g^2, update = -lr g / sqrt(ms + eps).
     p, g = {"w": jnp.zeros(())}, {"w": jnp.full((), 2.0)}

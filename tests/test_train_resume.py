@@ -2,6 +2,7 @@
 the same command ends bit-identical to an uninterrupted run: parameters and eval lines."""
 
 import pathlib
+import re
 import signal
 import subprocess
 import time
@@ -44,9 +45,13 @@ def test_sigkill_after_a_checkpoint_then_relaunch(reference, tmp_path):
                             stderr=subprocess.STDOUT)
     _wait_for_checkpoint(tmp_path, proc, 12)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # The kill landed on a running process (a run that had already finished exits 0), and the
+    # relaunch resumes from a checkpoint before the end, so it has steps left to redo.
+    assert proc.wait() == -signal.SIGKILL
     out = th.run(tmp_path, *FLAGS).stdout
-    assert "resuming at step" in out
+    resumed = re.search(r": (\d+) steps of .*resuming at step (\d+)", out)
+    assert resumed, out
+    assert 12 <= int(resumed[2]) < int(resumed[1]), resumed[0]
     _assert_same_run(tmp_path, reference)
 
 

@@ -23,13 +23,13 @@ batch instead, which here would mean every process reading every row).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 
 import grain
 import numpy as np
 from absl import flags
 
+from cnnjax.cores import usable_cores
 from cnnjax.data.source import Augment, Batch, check_sharding, example_ids
 from cnnjax.data.splits import resolve_split
 from cnnjax.data.tfds_store import RecordDecoder, StoredDataset, open_dataset
@@ -166,11 +166,7 @@ def default_worker_count() -> int:
     """Train-time grain workers when none are configured: one per core this process may use,
     which is SLURM's --cpus-per-task when set (SLURM_CPUS_PER_TASK; one task per GPU, so it is
     the cores of one GPU's input pipeline), else the cores of its CPU affinity."""
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
+    return usable_cores()
 
 
 def open_prepared(name: str, split: str, *, batch_size: int, train: bool, prepare_hint: str,

@@ -1,5 +1,10 @@
 """Runs the points of a sweep, each as `launch.py --workdir=ROOT/<name> --config.KEY=VALUE ...`.
 
+`run_local(..., parallel=k)` gives each of its k workers its own share of the cores this process
+may use (pinned with `os.sched_setaffinity`), so k points neither oversubscribe the cores with k
+full-size thread pools nor leave cores idle: XLA's thread pool, oneDNN's OpenMP team and grain's
+workers each size themselves from the share (`cnnjax.cores.usable_cores`).
+
 A point is finished when its workdir holds `sweep_status.json` with status "done", written only
 after `launch.py` exited 0; a relaunch skips finished points and reruns the others, which resume
 from their own checkpoints (`launch.py` restores the latest one in its workdir).
@@ -63,14 +68,33 @@ def prepare_point(root: pathlib.Path, point: Point) -> pathlib.Path:
     return workdir
 
 
-def run_point(command: Sequence[str], workdir: str) -> int:
+def core_shares(parallel: int, cores: Sequence[int] | None = None) -> list[list[int]]:
+    """`parallel` shares of `cores` (default: this process's CPU affinity), as equal as they can
+    be and disjoint where there are at least as many cores as shares (else one core each, in
+    turn)."""
+    cores = sorted(os.sched_getaffinity(0) if cores is None else cores)
+    if parallel >= len(cores):
+        return [[cores[i % len(cores)]] for i in range(parallel)]
+    bounds = [len(cores) * i // parallel for i in range(parallel + 1)]
+    return [cores[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
+
+
+def run_point(command: Sequence[str], workdir: str, cpus: Sequence[int] | None = None) -> int:
     """Runs one point to completion and marks it done on success. Also the SLURM job body.
 
-    In a multi-task SLURM job every task runs this; only task 0 writes the status.
+    `cpus`: pin the point to these cores (a local sweep worker's share; SLURM_CPUS_PER_TASK, if
+    set, then says the share's size too). In a multi-task SLURM job every task runs this; only
+    task 0 writes the status.
     """
     path = pathlib.Path(workdir)
+    env, pin = None, None
+    if cpus:
+        pin = lambda: os.sched_setaffinity(0, cpus)  # in the point's process, before it starts
+        if "SLURM_CPUS_PER_TASK" in os.environ:
+            env = {**os.environ, "SLURM_CPUS_PER_TASK": str(len(set(cpus)))}
     with open(path / f"launch.{os.environ.get('SLURM_PROCID', '0')}.log", "ab") as log:
-        returncode = subprocess.call(list(command), stdout=log, stderr=subprocess.STDOUT)
+        returncode = subprocess.call(list(command), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=pin)
     if os.environ.get("SLURM_PROCID", "0") == "0":
         _write_json(path / STATUS_FILE, {"status": "done" if returncode == 0 else "failed",
                                           "returncode": returncode, "time": time.time()})
@@ -109,22 +133,26 @@ def run_local(config_spec: str, root: pathlib.Path, points: Sequence[Point],
     if parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {parallel}")
     todo = unfinished(root, points)
-    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    running: dict[str, tuple[subprocess.Popen, float, int]] = {}
     codes: dict[str, int] = {}
     helper = [sys.executable, "-c",
               "import sys, json; from cnnjax.sweep.launchers import run_point; "
-              "sys.exit(run_point(json.loads(sys.argv[1]), sys.argv[2]))"]
+              "sys.exit(run_point(json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])))"]
+    # One share of the cores per worker slot; parallel=1 leaves the point all of them.
+    shares = core_shares(parallel) if parallel > 1 else [[]]
     total = len(todo)
     while todo or running:
         while todo and len(running) < parallel:
             point = todo.pop(0)
             workdir = prepare_point(root, point)
             command = point_command(config_spec, root, point, extra_flags)
-            print(f"[{total - len(todo)}/{total}] start {point.name} (log {workdir}/launch.0.log)",
-                  flush=True)
-            running[point.name] = (subprocess.Popen(helper + [json.dumps(command), str(workdir)]),
-                                   time.time())
-        for name, (proc, start) in list(running.items()):
+            slot = min(set(range(len(shares))) - {s for *_, s in running.values()})
+            print(f"[{total - len(todo)}/{total}] start {point.name} (log {workdir}/launch.0.log"
+                  f"{f', cores {shares[slot]}' if shares[slot] else ''})", flush=True)
+            running[point.name] = (subprocess.Popen(helper + [json.dumps(command), str(workdir),
+                                                              json.dumps(shares[slot])]),
+                                   time.time(), slot)
+        for name, (proc, start, _) in list(running.items()):
             if proc.poll() is not None:
                 codes[name] = proc.returncode
                 del running[name]

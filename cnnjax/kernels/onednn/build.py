@@ -6,8 +6,14 @@ The first `load()` in a process compiles `conv.cc` with the system C++ compiler 
 `onednn-devel-cpu-gomp` / `onednn-cpu-gomp` wheels, into
 `$CNNJAX_CACHE_DIR/onednn/` (default `~/.cache/cnnjax/onednn/`) under a name hashed from the
 source, the jaxlib and oneDNN versions and the compiler, so a later process (or a new version)
-finds it or builds its own; the library is written to a temporary file and renamed into place, so
-concurrent processes never load a half-written one. A compile takes ~10-20 s.
+finds it or builds its own; the library is written to a temporary file and renamed into place,
+and its size and SHA-256 are recorded next to it (`conv-<key>.so.sha256`). A library is loaded
+only when it matches its record: a truncated or corrupted file (a full disk, a killed copy) is
+rebuilt, never `dlopen`ed. A compile takes ~10-20 s.
+
+Threads: the loader sets oneDNN's OpenMP team to the cores this process was given
+(`cnnjax.cores.usable_cores`: SLURM_CPUS_PER_TASK, else the CPU affinity), unless OMP_NUM_THREADS
+is set.
 
 When something is missing (not x86-64 Linux, no compiler, no oneDNN wheel, a failed build) `load()`
 returns the reason instead and the convolutions stay on XLA (`cnnjax.kernels.dispatch` logs it
@@ -29,6 +35,8 @@ import sys
 import tempfile
 
 import jax
+
+from cnnjax.cores import usable_cores
 
 SOURCE = pathlib.Path(__file__).with_name("conv.cc")
 # Pass name -> the handler symbol in conv.cc, registered as the FFI target "cnnjax_onednn_<pass>".
@@ -65,7 +73,8 @@ def _compile(compiler: str, include: pathlib.Path, libdir: pathlib.Path, out: pa
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
-    cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", str(SOURCE), "-o", tmp,
+    cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w", str(SOURCE),
+           "-o", tmp,
            f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{libdir}", "-l:libdnnl.so.3",
            f"-Wl,-rpath,{libdir}"]
     try:
@@ -73,10 +82,33 @@ def _compile(compiler: str, include: pathlib.Path, libdir: pathlib.Path, out: pa
         if done.returncode:
             lines = (done.stderr or done.stdout).strip().splitlines()
             raise RuntimeError(f"{compiler} failed ({lines[0] if lines else done.returncode})")
+        record = _record(out)
+        record_tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+        record_tmp.write_text(_digest(pathlib.Path(tmp)))
+        # The library first, then its record: a reader in between sees a mismatch and rebuilds.
         os.replace(tmp, out)
+        os.replace(record_tmp, record)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _record(library: pathlib.Path) -> pathlib.Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _digest(path: pathlib.Path) -> str:
+    """"<size> <sha256>" of a file's bytes."""
+    data = path.read_bytes()
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+
+
+def _intact(library: pathlib.Path) -> bool:
+    """Whether `library` exists and matches the size and checksum recorded when it was built."""
+    try:
+        return _digest(library) == _record(library).read_text().strip()
+    except OSError:
+        return False
 
 
 def _build() -> pathlib.Path:
@@ -97,9 +129,18 @@ def _build() -> pathlib.Path:
     key = hashlib.sha256("\n".join([SOURCE.read_text(), jax.__version__, version, str(libdir),
                                     *compiler_id]).encode()).hexdigest()[:16]
     out = cache_dir() / f"conv-{key}.so"
-    if not out.exists():
+    if not _intact(out):
         _compile(compiler, include, libdir, out)
+        if not _intact(out):
+            raise RuntimeError(f"the library just built at {out} does not match its checksum")
     return out
+
+
+def team_size() -> int:
+    """oneDNN's OpenMP team size: OMP_NUM_THREADS when set, else the cores this process was
+    given."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else usable_cores()
 
 
 @functools.cache
@@ -109,6 +150,7 @@ def load() -> tuple[ctypes.CDLL | None, str | None]:
         lib = ctypes.CDLL(str(_build()))
     except (RuntimeError, OSError) as e:
         return None, str(e)
+    lib.CnnjaxOnednnSetThreads(team_size())
     for pass_name, symbol in HANDLERS.items():
         jax.ffi.register_ffi_target(target_name(pass_name), jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
