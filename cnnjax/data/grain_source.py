@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 from collections.abc import Iterator
 
 import grain
@@ -154,12 +155,26 @@ class GrainSource:
                 # notebooks) take their defaults.
                 flags.FLAGS.mark_as_parsed()
             stream = stream.mp_prefetch(grain.MultiprocessingOptions(
-                num_workers=self.worker_count, per_worker_buffer_size=2))
+                num_workers=self.worker_count, per_worker_buffer_size=2),
+                worker_init_fn=_ignore_sigint)
         iterator = iter(stream)
         try:
-            yield from iterator
+            for batch in iterator:
+                if self.worker_count:
+                    # Out of the shared memory the workers wrote it to, which is released (unlinked)
+                    # at once: a consumer holding a batch (a device array may alias host memory on
+                    # CPU) would otherwise keep it past the end, reported leaked at exit.
+                    batch = {k: np.array(v) for k, v in batch.items()}
+                yield batch
         finally:
             iterator.close()  # stops grain's worker processes and threads
+
+
+def _ignore_sigint(worker_index: int, worker_count: int) -> None:
+    """Run in each grain worker: Ctrl-C in a terminal signals the whole process group, and the
+    main process alone decides what happens (it checkpoints, then stops the workers)."""
+    del worker_index, worker_count
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_worker_count() -> int:
