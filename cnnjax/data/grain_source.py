@@ -110,6 +110,11 @@ class GrainSource:
             self._records = self.stored.records(self.split)
         return self.decoder(self._records.__getitems__(self.indices[rows].tolist()))
 
+    def examples(self, rows: np.ndarray) -> Batch:
+        """The examples at positions `rows` of the split, as evaluation reads them (no
+        augmentation), in that order: random access, without reading the others."""
+        return self._read(np.asarray(rows))
+
     def _epoch_order(self, epoch: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:
             self._order = (epoch, np.random.default_rng((self.seed, epoch)).permutation(
