@@ -293,12 +293,13 @@ def test_imagefolder_structure_errors(tmp_path):
 
 @pytest.mark.parametrize("suffix, label", [(".jpg", "CIFAR-10 (JPEG q75 copy)"),
                                            (".png", "CIFAR-10 (image-folder copy)")])
-def test_cifar10_from_class_folders_records_its_origin(tmp_path, suffix, label):
+def test_cifar10_from_class_folders_records_its_origin(tmp_path, suffix, label, capsys):
     files = F.write_image_folder(tmp_path / "src", F.CIFAR10_CLASSES, {"train": 2, "test": 1},
                                  sizes=[(32, 32)], suffix=suffix,
                                  **({"quality": 75} if suffix == ".jpg" else {}))
     summary = P.prepare("cifar10", tmp_path / "src", data_dir=str(tmp_path / "tfds"))
     assert summary.origin == label
+    assert "Downloading" not in capsys.readouterr().out  # offline: tfds' download notice is off
     ds = data.create("cifar10", "test", batch_size=10, train=False, data_dir=str(tmp_path / "tfds"))
     assert ds.origin == label
     got = _read_all(tmp_path / "tfds", "cifar10", "test")
