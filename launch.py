@@ -8,7 +8,8 @@
 A run resumes automatically from the newest checkpoint in its workdir that reads. SIGTERM saves a
 checkpoint at the next step boundary and exits with status 143 (resumable), Ctrl-C (SIGINT) the
 same with status 130 (a second Ctrl-C stops at once); a finished run exits 0. --mode=eval without
---config evaluates under the run's own WORKDIR/config.json, with any --config.KEY=VALUE on top. A relaunch with another num_epochs / num_train_steps is refused unless --extend is given.
+--config evaluates under the run's own WORKDIR/config.json, with any --config.KEY=VALUE on top. A
+relaunch with another num_epochs / num_train_steps is refused unless --extend is given.
 Errors are one line on stderr and a non-zero status (2: bad config or input, 3: non-finite loss,
 1: anything else); --debug shows the traceback instead.
 """
