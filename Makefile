@@ -42,6 +42,7 @@ SLOW_CI := \
 	'tests/test_models_registry.py::test_jit_grad_at_the_smallest_input[resnet152]' \
 	'tests/test_models_registry.py::test_jit_grad_at_the_smallest_input[cifar_resnet110]' \
 	'tests/test_data_grain.py::test_launch_trains_on_a_prepared_dataset_with_grain_workers' \
+	'tests/test_train_signals.py::test_ctrl_c_with_grain_workers_saves_once_quietly_and_exits_130' \
 	'tests/test_configs_smoke.py::test_smoke_variant_trains[imagenet_alexnet]' \
 	'tests/test_scale_ready.py' \
 	'tests/test_kernels_models.py::test_mobilenet_v2_same_loss_and_gradients_with_pallas_and_xla' \

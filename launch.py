@@ -2,12 +2,14 @@
 
     python launch.py --config=configs/default.py --workdir=runs/default
     python launch.py --config=configs/default.py --workdir=runs/lr --config.optimizer.learning_rate=0.1
-    python launch.py --config=configs/default.py --workdir=runs/default --mode=eval
+    python launch.py --workdir=runs/default --mode=eval   # the run's own config.json
     python launch.py --config=configs/default.py --sweep --workdir=sweeps/default [--launcher=slurm]
 
 A run resumes automatically from the newest checkpoint in its workdir that reads. SIGTERM saves a
-checkpoint at the next step boundary and exits with status 143 (resumable); a finished run exits
-0. A relaunch with another num_epochs / num_train_steps is refused unless --extend is given.
+checkpoint at the next step boundary and exits with status 143 (resumable), Ctrl-C (SIGINT) the
+same with status 130 (a second Ctrl-C stops at once); a finished run exits 0. --mode=eval without
+--config evaluates under the run's own WORKDIR/config.json, with any --config.KEY=VALUE on top. A
+relaunch with another num_epochs / num_train_steps is refused unless --extend is given.
 Errors are one line on stderr and a non-zero status (2: bad config or input, 3: non-finite loss,
 1: anything else); --debug shows the traceback instead.
 """
@@ -69,19 +71,44 @@ def _fail(message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
+def _arg(argv: list[str], name: str) -> str | None:
+    """The value of --NAME=VALUE (or --NAME VALUE) in argv, read before a flag parse."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
 def _config_path(argv: list[str]) -> str:
     """The file of --config=PATH[:ARG] (or --config PATH[:ARG]) in argv, read before or without
     a successful flag parse."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1].split(":")[0]
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1].split(":")[0]
-    return ""
+    return (_arg(argv, "config") or "").split(":")[0]
+
+
+def _with_run_config(argv: list[str]) -> list[str]:
+    """argv, with --config naming the workdir's own config.json when --mode=eval has none.
+
+    ml_collections reads the --config.KEY overrides from sys.argv itself, so it is changed too."""
+    if _arg(argv, "mode") != "eval" or _arg(argv, "config") is not None:
+        return argv
+    workdir = _arg(argv, "workdir")
+    if workdir is None:
+        return argv  # absl's required-flag error names --workdir
+    from cnnjax.train import run_config
+
+    if not run_config.config_path(workdir).is_file():
+        _fail(f"--mode=eval without --config reads the run's {str(run_config.config_path(workdir))!r}, "
+              f"which does not exist; give the run's --workdir or --config=PATH.py", 2)
+    argv = [argv[0], f"--config={run_config.flag_value(workdir)}", *argv[1:]]
+    sys.argv[:] = argv
+    return argv
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a config override naming a missing key reported in one line."""
+    argv = _with_run_config(argv)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -96,6 +123,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
         if not pathlib.Path(path).is_file():
             _fail(_NOT_FOUND.format(path=path), 2)
         cause = _root_cause(e)
+        if isinstance(cause, SyntaxError) or not any(a.startswith("--config.") for a in argv):
+            # The config file itself failed to load (it runs at parse time), not an override.
+            _fail(f"cannot load --config={path}: {type(cause).__name__}: {_one_line(cause)}", 2)
         if not (isinstance(cause, KeyError) and cause.args):
             _fail(f"bad --config override: {type(e).__name__}: {_one_line(e)}", 2)
         key = str(cause.args[0])
@@ -182,17 +212,25 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _load_config()
-    from cnnjax.train.trainer import EXIT_PREEMPTED, Preempted
+    from cnnjax.train.trainer import EXIT_INTERRUPTED, Preempted
 
     try:
         return _run(config)
     except Preempted as e:
         print(e, flush=True)
-        return EXIT_PREEMPTED
+        return e.status
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training steps (set-up, compilation, evaluation), or a second one.
+        print("interrupted (Ctrl-C): stopped at once; nothing was saved after the last checkpoint",
+              file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except Exception as e:
         if _DEBUG.value:
             raise
-        status = 2 if isinstance(e, ValueError) else 3 if isinstance(e, FloatingPointError) else 1
+        from cnnjax.data.tfds_store import MissingDataset
+
+        bad_input = isinstance(e, (ValueError, MissingDataset))  # a dataset not prepared too
+        status = 2 if bad_input else 3 if isinstance(e, FloatingPointError) else 1
         # A missing dataset or an unwritable workdir is the user's to fix; anything else may be a
         # bug, whose traceback --debug shows.
         known = isinstance(e, (ValueError, FloatingPointError, OSError))

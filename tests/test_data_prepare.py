@@ -7,6 +7,7 @@ and leave nothing that loads; the real shared MNIST and CIFAR-10 JPEG copy when 
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import pathlib
 import pickle
@@ -183,6 +184,12 @@ def test_cifar_bad_files_name_the_file_and_leave_nothing(tmp_path, case):
 
 # ---------------------------------------------------------------- image folders
 
+def _stored_order(files: list) -> list:
+    """An image-folder split's files (sorted by class, then name) in the documented stored
+    order: NumPy's permutation with seed 0."""
+    return [files[i] for i in np.random.default_rng(0).permutation(len(files))]
+
+
 def test_imagefolder_png_and_jpeg_of_several_sizes_stays_encoded_and_round_trips(tmp_path):
     classes = ("ant", "bee", "cat")
     pngs = F.write_image_folder(tmp_path / "src", classes, {"train": 3, "test": 2},
@@ -205,7 +212,7 @@ def test_imagefolder_png_and_jpeg_of_several_sizes_stays_encoded_and_round_trips
     # Read: the shorter side resized to image_size (here the images' own shorter side 40, so
     # no resampling) and the central square kept: exact for PNG.
     got = _read_all(tmp_path / "tfds", "bugs", "train", image_size=40)
-    for row, (path, label) in enumerate(expected_train):
+    for row, (path, label) in enumerate(_stored_order(expected_train)):
         pixels = np.asarray(Image.open(path).convert("RGB"))
         h, w = pixels.shape[:2]
         top, left = (h - 40) // 2, (w - 40) // 2
@@ -222,9 +229,10 @@ def test_imagefolder_small_images_are_stored_decoded_grayscale_exact(tmp_path):
     for split in ("train", "validation"):
         got = _read_all(tmp_path / "tfds", "tiny", split)
         assert got["image"].shape[1:] == (12, 10, 1)
-        expected = np.stack([np.asarray(Image.open(p)) for p, _ in files[split]])
+        stored = _stored_order(files[split])
+        expected = np.stack([np.asarray(Image.open(p)) for p, _ in stored])
         np.testing.assert_array_equal(got["pixels"][..., 0], expected)
-        np.testing.assert_array_equal(got["label"], [y for _, y in files[split]])
+        np.testing.assert_array_equal(got["label"], [y for _, y in stored])
     # A tenth of train is the default holdout.
     assert data.create("tiny", "holdout", batch_size=1, train=False,
                        data_dir=str(tmp_path / "tfds")).num_examples == 1
@@ -286,18 +294,23 @@ def test_imagefolder_structure_errors(tmp_path):
 
 @pytest.mark.parametrize("suffix, label", [(".jpg", "CIFAR-10 (JPEG q75 copy)"),
                                            (".png", "CIFAR-10 (image-folder copy)")])
-def test_cifar10_from_class_folders_records_its_origin(tmp_path, suffix, label):
+def test_cifar10_from_class_folders_records_its_origin(tmp_path, suffix, label, capsys):
     files = F.write_image_folder(tmp_path / "src", F.CIFAR10_CLASSES, {"train": 2, "test": 1},
                                  sizes=[(32, 32)], suffix=suffix,
                                  **({"quality": 75} if suffix == ".jpg" else {}))
     summary = P.prepare("cifar10", tmp_path / "src", data_dir=str(tmp_path / "tfds"))
     assert summary.origin == label
+    assert "Downloading" not in capsys.readouterr().out  # offline: tfds' download notice is off
     ds = data.create("cifar10", "test", batch_size=10, train=False, data_dir=str(tmp_path / "tfds"))
     assert ds.origin == label
     got = _read_all(tmp_path / "tfds", "cifar10", "test")
-    expected = np.stack([np.asarray(Image.open(p).convert("RGB")) for p, _ in files["test"]])
+    stored = _stored_order(files["test"])  # one image per class, not in class order
+    expected = np.stack([np.asarray(Image.open(p).convert("RGB")) for p, _ in stored])
     np.testing.assert_array_equal(got["pixels"], expected)  # PIL's decoding, as stored
-    np.testing.assert_array_equal(got["label"], np.arange(10))
+    np.testing.assert_array_equal(got["label"], [y for _, y in stored])
+    assert got["label"].tolist() != sorted(got["label"].tolist())
+    info = json.loads((tmp_path / "tfds" / "cifar10" / "3.0.2" / "dataset_info.json").read_text())
+    assert "records in a fixed shuffled order" in info["description"]
 
 
 def test_cifar10_folder_with_wrong_classes_or_sizes_is_refused(tmp_path):

@@ -4,6 +4,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -128,11 +130,13 @@ _BAD_INPUTS = {
                                     "'dropout_rate']"),
     "dataset not prepared": (("--config.dataset.data_dir={tmp}/empty",),
                              "configs/lenet5_mnist.py", "dataset 'mnist' is not in"),
+    "config file with a syntax error": ((), "{tmp}/broken.py",
+                                        "cannot load --config={tmp}/broken.py: SyntaxError"),
 }
 
 
-def _assert_one_line_error(proc, phrase):
-    assert proc.returncode != 0, proc.stdout
+def _assert_one_line_error(proc, phrase, status=2):
+    assert proc.returncode == status, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr and phrase in lines[0], lines
@@ -142,9 +146,10 @@ def _assert_one_line_error(proc, phrase):
 def test_bad_input_is_one_line_with_nothing_written(tmp_path, case):
     flags, config, phrase = _BAD_INPUTS[case]
     flags = [f.format(tmp=tmp_path) for f in flags]
-    config = str(REPO_ROOT / config) if config else th.SMOKE
+    (tmp_path / "broken.py").write_text("def get_config(:\n    return None\n")
+    config = str(REPO_ROOT / config.format(tmp=tmp_path)) if config else th.SMOKE
     proc = th.run(tmp_path / "w", *flags, config=config, check=False)
-    _assert_one_line_error(proc, phrase)
+    _assert_one_line_error(proc, phrase.format(tmp=tmp_path))  # exit status 2: bad input
     assert not (tmp_path / "w").exists()
 
 
@@ -157,14 +162,13 @@ def test_unwritable_workdir_is_one_line(tmp_path):
     # A file where the workdir's parent should be: writing fails for root too (unlike chmod).
     (tmp_path / "file").write_text("")
     proc = th.run(tmp_path / "file" / "w", check=False)
-    _assert_one_line_error(proc, "cannot write to workdir")
+    _assert_one_line_error(proc, "cannot write to workdir", status=1)
 
 
 def test_nan_stop_before_any_checkpoint_says_there_is_none(tmp_path):
     proc = th.run(tmp_path, "--config.optimizer.learning_rate=1e12", "--config.log_every_steps=1",
                   check=False)
-    assert proc.returncode == 3
-    _assert_one_line_error(proc, "no checkpoint was saved before it")
+    _assert_one_line_error(proc, "no checkpoint was saved before it", status=3)
     assert "None" not in proc.stderr
 
 
@@ -187,6 +191,20 @@ def test_eval_with_the_config_of_another_model_is_one_line(finished, tmp_path):
     assert proc.returncode == 2
     _assert_one_line_error(proc, "holds a run with different ['model']")
     assert not list(workdir.glob("eval_step_*.json"))
+
+
+def test_eval_without_config_uses_the_runs_own_with_overrides_on_top(finished, tmp_path):
+    workdir = _copy(finished, tmp_path / "w")
+    launch = [sys.executable, str(REPO_ROOT / "launch.py"), "--mode=eval", f"--workdir={workdir}"]
+    proc = subprocess.run(launch, env=th.env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    want = th.eval_lines(finished)[-1]
+    got = json.loads((workdir / "eval_step_44.json").read_text())
+    assert (got["loss"], got["accuracy"]) == (want["loss"], want["accuracy"])
+    # An override on top that makes it another model is refused, as with --config.
+    proc = subprocess.run([*launch, "--config.model.batch_norm=True"], env=th.env(),
+                          capture_output=True, text=True, timeout=600)
+    _assert_one_line_error(proc, "holds a run with different ['model']")
 
 
 def test_eval_prints_the_result_before_a_failed_write(finished, tmp_path):

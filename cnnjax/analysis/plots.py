@@ -148,17 +148,18 @@ def neighbours(queries: np.ndarray, found: np.ndarray, distances: np.ndarray, pa
     return _save(fig, path)
 
 
-def adversarial_panel(images: np.ndarray, labels: Sequence[int], adversarial: np.ndarray,
-                      clean_pred: Sequence[int], clean_conf: Sequence[float],
-                      adv_pred: Sequence[int], adv_conf: Sequence[float], eps: float,
+def adversarial_panel(images: np.ndarray, labels: Sequence[int | str], adversarial: np.ndarray,
+                      clean_pred: Sequence[int | str], clean_conf: Sequence[float],
+                      adv_pred: Sequence[int | str], adv_conf: Sequence[float], eps: float,
                       path: PathLike) -> pathlib.Path:
-    """One row per image: original (with its label), perturbation (adversarial - original,
-    scaled to +-eps), adversarial, with the predicted classes and confidences."""
+    """One row per image: original (with its class), perturbation (adversarial - original,
+    scaled to +-eps), adversarial, with the predicted classes (numbers or names) and
+    confidences."""
     n = len(images)
     fig, axes = plt.subplots(n, 3, figsize=(5.0, 1.7 * n + 0.3), squeeze=False)
     for i in range(n):
         _show(axes[i, 0], images[i],
-              f"label {labels[i]}: pred {clean_pred[i]} ({clean_conf[i]:.0%})")
+              f"{labels[i]}: pred {clean_pred[i]} ({clean_conf[i]:.0%})")
         delta = np.asarray(adversarial[i] - images[i], np.float32)
         delta = delta[..., 0] if delta.shape[-1] == 1 else delta.mean(-1)
         axes[i, 1].imshow(delta, cmap="RdBu_r", vmin=-max(eps, 1e-12), vmax=max(eps, 1e-12))

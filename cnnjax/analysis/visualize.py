@@ -23,6 +23,11 @@
   summary          per-layer parameters, activations and MACs (summary.md)
   receptive_field  per-layer receptive fields (receptive_field.md)
 
+The examples analysed are a random sample (--seed) of the test split (--max_examples of them)
+and of the training split (--bank, the neighbours' bank), never the first records, which a
+split stored class by class would fill with one class; the panels show one image per class
+before repeating a class, and classes by their names. Each run says which sample it used.
+
 A run is restored from WORKDIR/config.json and its newest readable checkpoint with the training code
 (`cnnjax.train.trainer.build_model_and_optimizer`, `cnnjax.train.trainer.initial_state`,
 `cnnjax.train.checkpoint.Checkpointer`); EMA parameters are used when the run kept them, as its
@@ -48,6 +53,7 @@ from absl import app, flags, logging
 from cnnjax import data, kernels, models
 from cnnjax.analysis import (activation_max, adversarial, attribution, equivariance, features,
                              graph, plots, receptive_field, summary)
+from cnnjax.analysis.sampling import label_text, panel_order, sample_rows
 from cnnjax.data.augment import to_unit_range
 from cnnjax.data.device_pipeline import from_config
 from cnnjax.train.checkpoint import Checkpointer
@@ -66,7 +72,7 @@ _WHAT = flags.DEFINE_list("what", None, f"Comma-separated, of: {', '.join(WHATS)
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
 _LAYER = flags.DEFINE_string("layer", None, "Layer name (default per --what; see summary.md).")
 _UNITS = flags.DEFINE_list("units", None, "activation_max: units (default 0..9).")
-_INDEX = flags.DEFINE_integer("index", 0, "feature_maps: which test image.")
+_INDEX = flags.DEFINE_integer("index", 0, "feature_maps: which test image of the sample.")
 _NUM = flags.DEFINE_integer("num", 4, "Test images shown by saliency/occlusion/neighbours/"
                             "adversarial.")
 _STEPS = flags.DEFINE_integer("steps", 200, "activation_max: gradient-ascent steps.")
@@ -77,17 +83,18 @@ _EPSILONS = flags.DEFINE_list("epsilons", ["0", "0.02", "0.05", "0.1", "0.2", "0
 _EPS = flags.DEFINE_float("eps", 0.1, "adversarial: budget of the example panel.")
 _EPS_SCALE = flags.DEFINE_enum("eps_scale", "1", ["1", "255"], "adversarial: --epsilons and "
                                "--eps are pixel units of [0, 1] ('1') or of [0, 255] ('255').")
-_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 1000, "Test images read (accuracy and "
-                                     "equivariance statistics).")
-_BANK = flags.DEFINE_integer("bank", 10000, "Training images read (the neighbours' bank).")
+_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 1000, "Test images sampled (accuracy and "
+                                     "equivariance statistics, the panels' images).")
+_BANK = flags.DEFINE_integer("bank", 10000, "Training images sampled (the neighbours' bank).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random samples of both splits.")
 
 flags.mark_flags_as_required(["what", "out"])
 
 
 @dataclasses.dataclass
 class Run:
-    """A restored run: its config, model, variables and both splits as arrays
-    (images (N, H, W, C) float32, labels (N,) int32), in the dataset's order."""
+    """A restored run: its config, model, variables and random samples of both splits as
+    arrays (images (N, H, W, C) float32, labels (N,) int32), in the sample's order."""
 
     name: str
     config: ml_collections.ConfigDict
@@ -96,6 +103,18 @@ class Run:
     train: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     test_pixels: np.ndarray  # the test images as stored, in [0, 1], before any preprocessing
+    test_rows: np.ndarray  # the sample's positions in the test split (sampling.sample_rows)
+    sizes: tuple[int, int]  # examples in the (train, test) splits the samples were drawn from
+    seed: int
+    class_names: tuple[str, ...] = ()
+
+    def label(self, label: int) -> str:
+        return label_text(label, self.class_names)
+
+    def sample_note(self) -> str:
+        """Which examples were analysed, for the outputs."""
+        return (f"{len(self.test[1])} of the {self.sizes[1]} test images and {len(self.train[1])} "
+                f"of the {self.sizes[0]} training images, random samples (--seed={self.seed})")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -116,28 +135,29 @@ class Run:
         return lambda x: self.model.apply(self.variables, pipeline.eval(x), train=False)
 
 
-def split_arrays(config: ml_collections.ConfigDict, split: str, limit: int | None = None):
-    """(source, images, labels) of the first `limit` (default all) examples of one split of the
-    run's dataset, in order, without augmentation."""
+def split_arrays(config: ml_collections.ConfigDict, split: str, limit: int | None = None,
+                 seed: int = 0):
+    """(source, images, labels, rows) of a random sample of `limit` (default all) examples of one
+    split of the run's dataset, without augmentation: rows = sampling.sample_rows(split size,
+    limit, seed), the images and labels in that order."""
     ds = config.dataset
     source = data.create(ds.name, split, batch_size=config.batch_size, train=False,
                          seed=config.seed, data_dir=ds.get("data_dir") or None,
                          **dict(ds.get("options", {})))
-    images, labels = [], []
-    for batch in source.batches():
-        images.append(batch["image"][batch["mask"]])
-        labels.append(batch["label"][batch["mask"]])
-        if limit is not None and sum(map(len, labels)) >= limit:
-            break
-    images = np.concatenate(images)[:limit]
+    rows = sample_rows(source.num_examples, limit, seed)
+    chunks = [source.examples(rows[i:i + config.batch_size])
+              for i in range(0, len(rows), config.batch_size)]
+    images = np.concatenate([c["image"] for c in chunks])
+    labels = np.concatenate([c["label"] for c in chunks])
     # Prepared datasets hand out uint8 pixels (the device scales them in training): [0, 1] here.
-    return source, to_unit_range(images).astype(np.float32), np.concatenate(labels)[:limit]
+    return source, to_unit_range(images).astype(np.float32), labels, rows
 
 
 def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
-             max_test: int | None = None, preprocess: bool = True) -> Run:
-    """Restores the newest readable checkpoint of `workdir` (a launch.py run) with the first `max_train`
-    / `max_test` examples of its splits (default all); ValueError if there is none.
+             max_test: int | None = None, preprocess: bool = True, seed: int = 0) -> Run:
+    """Restores the newest readable checkpoint of `workdir` (a launch.py run) with random samples
+    (`seed`) of `max_train` / `max_test` examples of its splits (default all, in a random order);
+    ValueError if there is none.
 
     With `preprocess` the images are what the model saw in evaluation: padded (dataset.pad_to)
     and normalised (dataset.mean/std) by the run's device pipeline, one view each; without it
@@ -149,8 +169,10 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
         raise ValueError(f"{str(path)!r} not found: --workdir must be a launch.py run directory")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
     ds = config.dataset
-    source, train_x, train_y = split_arrays(config, ds.get("train_split", "train"), max_train)
-    _, test_x, test_y = split_arrays(config, ds.get("eval_split", "test"), max_test)
+    source, train_x, train_y, _ = split_arrays(config, ds.get("train_split", "train"), max_train,
+                                               seed)
+    test_source, test_x, test_y, test_rows = split_arrays(config, ds.get("eval_split", "test"),
+                                                          max_test, seed)
     # Only the optimiser state's structure matters here, not the schedule's length.
     steps_per_epoch = max(1, len(train_y) // config.batch_size)
     model, _, tx, _ = build_model_and_optimizer(config, source.num_classes, steps_per_epoch)
@@ -173,7 +195,9 @@ def load_run(workdir: str | pathlib.Path, max_train: int | None = None,
     if preprocess:
         train_x, test_x = (eval_preprocess(config, x) for x in (train_x, test_x))
     return Run(workdir.name, config, model, state.variables(use_ema), (train_x, train_y),
-               (test_x, test_y), pixels)
+               (test_x, test_y), pixels, test_rows,
+               (source.num_examples, test_source.num_examples), seed,
+               tuple(getattr(source, "class_names", ())))
 
 
 def _eval_pipeline(config: ml_collections.ConfigDict):
@@ -220,8 +244,9 @@ def _feature_maps(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
     maps = np.asarray(features.layer_fn(run.model, run.variables, [layer])(image)[layer])[0]
     if maps.ndim != 3:
         raise ValueError(f"layer {layer!r} output has shape {maps.shape}, not a feature map")
+    row, label = run.test_rows[_INDEX.value], run.label(run.test[1][_INDEX.value])
     return [plots.feature_maps(maps, out / "feature_maps.png", image[0],
-                               f"{layer} on test image {_INDEX.value} (label {run.test[1][_INDEX.value]})")]
+                               f"{layer} on test image {row} ({label})")]
 
 
 def _activation_max(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
@@ -238,19 +263,28 @@ def _activation_max(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
 
     x, history = activation_max.maximize(objective, x0, key=key, steps=_STEPS.value,
                                          clip=run.value_range, report=report)
-    titles = [f"unit {u}: {history[0, i]:.1f} -> {history[-1, i]:.1f}" for i, u in enumerate(units)]
+    # The last dense layer's units are the classes: name them.
+    logits = layer == _layer_of(run, "dense", last=True).name
+    titles = [f"unit {u}{f' ({run.label(u)})' if logits else ''}: {history[0, i]:.1f} -> "
+              f"{history[-1, i]:.1f}" for i, u in enumerate(units)]
     return [plots.image_row(np.asarray(x), titles, out / "activation_max.png",
                             f"activation maximisation of {layer}")]
 
 
+def _panel(run: Run) -> np.ndarray:
+    """Indices into the test sample of the panels' --num images: one per class first."""
+    return panel_order(run.test[1], _NUM.value)
+
+
 def _examples(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    return run.test[0][:_NUM.value], run.test[1][:_NUM.value]
+    index = _panel(run)
+    return run.test[0][index], run.test[1][index]
 
 
 def _saliency(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
     x, y = _examples(run)
     maps = np.asarray(attribution.saliency(run.logits_fn(), x))
-    return [plots.heatmaps(x, maps, [f"label {l}" for l in y], "saliency |d logit / d x|",
+    return [plots.heatmaps(x, maps, [run.label(l) for l in y], "saliency |d logit / d x|",
                            out / "saliency.png")]
 
 
@@ -259,7 +293,7 @@ def _occlusion(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
     patch = _PATCH.value or max(1, min(run.input_shape[:2]) // 4)
     stride = _PATCH_STRIDE.value or max(1, patch // 2)
     maps = attribution.occlusion(run.logits_fn(), x, patch=patch, stride=stride)
-    return [plots.heatmaps(x, maps, [f"label {l}" for l in y],
+    return [plots.heatmaps(x, maps, [run.label(l) for l in y],
                            f"occlusion {patch}x{patch}/{stride}: prob. drop", out / "occlusion.png",
                            diverging=True)]
 
@@ -267,11 +301,11 @@ def _occlusion(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
 def _neighbours(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
     name = features.penultimate_layer(run.model, run.input_shape)
     fn = features.layer_fn(run.model, run.variables, [name])
-    bank = features.compute(fn, run.train[0], name)  # the first --bank training images
+    bank = features.compute(fn, run.train[0], name)  # a random sample of --bank training images
     x, y = _examples(run)
     index, dist = features.nearest_neighbours(features.compute(fn, x, name), bank, k=6)
     return [plots.neighbours(x, run.train[0][index], dist, out / "neighbours.png",
-                             [str(l) for l in y])]
+                             [run.label(l) for l in y])]
 
 
 def _adversarial(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
@@ -293,13 +327,16 @@ def _adversarial(run: Run, out: pathlib.Path) -> list[pathlib.Path]:
     table += [f"| {e * scale:g} | " + " | ".join(f"{100 * curves[n][i]:.1f}%" for n in curves) + " |"
               for i, e in enumerate(eps)]
     md = out / "adversarial.md"
-    md.write_text(f"Accuracy on {len(y)} test images under L-infinity attacks; eps in pixel units "
-                  f"of {unit}.\n\n" + "\n".join(table) + "\n")
-    xs, ys = x[:_NUM.value], y[:_NUM.value]
+    md.write_text(f"Accuracy on {len(y)} of the {run.sizes[1]} test images (a random sample, "
+                  f"--seed={run.seed}) under L-infinity attacks; eps in pixel units of {unit}.\n\n"
+                  + "\n".join(table) + "\n")
+    index = _panel(run)
+    xs, ys = x[index], y[index]
     adv = np.asarray(adversarial.pgd(logits_fn, xs, ys, _EPS.value / scale, clip=(0.0, 1.0)))
     p_clean, p_adv = (np.asarray(jax.nn.softmax(logits_fn(a))) for a in (xs, adv))
-    panel = plots.adversarial_panel(xs, ys, adv, p_clean.argmax(1), p_clean.max(1),
-                                    p_adv.argmax(1), p_adv.max(1), _EPS.value / scale,
+    names = lambda labels: [run.label(l) for l in labels]
+    panel = plots.adversarial_panel(xs, names(ys), adv, names(p_clean.argmax(1)), p_clean.max(1),
+                                    names(p_adv.argmax(1)), p_adv.max(1), _EPS.value / scale,
                                     out / "adversarial.png")
     return [plots.accuracy_vs_eps([e * scale for e in eps], curves, out / "accuracy_vs_eps.png"),
             panel, md]
@@ -368,8 +405,10 @@ def produce(whats: list[str], out: pathlib.Path) -> list[pathlib.Path]:
     if not _WORKDIR.value and not _MODEL.value:
         raise ValueError("give --workdir=RUN or --model=NAME")
     out.mkdir(parents=True, exist_ok=True)
-    run = (load_run(_WORKDIR.value[0], _BANK.value, _MAX_EXAMPLES.value)
+    run = (load_run(_WORKDIR.value[0], _BANK.value, _MAX_EXAMPLES.value, seed=_SEED.value)
            if _WORKDIR.value and set(whats) - {"curves"} else None)
+    if run is not None and set(whats) & set(_RUN_WHATS):
+        print(f"examples: {run.sample_note()}", flush=True)
     written: list[pathlib.Path] = []
     for what in whats:
         start = time.time()

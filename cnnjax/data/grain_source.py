@@ -23,6 +23,8 @@ batch instead, which here would mean every process reading every row).
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 from collections.abc import Iterator
 
 import grain
@@ -109,6 +111,11 @@ class GrainSource:
             self._records = self.stored.records(self.split)
         return self.decoder(self._records.__getitems__(self.indices[rows].tolist()))
 
+    def examples(self, rows: np.ndarray) -> Batch:
+        """The examples at positions `rows` of the split, as evaluation reads them (no
+        augmentation), in that order: random access, without reading the others."""
+        return self._read(np.asarray(rows))
+
     def _epoch_order(self, epoch: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:
             self._order = (epoch, np.random.default_rng((self.seed, epoch)).permutation(
@@ -154,12 +161,26 @@ class GrainSource:
                 # notebooks) take their defaults.
                 flags.FLAGS.mark_as_parsed()
             stream = stream.mp_prefetch(grain.MultiprocessingOptions(
-                num_workers=self.worker_count, per_worker_buffer_size=2))
+                num_workers=self.worker_count, per_worker_buffer_size=2),
+                worker_init_fn=_ignore_sigint)
         iterator = iter(stream)
         try:
-            yield from iterator
+            for batch in iterator:
+                if self.worker_count:
+                    # Out of the shared memory the workers wrote it to, which is released (unlinked)
+                    # at once: a consumer holding a batch (a device array may alias host memory on
+                    # CPU) would otherwise keep it past the end, reported leaked at exit.
+                    batch = {k: np.array(v) for k, v in batch.items()}
+                yield batch
         finally:
             iterator.close()  # stops grain's worker processes and threads
+
+
+def _ignore_sigint(worker_index: int, worker_count: int) -> None:
+    """Run in each grain worker: Ctrl-C in a terminal signals the whole process group, and the
+    main process alone decides what happens (it checkpoints, then stops the workers)."""
+    del worker_index, worker_count
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_worker_count() -> int:

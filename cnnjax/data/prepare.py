@@ -198,13 +198,27 @@ def _catalog_rows(name: str, rows: Iterable[dict]) -> Iterator[dict]:
                "label": row["label"], **unknown}
 
 
+# An image folder's split is stored in a fixed shuffled order of its files (sorted by class, then
+# name), not class by class: as in the original CIFAR files, any run of records (the first
+# thousand test images, a batch read in stored order) is a sample of every class.
+RECORD_ORDER_SEED = 0
+
+
+def record_order(n: int) -> np.ndarray:
+    """Stored record i of an image-folder split of n files is file record_order(n)[i] of the
+    split's files sorted by class then name."""
+    return np.random.default_rng(RECORD_ORDER_SEED).permutation(n)
+
+
 def _write_folder(name: str, index: FolderIndex, data_dir: str | None, *, skip_bad: bool,
                   overwrite: bool, origin: str, title: str, holdout: int,
                   shape: tuple[int, int, int] | None, channels: int, skipped: list[str],
                   homepage: str = "", catalog: bool = False, **metadata) -> Prepared:
     """Writes an image-folder dataset, with `catalog` in the catalog's features of standard
     dataset `name` (else cnnjax's own); `skipped` (the files the survey found unreadable) grows by
-    those that fail to decode when `skip_bad`."""
+    those that fail to decode when `skip_bad`. Each split is written in record_order."""
+    index = dataclasses.replace(index, files={
+        s: [f[i] for i in record_order(len(f))] for s, f in index.files.items()})
 
     def split_examples(split: str) -> Callable[[], Iterable[dict]]:
         def make() -> Iterable[dict]:
@@ -221,12 +235,15 @@ def _write_folder(name: str, index: FolderIndex, data_dir: str | None, *, skip_b
                                              channels=channels, file_names=True)
     # `skipped` fills while the examples are written, before tfds saves the metadata: the
     # dataset records the files it left out.
-    metadata.update(class_folders=list(index.classes), storage=store, skipped_files=skipped)
+    metadata.update(class_folders=list(index.classes), storage=store, skipped_files=skipped,
+                    record_order=f"shuffled, seed {RECORD_ORDER_SEED}")
     path = tfds_store.write_dataset(
         name, data_dir, overwrite=overwrite, homepage=homepage, features=features,
         splits={s: split_examples(s) for s in index.files},
         description=f"{title}: image folders in {index.root}, stored {store}"
-                    + (" (ids: the images' file paths)." if catalog else "."),
+                    + (" (ids: the images' file paths)" if catalog else "")
+                    + f"; records in a fixed shuffled order (cnnjax.data.prepare.record_order, "
+                      f"seed {RECORD_ORDER_SEED}), not by class.",
         metadata=_metadata(origin, index.root, "image folder", holdout, **metadata))
     return path, origin, skipped
 

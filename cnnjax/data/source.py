@@ -98,6 +98,11 @@ class ArraySource:
         batch.update({k: v[index] for k, v in self.extra.items()})
         return batch
 
+    def examples(self, rows: np.ndarray) -> Batch:
+        """The examples at positions `rows` of the split, as evaluation reads them (no
+        augmentation), in that order."""
+        return self._gather(np.asarray(rows))
+
     def _local(self, batch: Batch) -> Batch:
         lo = self.process_index * self.local_batch
         return {k: v[lo:lo + self.local_batch] for k, v in batch.items()}

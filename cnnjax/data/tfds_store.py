@@ -155,6 +155,15 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self._metadata = metadata
         super().__init__(data_dir=os.fspath(data_dir), file_format=ARRAY_RECORD)
 
+    # tfds announces "Downloading and preparing dataset Unknown size ... to <staging folder>" and
+    # "downloaded and prepared to <staging folder>": nothing is downloaded (the sources are
+    # local files) and the folder named is a temporary one; the preparers say what they wrote.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
     def _info(self) -> tfds.core.DatasetInfo:
         # disable_shuffling keeps the source's order (tfds would otherwise order records by a
         # hash of their keys).

@@ -37,34 +37,41 @@ def maybe_initialize(coordinator: str = "", num_processes: int = 0, process_id: 
 
 
 class PreemptionNotice:
-    """Whether the loop must checkpoint and stop at this step because the cluster asked (SIGTERM).
+    """Whether the loop must checkpoint and stop at this step: the cluster asked (SIGTERM) or, in
+    a one-process run, the user pressed Ctrl-C (SIGINT).
 
-    One process: a SIGTERM handler sets a flag, read at the next step boundary (`reached`).
+    One process: a handler records the signal, read at the next step boundary (`reached`); a
+    second Ctrl-C raises KeyboardInterrupt at once, without waiting for the step.
     Several processes: JAX's preemption sync manager, which jax.distributed starts. Its notifier
     catches SIGTERM on any process, the coordination service tells the others and they agree on
     one step every process reaches (the largest step any has announced, plus one), so all save
     the same checkpoint. Polling it is a local read: no device work and no collective per step,
     unlike gathering every process's flag (process_allgather) at every step, which is a
     device-to-host round trip that stalls the pipeline of queued steps. No Python handler is
-    installed then, since it would replace the notifier's.
+    installed then, since it would replace the notifier's (Ctrl-C keeps Python's default).
     """
 
+    _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
     def __init__(self):
-        self.raised = False
+        self.signal: signal.Signals | None = None  # the first signal received
         self._multi_process = jax.process_count() > 1
         if not self._multi_process:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self._SIGNALS}
 
     def _handle(self, signum, frame):
-        self.raised = True
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signal = self.signal or signal.Signals(signum)
 
     def reached(self, step: int) -> bool:
         """True at the step where every process must save and stop; call at every step."""
-        if self._multi_process:
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.raised
+        if self._multi_process and multihost_utils.reached_preemption_sync_point(step):
+            self.signal = signal.SIGTERM  # the only signal the notifier catches
+        return self.signal is not None
 
     def restore(self) -> None:
-        """Puts back the SIGTERM handler that was there before (one process)."""
+        """Puts back the handlers that were there before (one process)."""
         if not self._multi_process:
-            signal.signal(signal.SIGTERM, self._previous)
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import signal
 import time
 from typing import Any
 
@@ -34,8 +35,10 @@ from cnnjax.train.state import TrainState, init_state
 from cnnjax.train.step import compile_steps
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# Exit status after a clean preemption save (128 + SIGTERM): the run is resumable, not finished.
+# Exit status after a clean save on a signal (128 + its number: SIGTERM 143, Ctrl-C's SIGINT
+# 130): the run is resumable, not finished.
 EXIT_PREEMPTED = 143
+EXIT_INTERRUPTED = 130
 # Keys of a run's config that may change between launches of the same workdir.
 _RESUMABLE_CHANGES = ("num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps",
                       "checkpoint_every_steps", "keep_checkpoints")
@@ -50,7 +53,12 @@ def params_fingerprint(params: Any) -> str:
 
 
 class Preempted(Exception):
-    """Raised after a SIGTERM-triggered checkpoint was saved; the run can be relaunched."""
+    """Raised after a checkpoint saved on SIGTERM or Ctrl-C; the run can be relaunched.
+    `status` is the process's exit status: 128 + the signal's number."""
+
+    def __init__(self, message: str, status: int = EXIT_PREEMPTED):
+        super().__init__(message)
+        self.status = status
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -161,6 +169,12 @@ def _data_init(state: TrainState, config: ml_collections.ConfigDict, train_ds, t
     return state.replace(opt_state=lookahead.attach_batch_stats(state.opt_state, state.batch_stats))
 
 
+def _without_data_dir(config: dict) -> dict:
+    """A config.json dict minus dataset.data_dir: the same data moved elsewhere is the same run."""
+    dataset = {k: v for k, v in config.get("dataset", {}).items() if k != "data_dir"}
+    return {**config, "dataset": dataset}
+
+
 def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict,
                    steps_per_epoch: int, extend: bool = False, write: bool = True) -> None:
     """Refuses a workdir holding another run, or a run of another length unless `extend`; keeps
@@ -174,8 +188,9 @@ def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict,
                 raise ValueError(
                     f"workdir {str(workdir)!r} holds a run of {key} {old.get(key, {}).get('name')!r}, "
                     f"not {new[key]['name']!r}; choose another --workdir (nothing was changed)")
-        changed = sorted(k for k in set(old) | set(new)
-                         if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
+        same_run = [_without_data_dir(c) for c in (old, new)]
+        changed = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE_CHANGES
+                         and same_run[0].get(k) != same_run[1].get(k))
         if changed:
             use = "resuming it with" if write else "evaluating it under"
             raise ValueError(f"workdir {str(workdir)!r} holds a run with different {changed}; "
@@ -281,8 +296,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                 "accuracy": float(np.mean([m["accuracy"] for m in window])),
                 "learning_rate": float(window[-1]["learning_rate"])}
 
+    batches = prefetch_to_device(train_ds.batches(start_step=start), data_sharding, depth=2)
     try:
-        batches = prefetch_to_device(train_ds.batches(start_step=start), data_sharding, depth=2)
         for step in range(start + 1, total + 1):
             # Between log points a step only queues work: no value comes back to the host (the
             # metrics wait in `pending`), so the host runs ahead of the device.
@@ -311,12 +326,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
             timer.resume()
             if preempt:
                 ckpt.wait()
-                raise Preempted(f"SIGTERM: saved a checkpoint at step {step}; relaunch the same "
-                                f"command to resume")
+                what = "Ctrl-C" if preemption.signal == signal.SIGINT else preemption.signal.name
+                raise Preempted(f"{what}: saved a checkpoint at step {step}; relaunch the same "
+                                f"command to resume", 128 + preemption.signal)
         if last_eval is None:  # resumed at the end: nothing left to train, evaluate once
             last_eval = _evaluate(eval_fn, state, eval_ds, data_sharding)
         ckpt.wait()
     finally:
+        # Stops the grain workers now, releasing the batches they share with this process, rather
+        # than at interpreter exit, where their shared memory would be reported leaked.
+        batches.close()
         preemption.restore()
         ckpt.close()
         writer.close()
