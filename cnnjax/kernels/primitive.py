@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 from jax._src import dispatch  # apply_primitive: the eager impl JAX's own primitives use
 from jax.extend.core import Primitive
-from jax.interpreters import batching, mlir
+from jax.interpreters import ad, batching, mlir
 
 
 def define(name: str, reference: Callable, platforms: Mapping[str, Callable] | None = None, *,
@@ -56,3 +56,59 @@ def at_front(args: Sequence[jax.Array], dims: Sequence[int | None]) -> tuple[jax
     operands) broadcast along a new leading axis of the vmapped size."""
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
     return tuple(batching.bdim_at_front(a, d, size) for a, d in zip(args, dims))
+
+
+def channels_in(a: jax.Array) -> jax.Array:
+    """(B, ..., C) -> (..., B * C): a vmapped axis (first) folded into the channels, batch-major,
+    for kernels whose channels are independent (per-channel statistics, depthwise filters)."""
+    return jax.numpy.moveaxis(a, 0, -2).reshape(*a.shape[1:-1], a.shape[0] * a.shape[-1])
+
+
+def channels_out(a: jax.Array, size: int) -> jax.Array:
+    """The inverse of `channels_in`: (..., B * C) -> (B, ..., C)."""
+    return jax.numpy.moveaxis(a.reshape(*a.shape[:-1], size, a.shape[-1] // size), -2, 0)
+
+
+def def_linear(prim: Primitive, fixed: int, transpose: Callable,
+               fixed_jvp: Callable | None = None) -> None:
+    """Differentiation rules of a primitive `prim(*fixed_operands, *linear_operands, **params)`
+    that is linear in its operands after the first `fixed` (a tangent or backward kernel).
+
+    JVP: `prim` applied to the linear operands' tangents (another call of the same kernel),
+    plus, where a fixed operand has a tangent, `fixed_jvp(fixed_operands, linear_operands,
+    fixed_tangents, **params)` (the second-order term; None where the fixed operands cannot
+    have tangents, e.g. integer indices). Symbolic zero tangents are filled in.
+    Transpose: `transpose(cotangents, fixed_operands, **params)` -> the cotangents of every
+    linear operand (a list); symbolic zero cotangents are filled in, and the results for linear
+    operands that are not being transposed (known zeros) are dropped.
+    """
+    def jvp(primals, tangents, **params):
+        out = prim.bind(*primals, **params)
+        parts = []
+        if any(type(t) is not ad.Zero for t in tangents[fixed:]):
+            linear = [ad.instantiate_zeros(t) for t in tangents[fixed:]]
+            parts.append(prim.bind(*primals[:fixed], *linear, **params))
+        if any(type(t) is not ad.Zero for t in tangents[:fixed]):
+            if fixed_jvp is None:
+                raise TypeError(f"{prim.name}: its first {fixed} operands have no derivative")
+            parts.append(fixed_jvp(primals[:fixed], primals[fixed:], tangents[:fixed], **params))
+        outs = out if prim.multiple_results else [out]
+        if not parts:
+            tangent = [ad.Zero(jax.typeof(o).to_tangent_aval()) for o in outs]
+        else:
+            parts = [p if prim.multiple_results else [p] for p in parts]
+            tangent = [functools.reduce(lambda a, b: a + b, ts) for ts in zip(*parts)]
+        return out, tangent if prim.multiple_results else tangent[0]
+
+    def transpose_rule(cts, *args, **params):
+        linear = args[fixed:]
+        cts = list(cts) if prim.multiple_results else [cts]
+        if all(type(c) is ad.Zero for c in cts):
+            return [None] * fixed + [ad.Zero(a.aval.to_ct_aval()) if ad.is_undefined_primal(a)
+                                     else None for a in linear]
+        out = transpose([ad.instantiate_zeros(c) for c in cts], args[:fixed], **params)
+        return [None] * fixed + [o if ad.is_undefined_primal(a) else None
+                                 for a, o in zip(linear, out)]
+
+    ad.primitive_jvps[prim] = jvp
+    ad.primitive_transposes[prim] = transpose_rule

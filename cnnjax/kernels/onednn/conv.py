@@ -139,17 +139,6 @@ def _folded_spec(spec: ConvSpec, n: int, groups_factor: int) -> ConvSpec:
                            groups_factor * spec.groups, spec.any_activations)
 
 
-def _channels_in(a: jax.Array) -> jax.Array:
-    """(B, ..., C) -> (..., B * C): the vmapped axis folded into the channels, batch-major, so
-    that B * groups feature groups hold one mapped element's groups each."""
-    return jnp.moveaxis(a, 0, -2).reshape(*a.shape[1:-1], a.shape[0] * a.shape[-1])
-
-
-def _channels_out(a: jax.Array, b: int) -> jax.Array:
-    """The inverse of _channels_in: (..., B * C) -> (B, ..., C)."""
-    return jnp.moveaxis(a.reshape(*a.shape[:-1], b, a.shape[-1] // b), -2, 0)
-
-
 def _batching(prim, activations: int | None):
     """The batching rule of pass `prim`: where only operand `activations` (an NHWC operand whose
     batch axis the pass maps over) is vmapped, the vmapped axis folds into its batch: one call
@@ -166,9 +155,9 @@ def _batching(prim, activations: int | None):
             return out.reshape(size, n, *out.shape[1:]), 0
         a, b = primitive.at_front(args, dims)
         size = a.shape[0]
-        out = prim.bind(_channels_in(a), _channels_in(b),
+        out = prim.bind(primitive.channels_in(a), primitive.channels_in(b),
                         spec=_folded_spec(spec, spec.input_shape[0], size))
-        return _channels_out(out, size), 0
+        return primitive.channels_out(out, size), 0
     return rule
 
 
