@@ -1,6 +1,9 @@
 """Per-example gradients (vmap of grad) of cifar_resnet20 on the CPU: oneDNN against XLA.
 
-    python experiments/per_example_grads.py [--batch=32] [--repeats=10] [--record]
+    PYTHONPATH=. python experiments/per_example_grads.py [--batch=32] [--repeats=10] [--record]
+
+(from the repository root: `PYTHONPATH=.` makes it import this checkout's cnnjax, not an
+installed one.)
 
 Compiles jit(vmap(grad(loss), (None, 0, 0))) of cifar_resnet20 on 32x32x3 inputs (batch norm in
 inference mode, with running statistics: per-example gradients through batch statistics would
