@@ -69,10 +69,11 @@ def channels_out(a: jax.Array, size: int) -> jax.Array:
     return jax.numpy.moveaxis(a.reshape(*a.shape[:-1], size, a.shape[-1] // size), -2, 0)
 
 
-def def_linear(prim: Primitive, fixed: int, transpose: Callable,
+def def_linear(prim: Primitive, fixed: int | Callable[..., int], transpose: Callable,
                fixed_jvp: Callable | None = None) -> None:
     """Differentiation rules of a primitive `prim(*fixed_operands, *linear_operands, **params)`
-    that is linear in its operands after the first `fixed` (a tangent or backward kernel).
+    that is linear in its operands after the first `fixed` (a tangent or backward kernel);
+    `fixed` may be a function of the primitive's parameters (an optional operand).
 
     JVP: `prim` applied to the linear operands' tangents (another call of the same kernel),
     plus, where a fixed operand has a tangent, `fixed_jvp(fixed_operands, linear_operands,
@@ -82,7 +83,10 @@ def def_linear(prim: Primitive, fixed: int, transpose: Callable,
     linear operand (a list); symbolic zero cotangents are filled in, and the results for linear
     operands that are not being transposed (known zeros) are dropped.
     """
+    count = fixed if callable(fixed) else (lambda **_: fixed)
+
     def jvp(primals, tangents, **params):
+        fixed = count(**params)
         out = prim.bind(*primals, **params)
         parts = []
         if any(type(t) is not ad.Zero for t in tangents[fixed:]):
@@ -101,6 +105,7 @@ def def_linear(prim: Primitive, fixed: int, transpose: Callable,
         return out, tangent if prim.multiple_results else tangent[0]
 
     def transpose_rule(cts, *args, **params):
+        fixed = count(**params)
         linear = args[fixed:]
         cts = list(cts) if prim.multiple_results else [cts]
         if all(type(c) is ad.Zero for c in cts):
