@@ -166,7 +166,7 @@ def test_the_kernels_switch_is_part_of_jits_cache_key():
 
 
 def test_export_runs_onednn_on_the_cpu_and_xla_elsewhere():
-    # A program traced on oneDNN exports for the CPU (the custom calls) and for a GPU (where each
+    # A program traced on oneDNN exports for the CPU (the custom calls) and for a GPU or TPU (each
     # pass lowers to XLA's convolution), and the exported CPU program computes the gradient.
     config = CONFIGS[1]
     args = config[7:]
@@ -176,7 +176,7 @@ def test_export_runs_onednn_on_the_cpu_and_xla_elsewhere():
                     jnp.float32)
     grads = jax.grad(lambda x, w: jnp.sum(jnp.sin(onednn.conv2d(x, w, *args))), (0, 1))
     exported = export.export(
-        jax.jit(grads), platforms=["cpu", "cuda"],
+        jax.jit(grads), platforms=["cpu", "cuda", "tpu"],
         disabled_checks=[export.DisabledSafetyCheck.custom_call(p) for p in ONEDNN_PASSES])(x, w)
     text = exported.mlir_module()
     assert all(p in text for p in ONEDNN_PASSES) and "stablehlo.convolution" in text
