@@ -38,12 +38,16 @@ def test_switch_scopes_nest_and_reject_unknown_names():
         kernels.set_default("cuda")
 
 
-def test_default_switch_applies_outside_scopes(monkeypatch):
-    monkeypatch.setattr(dispatch, "_default", dispatch.Setting())
+def test_default_switch_applies_outside_scopes():
+    before = kernels.current()
     kernels.set_default("pallas", interpret=True)
-    assert kernels.current() == kernels.Setting("pallas", True)
-    with kernels.use("xla"):
-        assert kernels.current().kernels == "xla"
+    try:
+        assert kernels.current() == kernels.Setting("pallas", True)
+        with kernels.use("xla"):
+            assert kernels.current().kernels == "xla"
+    finally:
+        kernels.set_default(before.kernels, interpret=before.interpret)
+    assert kernels.current() == before
 
 
 def test_pallas_on_cpu_falls_back_to_the_reference_with_one_log_line(monkeypatch, caplog):

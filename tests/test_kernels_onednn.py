@@ -1,7 +1,8 @@
-"""oneDNN's CPU convolutions (cnnjax.kernels.onednn): values and gradients of all orders against
+"""oneDNN's CPU convolutions (cnnjax.kernels.onednn): values and gradients against
 XLA's lax.conv_general_dilated and PyTorch in float64, the "auto" switch routing every model
 convolution there, a few training steps against the XLA path, and the fallback to XLA with one
-log line when the extension cannot be built."""
+log line when the extension cannot be built. Higher derivatives, forward mode, vmap and export:
+test_kernels_compose.py."""
 
 from __future__ import annotations
 
@@ -168,21 +169,6 @@ def test_bfloat16_on_onednn_where_the_cpu_has_it():
     f32 = [a.astype(jnp.float32) for a in (x, w, dy)]
     for a, b, what in zip(got, _passes(_xla, args)(*f32), ("y", "dx", "dw")):
         assert_close(a, b, jnp.bfloat16, what)
-
-
-def test_second_derivatives_and_vmap_equal_xla():
-    config = CONFIGS[1]
-    args = config[7:]
-    x, w = _operands(config, 50)
-    loss = lambda conv: lambda x, w: jnp.sum(jnp.sin(conv(x, w, *args)))
-    # d/dw of (sum of dL/dx): the backward pass differentiated again, through all three passes.
-    gg = lambda conv: jax.grad(lambda x, w: jnp.sum(jax.grad(loss(conv))(x, w) ** 2), (0, 1))
-    assert_trees_close(jax.jit(gg(onednn.conv2d))(x, w), gg(_xla)(x, w), jnp.float32, "grad^2")
-    xs = jnp.stack([x, 2 * x, -x])
-    got = jax.jit(jax.vmap(lambda x: onednn.conv2d(x, w, *args)))(xs)
-    assert_close(got, jax.vmap(lambda x: _xla(x, w, *args))(xs), jnp.float32, "vmap")
-    with pytest.raises(TypeError, match="forward-mode"):
-        jax.jvp(lambda x: onednn.conv2d(x, w, *args), (x,), (x,))
 
 
 def test_auto_routes_every_model_convolution_to_onednn_on_the_cpu():

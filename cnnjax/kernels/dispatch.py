@@ -13,7 +13,8 @@ oneDNN's CPU convolutions.
   (`cnnjax.kernels.onednn`), the rest on XLA.
 Set it for a block of code with `use(...)`, for the whole process with `set_default(...)`, or for
 a model with `KernelScoped(model, ...)` (what `config.model.kernels` does). The choice is read
-when a function is traced: a jit-compiled function keeps the choice it was traced under.
+when a function is traced, and it is part of jit's cache key (a JAX user context): `jax.jit(f)`
+called under `use("onednn")` and then under `use("xla")` traces and compiles twice, once each.
 
 Under "pallas" a kernel runs compiled on a GPU; elsewhere (CPU, TPU) the entry point falls back
 to the reference unless `interpret` is set, which runs the kernel in the Pallas interpreter on
@@ -28,7 +29,6 @@ reason, so it is visible once and never floods the log.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import logging
 from collections.abc import Iterator
@@ -58,32 +58,29 @@ def _checked(kernels: str, interpret: bool) -> Setting:
     return Setting(kernels, interpret)
 
 
-_default = Setting()
-_scoped: contextvars.ContextVar[Setting | None] = contextvars.ContextVar("cnnjax_kernels",
-                                                                       default=None)
+# The setting lives in a JAX user context: its value (the process default, or the innermost
+# `use` of this thread) is part of the key of jit's tracing, lowering and compilation caches, so a
+# function traced under two settings gives two programs.
+_setting = jax.make_user_context(default_value=Setting())
 _logged: set[str] = set()
 
 
 def current() -> Setting:
     """The setting in force: the innermost `use`, else the process default."""
-    scoped = _scoped.get()
-    return _default if scoped is None else scoped
+    return _setting.value
 
 
 def set_default(kernels: str, *, interpret: bool = False) -> None:
     """Sets the process-wide choice (outside any `use` block)."""
-    global _default
-    _default = _checked(kernels, interpret)
+    _setting.set_global(_checked(kernels, interpret))
 
 
 @contextlib.contextmanager
 def use(kernels: str, *, interpret: bool = False) -> Iterator[Setting]:
-    """Within the block, entry points compute with `kernels` (one of CHOICES)."""
-    token = _scoped.set(_checked(kernels, interpret))
-    try:
+    """Within the block (in this thread), entry points compute with `kernels` (one of
+    CHOICES)."""
+    with _setting(_checked(kernels, interpret)):
         yield current()
-    finally:
-        _scoped.reset(token)
 
 
 def log_once(message: str) -> None:

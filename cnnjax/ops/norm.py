@@ -52,7 +52,7 @@ def _exchange(parts: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(own[:, :, None, None], parts[:, None], 0.0), axis=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
     """(mean, biased variance) in float32 over axes 0 and 1 of x3 (N, R, C): N groups (the
     examples: the axis a data-parallel step shards) of R rows, in `blocks` blocks (below).
@@ -96,21 +96,24 @@ def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
     return k + d, m2 / (n * rows)
 
 
-def _moments_fwd(x3, blocks):
+@_moments.defjvp
+def _moments_jvp(blocks, primals, tangents):
+    (x3,), (dx3,) = primals, tangents
     mean, var = _moments(x3, blocks)
-    return (mean, var), (x3, mean)
+    return (mean, var), _moments_tangent(x3, mean, dx3)
 
 
-def _moments_bwd(blocks, saved, cotangents):
-    x3, mean = saved
-    d_mean, d_var = cotangents
-    # d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M: elementwise, so the backward pass of
-    # the statistics needs no reduction and no collective.
-    dx = (d_mean + 2.0 * d_var * (x3.astype(jnp.float32) - mean)) / (x3.shape[0] * x3.shape[1])
-    return (dx.astype(x3.dtype),)
-
-
-_moments.defvjp(_moments_fwd, _moments_bwd)
+@jax.checkpoint
+def _moments_tangent(x3: jax.Array, mean: jax.Array, dx3: jax.Array
+                     ) -> tuple[jax.Array, jax.Array]:
+    """The tangents (d mean, d var), float32 (C,), of `_moments` at x3 (N, R, C) along dx3:
+    means over axes 0 and 1 of dx and 2 (x - mean) dx, linear in dx3. Reverse mode transposes
+    it into d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M, elementwise: no reduction and no
+    collective in the backward pass. Under jax.checkpoint its residuals are x3 and mean, not an
+    extra float32 copy of x - mean per batch norm (recomputed in the backward pass)."""
+    dx = dx3.astype(jnp.float32)
+    centred = x3.astype(jnp.float32) - mean
+    return jnp.mean(dx, axis=(0, 1)), 2.0 * jnp.mean(centred * dx, axis=(0, 1))
 
 
 def batch_moments(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:

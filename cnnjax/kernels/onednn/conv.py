@@ -7,13 +7,17 @@ feature_group_count=groups)`: x (N, H, W, C), w (kh, kw, C // groups, O), explic
 `conv2d_input_grad(dy, w, input_shape, ...)` is its input gradient on its own: the transposed
 convolution (`cnnjax.ops.conv_transpose2d` computes through it).
 
-The three passes are custom calls (`conv.cc`): forward (x, w) -> y, input gradient (dy, w) -> dx
-and weight gradient (x, dy) -> dw. Each is bilinear and joined to the other two by a custom VJP
-(the transpose of each pass is the other two), so gradients of any order run on oneDNN.
-Forward-mode differentiation (jvp, jax.hessian) is not defined for custom VJPs and raises JAX's
-error. Under vmap each call runs once per mapped element (`vmap_method="sequential"`). Under jit
-with operands sharded over several CPU devices, XLA gathers them and every device computes the
-whole convolution (custom calls have no partitioning rule): right, but no faster than one device.
+The three passes are JAX primitives (`cnnjax.kernels.primitive`), lowered on the CPU to the
+custom calls of `conv.cc` (forward (x, w) -> y, input gradient (dy, w) -> dx, weight gradient
+(x, dy) -> dw) and on any other platform (an export for a GPU) to XLA's convolution. Each pass is
+bilinear, and its transpose w.r.t. either operand is one of the other two passes, so every
+transformation runs on oneDNN: reverse mode (gradients of any order) runs the backward passes,
+forward mode (jvp, jacfwd, jax.hessian, linearize) computes a tangent as two convolutions. Under
+vmap a pass makes one call: a vmapped batch (the weights not vmapped) folds into the batch axis;
+vmapped weights (per-example weights, per-example weight gradients) fold into the feature groups,
+one grouped convolution with B * groups groups. Under jit with operands sharded over several CPU
+devices, XLA gathers them and every device computes the whole convolution (custom calls have no
+partitioning rule): right, but no faster than one device.
 
 Threads: oneDNN (the GNU OpenMP build) runs an OpenMP team of omp_get_max_threads() threads
 (OMP_NUM_THREADS, default the cores) started from the XLA thread that makes the call, which
@@ -26,10 +30,15 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
+from jax.interpreters import ad, batching
 
+from cnnjax.kernels import primitive
 from cnnjax.kernels.onednn import build
 
 PASSES = ("forward", "input_grad", "weight_grad")
@@ -72,35 +81,89 @@ class ConvSpec:
                 "groups": np.int64(self.groups), "any_activations": self.any_activations}
 
 
-def _call(pass_name: str, spec: ConvSpec, a: jax.Array, b: jax.Array, shape) -> jax.Array:
-    out = jax.ShapeDtypeStruct(shape, a.dtype)
-    return jax.ffi.ffi_call(build.target_name(pass_name), out, vmap_method="sequential")(
-        a, b, **spec.attributes())
+def _ffi(pass_name: str, shape_of: str) -> Callable:
+    """The pass as the custom call of `conv.cc`, with output shape `getattr(spec, shape_of)`."""
+    def call(a: jax.Array, b: jax.Array, *, spec: ConvSpec) -> jax.Array:
+        out = jax.ShapeDtypeStruct(getattr(spec, shape_of), a.dtype)
+        return jax.ffi.ffi_call(build.target_name(pass_name), out)(a, b, **spec.attributes())
+    return call
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _forward(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
-    return _call("forward", spec, x, w, spec.output_shape)
+def _xla_forward(x: jax.Array, w: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    return lax.conv_general_dilated(x, w, spec.strides, spec.padding, rhs_dilation=spec.dilation,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=spec.groups)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _input_grad(spec: ConvSpec, dy: jax.Array, w: jax.Array) -> jax.Array:
-    return _call("input_grad", spec, dy, w, spec.input_shape)
+def _xla_input_grad(dy: jax.Array, w: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    x = jax.ShapeDtypeStruct(spec.input_shape, dy.dtype)
+    return jax.linear_transpose(lambda x: _xla_forward(x, w, spec=spec), x)(dy)[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _weight_grad(spec: ConvSpec, x: jax.Array, dy: jax.Array) -> jax.Array:
-    return _call("weight_grad", spec, x, dy, spec.kernel_shape)
+def _xla_weight_grad(x: jax.Array, dy: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    w = jax.ShapeDtypeStruct(spec.kernel_shape, dy.dtype)
+    return jax.linear_transpose(lambda w: _xla_forward(x, w, spec=spec), w)(dy)[0]
 
 
-# <g, forward(x, w)> = <input_grad(g, w), x> = <weight_grad(x, g), w>: each pass's VJP is the
-# other two passes.
-_forward.defvjp(lambda spec, x, w: (_forward(spec, x, w), (x, w)),
-                lambda spec, res, g: (_input_grad(spec, g, res[1]), _weight_grad(spec, res[0], g)))
-_input_grad.defvjp(lambda spec, dy, w: (_input_grad(spec, dy, w), (dy, w)),
-                   lambda spec, res, g: (_forward(spec, g, res[1]), _weight_grad(spec, g, res[0])))
-_weight_grad.defvjp(lambda spec, x, dy: (_weight_grad(spec, x, dy), (x, dy)),
-                    lambda spec, res, g: (_input_grad(spec, res[1], g), _forward(spec, res[0], g)))
+def _pass(pass_name: str, reference: Callable, shape_of: str):
+    """The primitive of one pass: oneDNN on the CPU, `reference` (XLA) elsewhere."""
+    return primitive.define(
+        build.target_name(pass_name), reference, {"cpu": _ffi(pass_name, shape_of)},
+        abstract_eval=lambda a, b, *, spec: jax.core.ShapedArray(getattr(spec, shape_of),
+                                                                 a.dtype))
+
+
+forward_p = _pass("forward", _xla_forward, "output_shape")  # (x, w) -> y
+input_grad_p = _pass("input_grad", _xla_input_grad, "input_shape")  # (dy, w) -> dx
+weight_grad_p = _pass("weight_grad", _xla_weight_grad, "kernel_shape")  # (x, dy) -> dw
+
+# Each pass is bilinear, and <g, forward(x, w)> = <input_grad(g, w), x> = <weight_grad(x, g), w>:
+# each pass's transpose w.r.t. either operand is one of the other two passes. The JVP of each
+# (defbilinear) is the pass applied to each tangent: two kernel calls.
+ad.defbilinear(forward_p,
+               lambda g, x, w, *, spec: input_grad_p.bind(g, w, spec=spec),
+               lambda g, x, w, *, spec: weight_grad_p.bind(x, g, spec=spec))
+ad.defbilinear(input_grad_p,
+               lambda g, dy, w, *, spec: forward_p.bind(g, w, spec=spec),
+               lambda g, dy, w, *, spec: weight_grad_p.bind(g, dy, spec=spec))
+ad.defbilinear(weight_grad_p,
+               lambda g, x, dy, *, spec: input_grad_p.bind(dy, g, spec=spec),
+               lambda g, x, dy, *, spec: forward_p.bind(x, g, spec=spec))
+
+
+def _folded_spec(spec: ConvSpec, n: int, groups_factor: int) -> ConvSpec:
+    """spec with the batch n and (feature groups, channels) multiplied by groups_factor."""
+    (_, h, w, c), (kh, kw, cg, o) = spec.input_shape, spec.kernel_shape
+    return ConvSpec.create((n, h, w, groups_factor * c), (kh, kw, cg, groups_factor * o),
+                           spec.strides, spec.padding, spec.dilation,
+                           groups_factor * spec.groups, spec.any_activations)
+
+
+def _batching(prim, activations: int | None):
+    """The batching rule of pass `prim`: where only operand `activations` (an NHWC operand whose
+    batch axis the pass maps over) is vmapped, the vmapped axis folds into its batch: one call
+    on B * N images. Otherwise (vmapped weights, or both operands of the weight gradient) the
+    vmapped axis folds into the feature groups: one grouped convolution with B * groups groups
+    (an unbatched operand is broadcast first)."""
+    def rule(args, dims, *, spec: ConvSpec):
+        if activations is not None and dims[1 - activations] is None:
+            x = jnp.moveaxis(args[activations], dims[activations], 0)
+            size, n = x.shape[0], x.shape[1]
+            folded = list(args)
+            folded[activations] = x.reshape(size * n, *x.shape[2:])
+            out = prim.bind(*folded, spec=_folded_spec(spec, size * n, 1))
+            return out.reshape(size, n, *out.shape[1:]), 0
+        a, b = primitive.at_front(args, dims)
+        size = a.shape[0]
+        out = prim.bind(primitive.channels_in(a), primitive.channels_in(b),
+                        spec=_folded_spec(spec, spec.input_shape[0], size))
+        return primitive.channels_out(out, size), 0
+    return rule
+
+
+batching.primitive_batchers[forward_p] = _batching(forward_p, 0)
+batching.primitive_batchers[input_grad_p] = _batching(input_grad_p, 0)
+batching.primitive_batchers[weight_grad_p] = _batching(weight_grad_p, None)
 
 
 def _require_extension() -> None:
@@ -117,7 +180,7 @@ def conv2d(x: jax.Array, w: jax.Array, strides: tuple[int, int],
     extension is unavailable (`build.load()` says why)."""
     _require_extension()
     spec = ConvSpec.create(x.shape, w.shape, strides, padding, dilation, groups, any_activations)
-    return _forward(spec, x, w)
+    return forward_p.bind(x, w, spec=spec)
 
 
 def conv2d_input_grad(dy: jax.Array, w: jax.Array, input_shape: tuple[int, int, int, int],
@@ -132,7 +195,7 @@ def conv2d_input_grad(dy: jax.Array, w: jax.Array, input_shape: tuple[int, int, 
     if spec.output_shape != tuple(dy.shape):
         raise ValueError(f"dy has shape {tuple(dy.shape)}, the convolution of an input "
                          f"{tuple(input_shape)} gives {spec.output_shape}")
-    return _input_grad(spec, dy, w)
+    return input_grad_p.bind(dy, w, spec=spec)
 
 
 def unsupported(x: jax.Array, w: jax.Array) -> str | None:
