@@ -52,7 +52,7 @@ def _exchange(parts: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(own[:, :, None, None], parts[:, None], 0.0), axis=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
     """(mean, biased variance) in float32 over axes 0 and 1 of x3 (N, R, C): N groups (the
     examples: the axis a data-parallel step shards) of R rows, in `blocks` blocks (below).
@@ -96,21 +96,17 @@ def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
     return k + d, m2 / (n * rows)
 
 
-def _moments_fwd(x3, blocks):
+@_moments.defjvp
+def _moments_jvp(blocks, primals, tangents):
+    # tmean = mean(t), tvar = 2 mean((x - mean) t): linear in t, so JAX transposes it into the
+    # gradient (d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M: elementwise, with no
+    # reduction and no collective). The value is _moments itself, so a second derivative follows
+    # this rule too.
+    (x3,), (t3,) = primals, tangents
     mean, var = _moments(x3, blocks)
-    return (mean, var), (x3, mean)
-
-
-def _moments_bwd(blocks, saved, cotangents):
-    x3, mean = saved
-    d_mean, d_var = cotangents
-    # d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M: elementwise, so the backward pass of
-    # the statistics needs no reduction and no collective.
-    dx = (d_mean + 2.0 * d_var * (x3.astype(jnp.float32) - mean)) / (x3.shape[0] * x3.shape[1])
-    return (dx.astype(x3.dtype),)
-
-
-_moments.defvjp(_moments_fwd, _moments_bwd)
+    t32 = t3.astype(jnp.float32)
+    centred = x3.astype(jnp.float32) - mean
+    return (mean, var), (jnp.mean(t32, axis=(0, 1)), 2.0 * jnp.mean(centred * t32, axis=(0, 1)))
 
 
 def batch_moments(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
@@ -131,8 +127,12 @@ def batch_moments(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array
     # shard_map program the batch is the device's own and the exchange is the all-gather below.
     blocks = 1 if axis_name is not None else math.gcd(x.shape[0], jax.device_count())
     mean, var = _moments(x.reshape(x.shape[0], -1, x.shape[-1]), blocks)
-    if axis_name is None:
-        return mean, var
+    return (mean, var) if axis_name is None else merge_across(mean, var, axis_name)
+
+
+def merge_across(mean: jax.Array, var: jax.Array, axis_name: str) -> tuple[jax.Array, jax.Array]:
+    """The (mean, biased variance) of equal shards, each given by its own (C,) statistics, over
+    mapped axis `axis_name`: one all-gather of the (devices, 2, C) partials."""
     parts = lax.all_gather(jnp.stack([mean, var]), axis_name)
     means, variances = parts[:, 0], parts[:, 1]
     global_mean = jnp.mean(means, axis=0)
@@ -151,7 +151,8 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
 
     This is cnnjax's only batch norm: the Flax layer (cnnjax.nn.BatchNorm) and the pure residual
     blocks (cnnjax.ops.residual) call it, and in training it runs the fused Pallas kernel when
-    the kernels switch says so (cnnjax.kernels.dispatch; not with `axis_name`).
+    the kernels switch says so (cnnjax.kernels.dispatch; with `axis_name` too, inside
+    shard_map).
 
     Args:
       x: (..., C) activations; the first axis is the batch (see `batch_moments`).
@@ -177,8 +178,8 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
     act = get_activation(activation)
     if train:
         fused = hooks.kernel("batch_norm")  # the Pallas kernel, when cnnjax.kernels is imported
-        if axis_name is None and fused is not None:
-            out = fused(x, scale, bias, residual, activation, eps)
+        if fused is not None:
+            out = fused(x, scale, bias, residual, activation, eps, axis_name)
             if out is not None:
                 return out
         mean, var = batch_moments(x, axis_name)

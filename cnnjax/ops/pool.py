@@ -81,9 +81,12 @@ def _tiled_max_jvp(kh: int, kw: int, primals, tangents):
     # among tied maxima; this one takes it from the element PyTorch's max_pool2d picks: the
     # first maximum in row-major window order, or the last NaN if the window has one. It is
     # linear in the tangent, so JAX transposes it into the gradient.
+    # The value is _tiled_max itself, not tiles.max: differentiated again (a second derivative
+    # either way round), it then follows this same rule, where jnp's max would split the
+    # derivative among tied maxima and the two orders would disagree at ties.
     (x,), (t,) = primals, tangents
     tiles = _tiles(x, kh, kw)
-    y = tiles.max(axis=(2, 4))
+    y = _tiled_max(x, kh, kw)
     k = kh * kw
     order = (np.arange(kh)[:, None] * kw + np.arange(kw)[None, :])[None, None, :, None, :, None]
     score = jnp.where(jnp.isnan(tiles), 2 * k + order,
