@@ -1,0 +1,122 @@
+"""Every Pallas kernel (interpreted on CPU) under jvp, linearize, jacfwd, hessian, Hessian-vector
+products both ways, grad of grad and vmap, against an independent float64 reference; reverse
+mode on the backward kernels, forward mode on the tangent kernels; batch norm's synchronised
+statistics inside shard_map; and the lowering of second-order and vmapped programs to Triton."""
+
+import functools
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnnjax import kernels, ops
+from kernel_checks import (TRITON_CALL, assert_transformations_match, normal, primitives,
+                           triton_kernels_for_gpu)
+
+
+def _xla(f):
+    """f on XLA's path (the references), whatever the process-wide switch."""
+    def run(*args):
+        with kernels.use("xla"):
+            return f(*args)
+    return run
+
+
+def _loss(f):
+    return lambda *a: jnp.sum(jnp.sin(jax.tree_util.tree_leaves(f(*a))[0]))
+
+
+def _distinct(shape, seed: int) -> jax.Array:
+    """Values 0.05 apart in random order: no ties in a window, so max pooling's derivative is
+    the same for every tie rule, and finite-precision noise cannot pick another maximum."""
+    size = int(np.prod(shape))
+    values = jax.random.permutation(jax.random.PRNGKey(seed), jnp.arange(size))
+    return (values.reshape(shape) * 0.05 - size * 0.025).astype(jnp.float32)
+
+
+@pytest.mark.parametrize("op,window,stride,padding", [("max_pool", 3, 2, 1), ("max_pool", 2, 2, 0),
+                                                      ("avg_pool", 3, 2, 1)])
+def test_pooling_composes_with_every_transformation(op, window, stride, padding):
+    options = dict(window=window, stride=stride, padding=padding)
+    kernel = functools.partial(getattr(kernels, f"{op}2d"), interpret=True, **options)
+    reference = _xla(functools.partial(getattr(ops, op), **options))
+    assert_transformations_match(kernel, reference, [_distinct((2, 5, 4, 3), window)], seed=1)
+    names = primitives(jax.grad(_loss(kernel)), _distinct((2, 5, 4, 3), 0))
+    forward = "max_pool2d_fwd_argmax" if op == "max_pool" else "avg_pool2d_fwd"
+    assert {forward, f"{op}2d_bwd"} <= names, names  # reverse mode runs the backward kernel
+
+
+def test_depthwise_composes_with_every_transformation():
+    options = dict(stride=2, padding="SAME")
+    kernel = functools.partial(kernels.depthwise_conv2d, interpret=True, **options)
+    reference = _xla(functools.partial(ops.depthwise_conv2d, **options))
+    args = [normal(0, (2, 5, 4, 3)), normal(1, (3, 3, 1, 3))]
+    assert_transformations_match(kernel, reference, args, seed=2)
+    names = primitives(jax.grad(_loss(kernel), (0, 1)), *args)
+    assert {"depthwise_conv2d_fwd", "depthwise_conv2d_dx", "depthwise_conv2d_dw"} <= names, names
+
+
+def _batch_norm_formula(activation: str):
+    """act(scale (x - mean) / sqrt(var + eps) + bias + res), mean and var over every axis but
+    the last: the definition, in plain jnp (independent of ops.batch_norm and the kernels)."""
+    def f(x, scale, bias, res):
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x, axis=axes)
+        var = jnp.mean(jnp.square(x - mean), axis=axes)
+        z = scale * (x - mean) / jnp.sqrt(var + 1e-5) + bias + res
+        return ops.get_activation(activation)(z), mean, var
+    return f
+
+
+@pytest.mark.parametrize("activation", ["swish", "relu"])
+def test_batch_norm_composes_with_every_transformation(activation):
+    kernel = lambda x, s, b, r: kernels.batch_norm_act(x, s, b, residual=r,
+                                                       activation=activation, interpret=True)
+    # An offset per channel, as activations have.
+    args = [normal(0, (2, 3, 2, 4)) * 2.0 + normal(1, (4,)), normal(2, (4,)), normal(3, (4,)),
+            normal(4, (2, 3, 2, 4))]
+    assert_transformations_match(kernel, _batch_norm_formula(activation), args, seed=3)
+    names = primitives(jax.grad(_loss(kernel), (0, 1, 2, 3)), *args)
+    assert {"batch_norm_act_fwd", "batch_norm_act_bwd"} <= names, names
+    names = primitives(lambda *a: jax.jvp(kernel, a, tuple(a)), *args)
+    assert "batch_norm_act_tangent" in names, names  # forward mode on the tangent kernels
+
+
+def test_synchronised_batch_norm_runs_the_kernels_inside_shard_map():
+    """tests/sharded_kernel_probe.py on 2 forced host devices: batch_norm(axis_name=...) inside
+    shard_map on the kernels equals the whole batch's statistics, gradients and HVP (float64
+    formula), and its program holds the kernels' primitives."""
+    proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name(
+        "sharded_kernel_probe.py"))], capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("ok"), proc.stdout
+
+
+def _hvp_and_vmap(f, n_args):
+    every = tuple(range(n_args))
+    loss = lambda *a: jnp.sum(jnp.sin(jax.tree_util.tree_leaves(f(*a))[0]))
+    return lambda *a: (jax.jvp(jax.grad(loss, every), a, a)[1],
+                       jax.vmap(jax.grad(loss, every))(*(jnp.stack([x, x]) for x in a)))
+
+
+@pytest.mark.parametrize("name,f,shapes,calls", [
+    # forward with argmax, select (tangent), backward twice (the gradient and its tangent);
+    # vmap: forward with argmax and backward, on the folded batch.
+    ("max_pool", lambda x: kernels.max_pool2d(x, 3, stride=2, padding=1), [(2, 8, 8, 16)], 6),
+    # forward; its tangent (2) and input and filter gradients, each with its own tangent (2 + 4):
+    # fwd, fwd, dx, dx, dw, dw, dx, dw = 8; vmap: fwd, dx, dw = 3.
+    ("depthwise", lambda x, w: kernels.depthwise_conv2d(x, w, stride=1),
+     [(2, 8, 8, 16), (3, 3, 1, 16)], 11),
+    # statistics + normalise, tangent (sums + map), backward (sums + dx) and its derivative in
+    # the cotangent (tangent: sums + map) = 8; vmap: forward and backward = 4.
+    ("batch_norm", lambda x, s, b: kernels.batch_norm_act(x, s, b), [(2, 4, 4, 16), (16,), (16,)],
+     12)])
+def test_second_order_and_vmap_lower_to_triton(monkeypatch, name, f, shapes, calls):
+    args = [normal(i, s) for i, s in enumerate(shapes)]
+    with kernels.use("pallas"):
+        assert triton_kernels_for_gpu(_hvp_and_vmap(f, len(args)), args, monkeypatch) == calls
