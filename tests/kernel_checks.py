@@ -66,20 +66,24 @@ def triton_kernels_for_gpu(f, args, monkeypatch) -> int:
     return exported(*specs).mlir_module().count(TRITON_CALL)
 
 
-def matmul_operand_dtypes(jaxpr) -> list[tuple[str, str]]:
-    """(primitive, operand dtype) of every convolution (XLA's or oneDNN's custom call) and matrix
-    product, sub-jaxprs included."""
-    found = []
+def equations(jaxpr):
+    """Every equation of `jaxpr`, those of its sub-jaxprs included."""
     for eqn in jaxpr.eqns:
-        if (eqn.primitive.name in ("conv_general_dilated", "dot_general")
-                or str(eqn.params.get("target_name", "")).startswith("cnnjax_onednn")):
-            found += [(eqn.primitive.name, str(v.aval.dtype)) for v in eqn.invars]
+        yield eqn
         for param in eqn.params.values():
             for sub in param if isinstance(param, (tuple, list)) else (param,):
                 inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr wraps a Jaxpr
                 if hasattr(inner, "eqns"):
-                    found += matmul_operand_dtypes(inner)
-    return found
+                    yield from equations(inner)
+
+
+def matmul_operand_dtypes(jaxpr) -> list[tuple[str, str]]:
+    """(primitive, operand dtype) of every convolution (XLA's or oneDNN's custom call) and matrix
+    product, sub-jaxprs included."""
+    return [(eqn.primitive.name, str(v.aval.dtype)) for eqn in equations(jaxpr)
+            if eqn.primitive.name in ("conv_general_dilated", "dot_general")
+            or str(eqn.params.get("target_name", "")).startswith("cnnjax_onednn")
+            for v in eqn.invars]
 
 
 def transformations(f, args, tangents, weights):
@@ -128,14 +132,14 @@ def assert_transformations_match(kernel, reference, args, seed: int, tol: float 
         assert_trees_close(got[name], want[name], jnp.float32, name, tol)
 
 
+def primitive_counts(f, *args) -> dict[str, int]:
+    """How many times each primitive occurs in the jaxpr of f(*args), sub-jaxprs included."""
+    counts: dict[str, int] = {}
+    for eqn in equations(jax.make_jaxpr(f)(*args).jaxpr):
+        counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
+    return counts
+
+
 def primitives(f, *args) -> set[str]:
     """The names of the primitives in the jaxpr of f(*args), sub-jaxprs included."""
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            yield eqn.primitive.name
-            for param in eqn.params.values():
-                for sub in param if isinstance(param, (tuple, list)) else (param,):
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns"):
-                        yield from walk(inner)
-    return set(walk(jax.make_jaxpr(f)(*args).jaxpr))
+    return set(primitive_counts(f, *args))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cnnjax import kernels, ops
-from kernel_checks import (TRITON_CALL, assert_transformations_match, normal, primitives,
+from kernel_checks import (assert_transformations_match, normal, primitive_counts, primitives,
                            triton_kernels_for_gpu)
 
 
@@ -104,19 +104,24 @@ def _hvp_and_vmap(f, n_args):
                        jax.vmap(jax.grad(loss, every))(*(jnp.stack([x, x]) for x in a)))
 
 
-@pytest.mark.parametrize("name,f,shapes,calls", [
-    # forward with argmax, select (tangent), backward twice (the gradient and its tangent);
-    # vmap: forward with argmax and backward, on the folded batch.
-    ("max_pool", lambda x: kernels.max_pool2d(x, 3, stride=2, padding=1), [(2, 8, 8, 16)], 6),
-    # forward; its tangent (2) and input and filter gradients, each with its own tangent (2 + 4):
-    # fwd, fwd, dx, dx, dw, dw, dx, dw = 8; vmap: fwd, dx, dw = 3.
-    ("depthwise", lambda x, w: kernels.depthwise_conv2d(x, w, stride=1),
-     [(2, 8, 8, 16), (3, 3, 1, 16)], 11),
-    # statistics + normalise, tangent (sums + map), backward (sums + dx) and its derivative in
-    # the cotangent (tangent: sums + map) = 8; vmap: forward and backward = 4.
-    ("batch_norm", lambda x, s, b: kernels.batch_norm_act(x, s, b), [(2, 4, 4, 16), (16,), (16,)],
-     12)])
-def test_second_order_and_vmap_lower_to_triton(monkeypatch, name, f, shapes, calls):
+# Triton kernels per primitive: batch norm's passes are a reduction and an elementwise kernel.
+TRITON_PER_PRIMITIVE = {"batch_norm_act": 2, "max_pool2d": 1, "avg_pool2d": 1, "depthwise_conv2d": 1}
+
+
+@pytest.mark.parametrize("f,shapes", [
+    (lambda x: kernels.max_pool2d(x, 3, stride=2, padding=1), [(2, 8, 8, 16)]),
+    (lambda x: kernels.avg_pool2d(x, 3, stride=2, padding=1), [(2, 8, 8, 16)]),
+    (lambda x, w: kernels.depthwise_conv2d(x, w, stride=1), [(2, 8, 8, 16), (3, 3, 1, 16)]),
+    (lambda x, s, b: kernels.batch_norm_act(x, s, b), [(2, 4, 4, 16), (16,), (16,)])])
+def test_second_order_and_vmap_lower_to_triton(monkeypatch, f, shapes):
+    """A Hessian-vector product (forward over reverse) and vmap of the gradient, exported for
+    CUDA: every kernel primitive in the program becomes its Triton kernels (none falls back)."""
     args = [normal(i, s) for i, s in enumerate(shapes)]
+    program = _hvp_and_vmap(f, len(args))
     with kernels.use("pallas"):
-        assert triton_kernels_for_gpu(_hvp_and_vmap(f, len(args)), args, monkeypatch) == calls
+        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+        counts = primitive_counts(program, *args)
+        want = sum(n * TRITON_PER_PRIMITIVE[next(k for k in TRITON_PER_PRIMITIVE if p.startswith(k))]
+                   for p, n in counts.items() if p.startswith(tuple(TRITON_PER_PRIMITIVE)))
+        assert want >= 4, counts  # forward, backward and tangent kernels at least
+        assert triton_kernels_for_gpu(program, args, monkeypatch) == want

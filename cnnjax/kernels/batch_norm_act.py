@@ -17,6 +17,14 @@ Passes over the activation (viewed as (M, C): M = N*H*W rows, channels contiguou
   dz and dz * xhat, with dz = dy * act'(z) recomputed from x; with a residual it also writes dz
   (which is the residual's gradient). An elementwise pass then writes
   dx = A dz + B x + D with per-channel A, B, D (including the gradients that reach mean and var).
+- tangent (forward mode): the backward's reduction pass on the tangent (sums of tx and
+  tx * xhat), then an elementwise pass ty = act'(z) (A tx + B x + D + t_residual). The tangent
+  is a linear primitive whose transpose is the backward passes (and vice versa), so every order
+  of differentiation runs these kernels; only the second-order terms (derivatives of the
+  tangent and backward maps in x and the statistics) are XLA's.
+- with `axis_name` inside shard_map (synchronised batch norm), each pass exchanges its
+  per-channel partials across the axis: the statistics by one all-gather (ops.norm's merge),
+  the tangent's and backward's sums by one all-reduce.
 XLA's lowering of the reference needs separate passes for the mean, the variance and the
 normalisation, and as many again backwards.
 """

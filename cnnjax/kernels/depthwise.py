@@ -1,5 +1,6 @@
-"""Depthwise 2-D convolution (channel multiplier 1, NHWC) as Pallas kernels, with a custom VJP
-whose input and filter gradients are kernels too.
+"""Depthwise 2-D convolution (channel multiplier 1, NHWC) as Pallas kernels: the forward pass
+and the input and filter gradients, three bilinear primitives, each the others' transpose (so
+forward mode, reverse mode and vmap all run kernels).
 
 Equal to `cnnjax.ops.depthwise_conv2d(x, w, b, stride=stride, padding=padding)`. The kernels
 take square 3x3 and 5x5 filters at stride 1 or 2 with any padding of 0..k-1 pixels per side

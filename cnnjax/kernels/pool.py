@@ -1,4 +1,5 @@
-"""Max and average pooling (NHWC) as Pallas kernels with kernel backward passes.
+"""Max and average pooling (NHWC) as Pallas kernels with kernel backward and tangent passes
+(primitives: see the list above `_max_fwd`).
 
 Equal to `cnnjax.ops.max_pool` / `ops.avg_pool` for any window, stride, padding and ceil_mode
 they accept (max pooling's gradient in windows with NaNs: see below); windows of more than

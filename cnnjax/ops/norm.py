@@ -98,15 +98,22 @@ def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
 
 @_moments.defjvp
 def _moments_jvp(blocks, primals, tangents):
-    # tmean = mean(t), tvar = 2 mean((x - mean) t): linear in t, so JAX transposes it into the
-    # gradient (d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M: elementwise, with no
-    # reduction and no collective). The value is _moments itself, so a second derivative follows
-    # this rule too.
-    (x3,), (t3,) = primals, tangents
+    (x3,), (dx3,) = primals, tangents
     mean, var = _moments(x3, blocks)
-    t32 = t3.astype(jnp.float32)
+    return (mean, var), _moments_tangent(x3, mean, dx3)
+
+
+@jax.checkpoint
+def _moments_tangent(x3: jax.Array, mean: jax.Array, dx3: jax.Array
+                     ) -> tuple[jax.Array, jax.Array]:
+    """The tangents (d mean, d var), float32 (C,), of `_moments` at x3 (N, R, C) along dx3:
+    means over axes 0 and 1 of dx and 2 (x - mean) dx, linear in dx3. Reverse mode transposes
+    it into d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M, elementwise: no reduction and no
+    collective in the backward pass. Under jax.checkpoint its residuals are x3 and mean, not an
+    extra float32 copy of x - mean per batch norm (recomputed in the backward pass)."""
+    dx = dx3.astype(jnp.float32)
     centred = x3.astype(jnp.float32) - mean
-    return (mean, var), (jnp.mean(t32, axis=(0, 1)), 2.0 * jnp.mean(centred * t32, axis=(0, 1)))
+    return jnp.mean(dx, axis=(0, 1)), 2.0 * jnp.mean(centred * dx, axis=(0, 1))
 
 
 def batch_moments(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:

@@ -105,7 +105,8 @@ def max_pool(x: jax.Array, window, *, stride=None, padding: Padding = 0,
     derivative, elementwise on the reshaped windows (faster than select-and-scatter: see
     experiments/airbench94/README.md); it also follows PyTorch's rule for NaNs (the last NaN of
     a window gets the gradient). Other windows are differentiated by XLA's select-and-scatter,
-    which does not follow that NaN rule.
+    which does not follow that NaN rule. Second derivatives (Hessian-vector products either way
+    round) follow the same choice, as PyTorch's double backward does.
     """
     dims, strides, pads, extra = _windows(x, window, stride, padding, ceil_mode, "max_pool")
     full = _full_pads(pads, extra)
