@@ -99,6 +99,7 @@ def transformations(f, args, tangents, weights):
     def loss(*a):
         return sum(jnp.sum(w * jnp.sin(o)) for w, o in zip(weights, outs(*a)))
 
+    args, tangents = tuple(args), tuple(tangents)
     every = tuple(range(len(args)))
     grad = jax.grad(loss, every)
     stacked = [jnp.stack([a, t.astype(a.dtype)]) for a, t in zip(args, tangents)]

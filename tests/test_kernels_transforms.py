@@ -112,7 +112,8 @@ TRITON_PER_PRIMITIVE = {"batch_norm_act": 2, "max_pool2d": 1, "avg_pool2d": 1, "
     (lambda x: kernels.max_pool2d(x, 3, stride=2, padding=1), [(2, 8, 8, 16)]),
     (lambda x: kernels.avg_pool2d(x, 3, stride=2, padding=1), [(2, 8, 8, 16)]),
     (lambda x, w: kernels.depthwise_conv2d(x, w, stride=1), [(2, 8, 8, 16), (3, 3, 1, 16)]),
-    (lambda x, s, b: kernels.batch_norm_act(x, s, b), [(2, 4, 4, 16), (16,), (16,)])])
+    (lambda x, s, b: kernels.batch_norm_act(x, s, b), [(2, 4, 4, 16), (16,), (16,)])],
+    ids=["max_pool", "avg_pool", "depthwise", "batch_norm"])
 def test_second_order_and_vmap_lower_to_triton(monkeypatch, f, shapes):
     """A Hessian-vector product (forward over reverse) and vmap of the gradient, exported for
     CUDA: every kernel primitive in the program becomes its Triton kernels (none falls back)."""
