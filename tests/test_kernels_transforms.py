@@ -30,6 +30,14 @@ def _loss(f):
     return lambda *a: jnp.sum(jnp.sin(jax.tree_util.tree_leaves(f(*a))[0]))
 
 
+def _assert_vmap_is_one_call(kernel, args, forward: str) -> None:
+    """vmap over a mapped axis of 3 binds the forward primitive once (the axis folded into the
+    batch or the channels), not once per element."""
+    stacked = [jnp.stack([a] * 3) for a in args]
+    counts = primitive_counts(jax.vmap(kernel), *stacked)
+    assert counts.get(forward) == 1 and not {"while", "scan"} & set(counts), counts
+
+
 def _distinct(shape, seed: int) -> jax.Array:
     """Values 0.05 apart in random order: no ties in a window, so max pooling's derivative is
     the same for every tie rule, and finite-precision noise cannot pick another maximum."""
@@ -48,6 +56,7 @@ def test_pooling_composes_with_every_transformation(op, window, stride, padding)
     names = primitives(jax.grad(_loss(kernel)), _distinct((2, 5, 4, 3), 0))
     forward = "max_pool2d_fwd_argmax" if op == "max_pool" else "avg_pool2d_fwd"
     assert {forward, f"{op}2d_bwd"} <= names, names  # reverse mode runs the backward kernel
+    _assert_vmap_is_one_call(kernel, [_distinct((2, 5, 4, 3), 0)], f"{op}2d_fwd")
 
 
 def test_depthwise_composes_with_every_transformation():
@@ -58,6 +67,7 @@ def test_depthwise_composes_with_every_transformation():
     assert_transformations_match(kernel, reference, args, seed=2)
     names = primitives(jax.grad(_loss(kernel), (0, 1)), *args)
     assert {"depthwise_conv2d_fwd", "depthwise_conv2d_dx", "depthwise_conv2d_dw"} <= names, names
+    _assert_vmap_is_one_call(kernel, args, "depthwise_conv2d_fwd")  # per-example filters too
 
 
 def _batch_norm_formula(activation: str):
@@ -84,6 +94,7 @@ def test_batch_norm_composes_with_every_transformation(activation):
     assert {"batch_norm_act_fwd", "batch_norm_act_bwd"} <= names, names
     names = primitives(lambda *a: jax.jvp(kernel, a, tuple(a)), *args)
     assert "batch_norm_act_tangent" in names, names  # forward mode on the tangent kernels
+    _assert_vmap_is_one_call(kernel, args, "batch_norm_act_fwd")
 
 
 def test_synchronised_batch_norm_runs_the_kernels_inside_shard_map():
