@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnjax import kernels, ops
 from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public equivalent
+
+from cnnjax import kernels, ops
 from kernel_checks import (assert_transformations_match, equations, normal, primitive_counts,
                            primitives, triton_kernels_for_gpu)
 
