@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public equivalent
 
 from cnnjax import kernels, ops
