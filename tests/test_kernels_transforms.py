@@ -47,50 +47,82 @@ def _distinct(shape, seed: int) -> jax.Array:
     return (values.reshape(shape) * 0.05 - size * 0.025).astype(jnp.float32)
 
 
-@pytest.mark.parametrize("op,window,stride,padding", [("max_pool", 3, 2, 1), ("max_pool", 2, 2, 0),
-                                                      ("avg_pool", 3, 2, 1)])
-def test_pooling_composes_with_every_transformation(op, window, stride, padding):
+POOLS = [("max_pool", 3, 2, 1), ("max_pool", 2, 2, 0), ("avg_pool", 3, 2, 1)]
+
+
+def _pool(op, window, stride, padding):
     options = dict(window=window, stride=stride, padding=padding)
-    kernel = functools.partial(getattr(kernels, f"{op}2d"), interpret=True, **options)
-    reference = _xla(functools.partial(getattr(ops, op), **options))
-    assert_transformations_match(kernel, reference, [_distinct((2, 5, 4, 3), window)], seed=1)
-    names = primitives(jax.grad(_loss(kernel)), _distinct((2, 5, 4, 3), 0))
-    forward = "max_pool2d_fwd_argmax" if op == "max_pool" else "avg_pool2d_fwd"
-    assert {forward, f"{op}2d_bwd"} <= names, names  # reverse mode runs the backward kernel
-    _assert_vmap_is_one_call(kernel, [_distinct((2, 5, 4, 3), 0)], f"{op}2d_fwd")
+    return (functools.partial(getattr(kernels, f"{op}2d"), interpret=True, **options),
+            _xla(functools.partial(getattr(ops, op), **options)))
 
 
-def test_depthwise_composes_with_every_transformation():
+def _depthwise():
     options = dict(stride=2, padding="SAME")
-    kernel = functools.partial(kernels.depthwise_conv2d, interpret=True, **options)
-    reference = _xla(functools.partial(ops.depthwise_conv2d, **options))
-    args = [normal(0, (2, 5, 4, 3)), normal(1, (3, 3, 1, 3))]
-    assert_transformations_match(kernel, reference, args, seed=2)
-    names = primitives(jax.grad(_loss(kernel), (0, 1)), *args)
-    assert {"depthwise_conv2d_fwd", "depthwise_conv2d_dx", "depthwise_conv2d_dw"} <= names, names
-    _assert_vmap_is_one_call(kernel, args, "depthwise_conv2d_fwd")  # per-example filters too
+    return (functools.partial(kernels.depthwise_conv2d, interpret=True, **options),
+            _xla(functools.partial(ops.depthwise_conv2d, **options)),
+            [normal(0, (2, 5, 4, 3)), normal(1, (3, 3, 1, 3))])
 
 
-def _batch_norm_formula(activation: str):
-    """act(scale (x - mean) / sqrt(var + eps) + bias + res), mean and var over every axis but
-    the last: the definition, in plain jnp (independent of ops.batch_norm and the kernels)."""
-    def f(x, scale, bias, res):
+def _batch_norm(activation: str):
+    """The kernel, the definition in plain jnp (act(scale (x - mean) / sqrt(var + eps) + bias +
+    res), mean and var over every axis but the last: independent of ops.batch_norm and the
+    kernels) and arguments (x with an offset per channel, as activations have)."""
+    def formula(x, scale, bias, res):
         axes = tuple(range(x.ndim - 1))
         mean = jnp.mean(x, axis=axes)
         var = jnp.mean(jnp.square(x - mean), axis=axes)
         z = scale * (x - mean) / jnp.sqrt(var + 1e-5) + bias + res
         return ops.get_activation(activation)(z), mean, var
-    return f
 
-
-@pytest.mark.parametrize("activation", ["swish", "relu"])
-def test_batch_norm_composes_with_every_transformation(activation):
     kernel = lambda x, s, b, r: kernels.batch_norm_act(x, s, b, residual=r,
                                                        activation=activation, interpret=True)
-    # An offset per channel, as activations have.
     args = [normal(0, (2, 3, 2, 4)) * 2.0 + normal(1, (4,)), normal(2, (4,)), normal(3, (4,)),
             normal(4, (2, 3, 2, 4))]
-    assert_transformations_match(kernel, _batch_norm_formula(activation), args, seed=3)
+    return kernel, formula, args
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op,window,stride,padding", POOLS)
+def test_pooling_composes_with_every_transformation(op, window, stride, padding):
+    kernel, reference = _pool(op, window, stride, padding)
+    assert_transformations_match(kernel, reference, [_distinct((2, 5, 4, 3), window)], seed=1)
+
+
+@pytest.mark.slow
+def test_depthwise_composes_with_every_transformation():
+    kernel, reference, args = _depthwise()
+    assert_transformations_match(kernel, reference, args, seed=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", ["swish", "relu"])
+def test_batch_norm_composes_with_every_transformation(activation):
+    kernel, formula, args = _batch_norm(activation)
+    assert_transformations_match(kernel, formula, args, seed=3)
+
+
+@pytest.mark.parametrize("op,window,stride,padding", POOLS)
+def test_pooling_programs_hold_the_kernels(op, window, stride, padding):
+    """Reverse mode runs the backward kernel; vmap is one call (traced only: cheap)."""
+    kernel, _ = _pool(op, window, stride, padding)
+    x = _distinct((2, 5, 4, 3), 0)
+    names = primitives(jax.grad(_loss(kernel)), x)
+    forward = "max_pool2d_fwd_argmax" if op == "max_pool" else "avg_pool2d_fwd"
+    assert {forward, f"{op}2d_bwd"} <= names, names
+    if op == "max_pool":  # forward mode: the select kernel gathers the tangent
+        assert "max_pool2d_select" in primitives(lambda x: jax.jvp(kernel, (x,), (x,)), x)
+    _assert_vmap_is_one_call(kernel, [x], f"{op}2d_fwd")
+
+
+def test_depthwise_programs_hold_the_kernels():
+    kernel, _, args = _depthwise()
+    names = primitives(jax.grad(_loss(kernel), (0, 1)), *args)
+    assert {"depthwise_conv2d_fwd", "depthwise_conv2d_dx", "depthwise_conv2d_dw"} <= names, names
+    _assert_vmap_is_one_call(kernel, args, "depthwise_conv2d_fwd")  # per-example filters too
+
+
+def test_batch_norm_programs_hold_the_kernels():
+    kernel, _, args = _batch_norm("swish")
     names = primitives(jax.grad(_loss(kernel), (0, 1, 2, 3)), *args)
     assert {"batch_norm_act_fwd", "batch_norm_act_bwd"} <= names, names
     names = primitives(lambda *a: jax.jvp(kernel, a, tuple(a)), *args)
@@ -98,6 +130,7 @@ def test_batch_norm_composes_with_every_transformation(activation):
     _assert_vmap_is_one_call(kernel, args, "batch_norm_act_fwd")
 
 
+@pytest.mark.slow
 def test_synchronised_batch_norm_runs_the_kernels_inside_shard_map():
     """tests/sharded_kernel_probe.py on 2 forced host devices: batch_norm(axis_name=...) inside
     shard_map on the kernels equals the whole batch's statistics, gradients and HVP (float64
