@@ -204,7 +204,10 @@ def copy_bandwidth() -> float:
 
 
 def _uses_kernel(fn, args) -> bool:
-    return "pallas_call" in str(jax.make_jaxpr(fn)(*args))
+    """Whether fn's jaxpr holds a Pallas kernel's primitive (cnnjax.kernels)."""
+    text = str(jax.make_jaxpr(fn)(*args))
+    return any(f"{name}_fwd" in text for name in ("batch_norm_act", "max_pool2d", "avg_pool2d",
+                                                    "depthwise_conv2d"))
 
 
 def _max_error(a, b) -> float:

@@ -66,17 +66,81 @@ def triton_kernels_for_gpu(f, args, monkeypatch) -> int:
     return exported(*specs).mlir_module().count(TRITON_CALL)
 
 
-def matmul_operand_dtypes(jaxpr) -> list[tuple[str, str]]:
-    """(primitive, operand dtype) of every convolution (XLA's or oneDNN's custom call) and matrix
-    product, sub-jaxprs included."""
-    found = []
+def equations(jaxpr):
+    """Every equation of `jaxpr`, those of its sub-jaxprs included."""
     for eqn in jaxpr.eqns:
-        if (eqn.primitive.name in ("conv_general_dilated", "dot_general")
-                or str(eqn.params.get("target_name", "")).startswith("cnnjax_onednn")):
-            found += [(eqn.primitive.name, str(v.aval.dtype)) for v in eqn.invars]
+        yield eqn
         for param in eqn.params.values():
             for sub in param if isinstance(param, (tuple, list)) else (param,):
                 inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr wraps a Jaxpr
                 if hasattr(inner, "eqns"):
-                    found += matmul_operand_dtypes(inner)
-    return found
+                    yield from equations(inner)
+
+
+def matmul_operand_dtypes(jaxpr) -> list[tuple[str, str]]:
+    """(primitive, operand dtype) of every convolution (XLA's or oneDNN's custom call) and matrix
+    product, sub-jaxprs included."""
+    return [(eqn.primitive.name, str(v.aval.dtype)) for eqn in equations(jaxpr)
+            if eqn.primitive.name in ("conv_general_dilated", "dot_general")
+            or str(eqn.params.get("target_name", "")).startswith("cnnjax_onednn")
+            for v in eqn.invars]
+
+
+def transformations(f, args, tangents, weights):
+    """f's values under every transformation a kernel must compose with, as a dict of pytrees:
+    jvp, linearize, jacfwd, and for the scalar loss L = sum_i <weights_i, sin(out_i)>: the
+    Hessian in the first operand (jax.hessian: forward over reverse), Hessian-vector products
+    both ways, grad of a function of the gradient, vmap of f and of grad L over a mapped axis
+    of 2 (args and tangents stacked). `f` returns an array or a tuple of arrays."""
+    def outs(*a):
+        out = f(*a)
+        return out if isinstance(out, tuple) else (out,)
+
+    def loss(*a):
+        return sum(jnp.sum(w * jnp.sin(o)) for w, o in zip(weights, outs(*a)))
+
+    args, tangents = tuple(args), tuple(tangents)
+    every = tuple(range(len(args)))
+    grad = jax.grad(loss, every)
+    stacked = [jnp.stack([a, t.astype(a.dtype)]) for a, t in zip(args, tangents)]
+    return {
+        "jvp": jax.jvp(outs, args, tangents),
+        "linearize": jax.linearize(outs, *args)[1](*tangents),
+        "jacfwd": jax.jacfwd(outs, every)(*args),
+        "hessian": jax.hessian(loss)(*args),
+        "hvp forward over reverse": jax.jvp(grad, args, tangents)[1],
+        "hvp reverse over forward": jax.grad(lambda *a: jax.jvp(loss, a, tangents)[1],
+                                             every)(*args),
+        "grad of grad": jax.grad(lambda *a: sum(jnp.sum(g ** 2) for g in grad(*a)),
+                                 every)(*args),
+        "vmap": jax.vmap(outs)(*stacked),
+        "vmap of grad": jax.vmap(grad)(*stacked),
+    }
+
+
+def assert_transformations_match(kernel, reference, args, seed: int, tol: float = 1e-4) -> None:
+    """`transformations` of the kernel (float32) against the reference evaluated in float64 on
+    the same values, each leaf within tol * its largest magnitude."""
+    tangents = [normal(seed + i, a.shape) for i, a in enumerate(args)]
+    out = jax.eval_shape(kernel, *args)
+    weights = [normal(seed + 50 + i, o.shape) for i, o in enumerate(jax.tree_util.tree_leaves(out))]
+    got = transformations(kernel, args, tangents, weights)
+    with jax.enable_x64(True):
+        f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
+        want = transformations(reference, [f64(a) for a in args], [f64(t) for t in tangents],
+                               [f64(w) for w in weights])
+    for name in got:
+        assert_trees_close(got[name], want[name], jnp.float32, name, tol)
+
+
+def primitive_counts(f, *args) -> dict[str, int]:
+    """How many times each primitive occurs in the jaxpr of f(*args), sub-jaxprs included."""
+    counts: dict[str, int] = {}
+    for eqn in equations(jax.make_jaxpr(f)(*args).jaxpr):
+        counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
+    return counts
+
+
+def primitives(f, *args) -> set[str]:
+    """The names of the primitives in the jaxpr of f(*args), sub-jaxprs included."""
+    return set(primitive_counts(f, *args))

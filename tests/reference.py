@@ -53,3 +53,33 @@ def pool2d(x, window, stride, pads, reduce):
         for j in range(wo):
             out[:, i, j] = reduce(xp[:, i * sh:i * sh + kh, j * sw:j * sw + kw])
     return out
+
+
+def torch_max_pool_hvp(x, v, window, stride, padding) -> np.ndarray:
+    """PyTorch's double backward (float64): the Hessian of sum(max_pool2d(x) ** 2) times v,
+    for NHWC arrays x and v."""
+    import torch
+
+    def nchw(a):
+        return torch.tensor(np.asarray(a, np.float64)).permute(0, 3, 1, 2)
+
+    xt = nchw(x).requires_grad_()
+    y = torch.nn.functional.max_pool2d(xt, window, stride, padding)
+    (g,) = torch.autograd.grad((y ** 2).sum(), xt, create_graph=True)
+    (h,) = torch.autograd.grad((g * nchw(v)).sum(), xt)
+    return h.permute(0, 2, 3, 1).numpy()
+
+
+def max_pool_hvp_cases(seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, x, v) for max-pooling second derivatives, NHWC float32: the issue's 2x2 tie
+    ([[1, 1], [0, 0]], direction e0), small integers (ties in most windows), distinct random
+    values, and small integers with NaNs."""
+    rng = np.random.default_rng(seed)
+    tie = np.array([1.0, 1.0, 0.0, 0.0], np.float32).reshape(1, 2, 2, 1)
+    e0 = np.array([1.0, 0.0, 0.0, 0.0], np.float32).reshape(1, 2, 2, 1)
+    ints = rng.integers(0, 3, (2, 6, 6, 2)).astype(np.float32)
+    nans = ints.copy()
+    nans[rng.random(nans.shape) < 0.1] = np.nan
+    v = rng.standard_normal(ints.shape).astype(np.float32)
+    return [("tie", tie, e0), ("integers", ints, v),
+            ("random", rng.standard_normal(ints.shape).astype(np.float32), v), ("nans", nans, v)]

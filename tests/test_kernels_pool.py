@@ -165,3 +165,23 @@ def test_forward_and_backward_lower_to_triton(monkeypatch, dtype):
 
     with kernels.use("pallas"):  # max: forward with argmax, backward; avg: forward, backward
         assert triton_kernels_for_gpu(fwd_bwd, (x,), monkeypatch) == 4
+
+
+@pytest.mark.parametrize("window,stride,padding", [(2, 2, 0), (3, 2, 1)])
+def test_max_pool_second_derivatives_agree_both_ways_and_with_pytorch(window, stride, padding):
+    """The kernel's Hessian-vector product of sum(max_pool2d(x) ** 2) both ways against
+    PyTorch's double backward: ties, random values and NaNs, overlapping windows too."""
+    import reference as ref
+
+    kernel = jax.jit(functools.partial(kernels.max_pool2d, window=window, stride=stride,
+                                       padding=padding, interpret=True))
+    loss = lambda x: jnp.sum(kernel(x) ** 2)
+    for name, x, v in ref.max_pool_hvp_cases(window):
+        x, v = jnp.asarray(x), jnp.asarray(v)
+        forward_over_reverse = jax.jvp(jax.grad(loss), (x,), (v,))[1]
+        reverse_over_forward = jax.grad(lambda x: jax.jvp(loss, (x,), (v,))[1])(x)
+        np.testing.assert_array_equal(np.asarray(forward_over_reverse),
+                                      np.asarray(reverse_over_forward), err_msg=name)
+        np.testing.assert_allclose(np.asarray(forward_over_reverse),
+                                   ref.torch_max_pool_hvp(x, v, window, stride, padding),
+                                   rtol=1e-6, atol=1e-6, err_msg=name)

@@ -186,3 +186,27 @@ def test_max_pool_gradient_with_ties_and_nans_goes_where_pytorch_sends_it(h, w, 
     np.testing.assert_array_equal(np.asarray(yt), _back(ty.detach()))
     np.testing.assert_allclose(float(jnp.vdot(jt, jnp.asarray(g))), float((_back(tx.grad) * t).sum()),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("window,stride,padding", [(2, 2, 0), (3, 2, 1)])
+def test_max_pool_second_derivatives_agree_both_ways_and_with_pytorch(window, stride, padding):
+    """The Hessian-vector product of sum(max_pool(x) ** 2), forward over reverse and reverse
+    over forward, against PyTorch's double backward at ties (the 2x2 case: both give
+    [2, 0, 0, 0]), on random values and with NaNs (non-overlapping windows: PyTorch's rule;
+    overlapping ones use XLA's select-and-scatter, whose NaN rule differs: see ops.max_pool)."""
+    import jax
+
+    def loss(x):
+        return jnp.sum(ops.max_pool(x, window, stride=stride, padding=padding) ** 2)
+
+    for name, x, v in ref.max_pool_hvp_cases(window):
+        if name == "nans" and window != stride:
+            continue
+        x, v = jnp.asarray(x), jnp.asarray(v)
+        forward_over_reverse = jax.jvp(jax.grad(loss), (x,), (v,))[1]
+        reverse_over_forward = jax.grad(lambda x: jax.jvp(loss, (x,), (v,))[1])(x)
+        want = ref.torch_max_pool_hvp(x, v, window, stride, padding)
+        np.testing.assert_array_equal(np.asarray(forward_over_reverse),
+                                      np.asarray(reverse_over_forward), err_msg=name)
+        np.testing.assert_allclose(np.asarray(forward_over_reverse), want, rtol=1e-6,
+                                   atol=1e-6, err_msg=name)

@@ -64,7 +64,10 @@ _NOT_ELEMENTWISE = {"rev", "cumsum", "cumprod", "cummax", "cummin", "cumlogsumex
                     "argsort", "gather", "scatter", "scatter-add", "scatter_add", "scatter_mul",
                     "scatter_min", "scatter_max", "dynamic_slice", "dynamic_update_slice",
                     "select_and_scatter_add", "select_and_gather_add", "fft", "top_k",
-                    "cond", "while", "scan", "custom_linear_solve", "pallas_call"}
+                    "cond", "while", "scan", "custom_linear_solve", "pallas_call",
+                    # the Pallas kernels' primitives (cnnjax.kernels)
+                    "batch_norm_act_fwd", "max_pool2d_fwd", "avg_pool2d_fwd",
+                    "depthwise_conv2d_fwd"}
 
 Field = Any  # tuple[AxisField | None, ...] (one entry per array axis) | str
 

@@ -1,9 +1,11 @@
 """Pallas kernels for the operations where XLA's GPU lowering is weak, each equal to its pure-JAX
-reference in `cnnjax.ops` and differentiable through a custom VJP whose backward is kernels too;
+reference in `cnnjax.ops`; every pass is a JAX primitive (`cnnjax.kernels.primitive`) with JVP,
+transpose and batching rules, so the kernels compose with jit, grad, jvp, jacfwd, hessian,
+linearize and vmap, and reverse mode runs their backward kernels;
 and oneDNN's CPU convolutions (`cnnjax.kernels.onednn`), which every convolution of `cnnjax.ops`
 goes through on an x86-64 CPU once this package is imported (`dispatch.conv_backend`).
 
-Entry points (usable inside jit and grad; each computes its reference unless the switch says
+Entry points (usable under any transformation; each computes its reference unless the switch says
 "pallas" or `interpret=True`):
 - depthwise_conv2d(x, w, b=None, *, stride=1, padding="SAME", interpret=False)
 - max_pool2d(x, window, *, stride=None, padding=0, interpret=False)

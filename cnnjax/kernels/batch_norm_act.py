@@ -17,6 +17,14 @@ Passes over the activation (viewed as (M, C): M = N*H*W rows, channels contiguou
   dz and dz * xhat, with dz = dy * act'(z) recomputed from x; with a residual it also writes dz
   (which is the residual's gradient). An elementwise pass then writes
   dx = A dz + B x + D with per-channel A, B, D (including the gradients that reach mean and var).
+- tangent (forward mode): the backward's reduction pass on the tangent (sums of tx and
+  tx * xhat), then an elementwise pass ty = act'(z) (A tx + B x + D + t_residual). The tangent
+  is a linear primitive whose transpose is the backward passes (and vice versa), so every order
+  of differentiation runs these kernels; only the second-order terms (derivatives of the
+  tangent and backward maps in x and the statistics) are XLA's.
+- with `axis_name` inside shard_map (synchronised batch norm), each pass exchanges its
+  per-channel partials across the axis: the statistics by one all-gather (ops.norm's merge),
+  the tangent's and backward's sums by one all-reduce.
 XLA's lowering of the reference needs separate passes for the mean, the variance and the
 normalisation, and as many again backwards.
 """
@@ -32,10 +40,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.interpreters import ad, batching
 
 from cnnjax import ops
-from cnnjax.kernels import dispatch, tiling
+from cnnjax.kernels import dispatch, primitive, tiling
 from cnnjax.ops.hooks import register_kernel
+from cnnjax.ops.norm import merge_across
 
 STATS_TILE_ELEMENTS = 2048
 MAP_TILE_ELEMENTS = 4096
@@ -186,6 +196,23 @@ def _input_grad_kernel(x_ref, g_ref, coef_ref, *refs, g: Geometry, br: int, bc: 
     tiling.store(dx_ref, (r, c), coef[0] * dz + coef[1] * x + coef[2], ok)
 
 
+def _tangent_kernel(x_ref, t_ref, coef_ref, *refs, g: Geometry, br: int, bc: int):
+    """ty = act'(z) (A t + B x + D + t_residual), z = a x + b + residual: the forward-mode
+    tangent's elementwise pass. Refs: x, t (M, C); coef (5, C) float32 holding A, B, D, a, b;
+    [residual, t_residual (M, C)]; ty (M, C)."""
+    ty_ref = refs[-1]
+    cv, c_ok = _channels(g, bc)
+    r, c, ok = _tile(g, pl.program_id(0) * br, br, cv, c_ok)
+    coef = [tiling.load(coef_ref, (k, cv), c_ok, 0.0)[None, :] for k in range(5)]
+    x = tiling.load(x_ref, (r, c), ok, 0.0).astype(jnp.float32)
+    z = x * coef[3] + coef[4]
+    tz = coef[0] * tiling.load(t_ref, (r, c), ok, 0.0).astype(jnp.float32) + coef[1] * x + coef[2]
+    if g.residual:
+        z += tiling.load(refs[0], (r, c), ok, 0.0).astype(jnp.float32)
+        tz += tiling.load(refs[1], (r, c), ok, 0.0).astype(jnp.float32)
+    tiling.store(ty_ref, (r, c), ACTIVATIONS[g.activation][1](z) * tz, ok)
+
+
 def _blocks(g: Geometry, dtype, elements: int) -> tuple[int, int]:
     bc = tiling.channel_block(g.c, jnp.dtype(dtype).itemsize)
     return bc, tiling.span_block(g.m, bc, elements)
@@ -229,51 +256,207 @@ def _map_launch(kernel, g: Geometry, dtype, out_dtype, interpret: bool, name: st
         out_shape=jax.ShapeDtypeStruct((g.m, g.c), out_dtype), interpret=interpret, name=name)
 
 
-def _forward(x2, scale, bias, res, g: Geometry, eps: float, interpret: bool):
-    mean, var = _statistics(x2, g, interpret)
+def _affine_map(scale, bias, mean, var, eps: float):
+    """(rstd, ab): ab (2, C) holds z = a x + b's a = scale * rstd and b = bias - mean * a."""
     rstd = lax.rsqrt(var + eps)
     a = scale.astype(jnp.float32) * rstd
-    ab = jnp.stack([a, bias.astype(jnp.float32) - mean * a])
-    src = (x2, ab) if res is None else (x2, ab, res)
-    y = _map_launch(_normalize_kernel, g, x2.dtype, x2.dtype, interpret, "batch_norm_act_fwd")(*src)
-    return (y, mean, var), (x2, scale, res, ab, mean, rstd)
+    return rstd, jnp.stack([a, bias.astype(jnp.float32) - mean * a])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _batch_norm_act(x2, scale, bias, res, g: Geometry, eps: float, interpret: bool):
-    return _forward(x2, scale, bias, res, g, eps, interpret)[0]
-
-
-def _batch_norm_act_fwd(x2, scale, bias, res, g, eps, interpret):
-    return _forward(x2, scale, bias, res, g, eps, interpret)
-
-
-def _batch_norm_act_bwd(g, eps, interpret, saved, cotangents):
-    x2, scale, res, ab, mean, rstd = saved
-    dy, d_mean, d_var = cotangents
+def _sums(x2, ab, mean, rstd, grad, res, g: Geometry, interpret: bool):
+    """Per channel: sums over the rows of dz and dz * xhat, dz = grad * act'(z) (and dz itself
+    with a residual, else None): the reduction pass of the backward and (with identity
+    activation, no residual) of the tangent."""
     bc = tiling.channel_block(g.c, jnp.dtype(x2.dtype).itemsize)
     br = tiling.span_block(g.m, bc, STATS_TILE_ELEMENTS)
     part = jax.ShapeDtypeStruct((pl.cdiv(g.m, g.rows), g.c), jnp.float32)
     outs = (part, part) + ((jax.ShapeDtypeStruct((g.m, g.c), res.dtype),) if g.residual else ())
-    src = (x2, ab, jnp.stack([mean, rstd]), dy) + ((res,) if g.residual else ())
-    s1, s2, *d_res = tiling.launch(
+    src = (x2, ab, jnp.stack([mean, rstd]), grad) + ((res,) if g.residual else ())
+    s1, s2, *dz = tiling.launch(
         functools.partial(_grad_sums_kernel, g=g, br=br, bc=bc), grid=_reduce_grid(g, bc),
         out_shape=outs, interpret=interpret, name="batch_norm_act_bwd_sums")(*src)
-    s1, s2 = jnp.sum(s1, axis=0), jnp.sum(s2, axis=0)
+    return jnp.sum(s1, axis=0), jnp.sum(s2, axis=0), dz[0] if g.residual else None
+
+
+def _rows(g: Geometry, axis_name):
+    """The rows the statistics are over: this shard's, times the shards along `axis_name`."""
+    return g.m if axis_name is None else g.m * lax.psum(1, axis_name)
+
+
+# The passes, each a primitive (cnnjax.kernels.primitive) on x viewed as (M, C), with the static
+# parameters g (Geometry), eps, interpret and axis_name (None, or inside shard_map the mapped
+# axis whose shards share the statistics: their partials cross it once per pass):
+#   batch_norm_act_fwd(x, scale, bias, [res]) -> (y, mean, var)
+#   batch_norm_act_tangent(x, scale, bias, [res], mean, var | tx, tscale, tbias, [tres])
+#       -> (ty, tmean, tvar): the JVP's tangent, linear in the operands after the bar;
+#   batch_norm_act_bwd(x, scale, bias, [res], mean, var | dy, dmean, dvar)
+#       -> (dx, dscale, dbias, [dres]): its transpose, the backward kernels, and vice versa.
+# The second-order terms (the tangent and backward passes' derivatives in x, scale, bias, res,
+# mean, var) are XLA's derivative of `_tangent_formula`, the same map in plain JAX.
+def _forward(x2, scale, bias, *res, g: Geometry, eps: float, interpret: bool, axis_name):
+    mean, var = _statistics(x2, g, interpret)
+    if axis_name is not None:
+        mean, var = merge_across(mean, var, axis_name)
+    ab = _affine_map(scale, bias, mean, var, eps)[1]
+    y = _map_launch(_normalize_kernel, g, x2.dtype, x2.dtype, interpret,
+                    "batch_norm_act_fwd")(x2, ab, *res)
+    return y, mean, var
+
+
+def _split(g: Geometry, operands):
+    """(x, scale, bias, res or None, mean, var) and the linear operands after them."""
+    if g.residual:
+        x2, scale, bias, res, mean, var, *linear = operands
+    else:
+        (x2, scale, bias, mean, var, *linear), res = operands, None
+    return (x2, scale, bias, res, mean, var), linear
+
+
+def _tangent_coefficients(fixed, s1, s2, m, t_scale, t_bias, eps: float):
+    """(tmean, tvar, coef): coef (5, C) holds A, B, D, a, b of tz = A t + B x + D + t_residual
+    and z = a x + b + residual, from the sums s1 = sum(tx), s2 = sum(tx * xhat) over the m rows.
+
+    With r = rstd: tmean = s1 / m, tvar = 2 s2 / (m r), and the tangent of
+    z = scale r (x - mean) + bias + res is
+    scale r (tx - tmean) + (x - mean) (t_scale r - scale r^2 s2 / m) + t_bias + t_res."""
+    x2, scale, bias, _, mean, var = fixed
+    rstd, ab = _affine_map(scale, bias, mean, var, eps)
+    gamma = scale.astype(jnp.float32)
+    b_coef = rstd * (t_scale.astype(jnp.float32) - gamma * rstd * s2 / m)
+    d_coef = t_bias.astype(jnp.float32) - gamma * rstd * s1 / m - b_coef * mean
+    coef = jnp.stack([gamma * rstd, b_coef, d_coef, ab[0], ab[1]])
+    return s1 / m, 2.0 * s2 / (m * rstd), coef
+
+
+def _tangent(*operands, g: Geometry, eps: float, interpret: bool, axis_name):
+    fixed, (tx, t_scale, t_bias, *t_res) = _split(g, operands)
+    x2, scale, bias, res, mean, var = fixed
+    rstd, ab = _affine_map(scale, bias, mean, var, eps)
+    plain = g._replace(activation="identity", residual=False)
+    s1, s2, _ = _sums(x2, ab, mean, rstd, tx, None, plain, interpret)
+    if axis_name is not None:
+        s1, s2 = lax.psum((s1, s2), axis_name)
+    t_mean, t_var, coef = _tangent_coefficients(fixed, s1, s2, _rows(g, axis_name), t_scale,
+                                                t_bias, eps)
+    extra = (res, *t_res) if g.residual else ()
+    ty = _map_launch(_tangent_kernel, g, x2.dtype, tx.dtype, interpret,
+                     "batch_norm_act_tangent")(x2, tx, coef, *extra)
+    return ty, t_mean, t_var
+
+
+def _backward(*operands, g: Geometry, eps: float, interpret: bool, axis_name):
+    fixed, (dy, d_mean, d_var) = _split(g, operands)
+    x2, scale, bias, res, mean, var = fixed
+    rstd, ab = _affine_map(scale, bias, mean, var, eps)
+    s1, s2, d_res = _sums(x2, ab, mean, rstd, dy, res, g, interpret)
+    # scale and bias get this shard's sums (the caller reduces parameter gradients across
+    # shards); x gets the sums over every shard, as every shard's y depends on its statistics.
+    t1, t2, d_mean, d_var = (s1, s2, d_mean, d_var) if axis_name is None else lax.psum(
+        (s1, s2, d_mean, d_var), axis_name)
+    m = _rows(g, axis_name)
     gamma = scale.astype(jnp.float32)
     # dx = gamma rstd (dz - mean(dz) - xhat mean(dz xhat)) + d_mean / M + 2 d_var (x - mean) / M,
     # with xhat = (x - mean) rstd, written as A dz + B' xhat + D and then as A dz + B x + D'.
     a_coef = gamma * rstd
-    b_hat = -a_coef * s2 / g.m + 2.0 * d_var / (g.m * rstd)
-    d_coef = -a_coef * s1 / g.m + d_mean / g.m
+    b_hat = -a_coef * t2 / m + 2.0 * d_var / (m * rstd)
+    d_coef = -a_coef * t1 / m + d_mean / m
     coef = jnp.stack([a_coef, b_hat * rstd, d_coef - b_hat * rstd * mean, ab[0], ab[1]])
-    grad_in = d_res[0] if g.residual else dy
     dx = _map_launch(_input_grad_kernel, g, x2.dtype, x2.dtype, interpret,
-                     "batch_norm_act_bwd_dx")(x2, grad_in, coef)
-    return dx, s2.astype(scale.dtype), s1.astype(scale.dtype), d_res[0] if g.residual else None
+                     "batch_norm_act_bwd_dx")(x2, d_res if g.residual else dy, coef)
+    grads = (dx, s2.astype(scale.dtype), s1.astype(bias.dtype))
+    return grads + ((d_res,) if g.residual else ())
 
 
-_batch_norm_act.defvjp(_batch_norm_act_fwd, _batch_norm_act_bwd)
+def _tangent_formula(fixed, linear, g: Geometry, eps: float, axis_name):
+    """`_tangent` in plain JAX (float32), differentiable in every operand."""
+    x2, scale, bias, res, mean, var = fixed
+    tx, t_scale, t_bias, *t_res = linear
+    x32, t32 = x2.astype(jnp.float32), tx.astype(jnp.float32)
+    rstd = lax.rsqrt(var + eps)
+    s1, s2 = jnp.sum(t32, axis=0), jnp.sum(t32 * (x32 - mean) * rstd, axis=0)
+    if axis_name is not None:
+        s1, s2 = lax.psum((s1, s2), axis_name)
+    t_mean, t_var, coef = _tangent_coefficients(fixed, s1, s2, _rows(g, axis_name), t_scale,
+                                                t_bias, eps)
+    z, tz = x32 * coef[3] + coef[4], coef[0] * t32 + coef[1] * x32 + coef[2]
+    if g.residual:
+        z, tz = z + res.astype(jnp.float32), tz + t_res[0].astype(jnp.float32)
+    return (ACTIVATIONS[g.activation][1](z) * tz).astype(tx.dtype), t_mean, t_var
+
+
+def _define(name, fn, abstract_eval):
+    return primitive.define(name, fn, abstract_eval=abstract_eval, multiple_results=True)
+
+
+def _fwd_aval(x, scale, bias, *res, g, **_):
+    return [jax.core.ShapedArray((g.m, g.c), x.dtype)] + [
+        jax.core.ShapedArray((g.c,), jnp.float32)] * 2
+
+
+def _tangent_aval(*operands, g, **_):
+    _, (tx, *_) = _split(g, operands)
+    return [jax.core.ShapedArray((g.m, g.c), tx.dtype)] + [
+        jax.core.ShapedArray((g.c,), jnp.float32)] * 2
+
+
+def _bwd_aval(*operands, g, **_):
+    (x2, scale, bias, res, _, _), _ = _split(g, operands)
+    return [jax.core.ShapedArray(a.shape, a.dtype)
+            for a in (x2, scale, bias) + ((res,) if g.residual else ())]
+
+
+fwd_p = _define("batch_norm_act_fwd", _forward, _fwd_aval)
+tangent_p = _define("batch_norm_act_tangent", _tangent, _tangent_aval)
+bwd_p = _define("batch_norm_act_bwd", _backward, _bwd_aval)
+
+
+def _fwd_jvp(primals, tangents, **params):
+    y, mean, var = fwd_p.bind(*primals, **params)
+    if all(type(t) is ad.Zero for t in tangents):
+        return (y, mean, var), [ad.Zero(jax.typeof(o).to_tangent_aval()) for o in (y, mean, var)]
+    linear = [ad.instantiate_zeros(t) for t in tangents]
+    return (y, mean, var), tangent_p.bind(*primals, mean, var, *linear, **params)
+
+
+def _second_order(kind: str):
+    """The derivative of the tangent (kind "tangent") or backward pass in its fixed operands,
+    by XLA from `_tangent_formula` (the backward pass being its transpose)."""
+    def rule(fixed, linear, fixed_tangents, *, g, eps, interpret, axis_name):
+        def value(*f):
+            fx = _split(g, list(f) + [None] * 3)[0]
+            if kind == "tangent":
+                return _tangent_formula(fx, linear, g, eps, axis_name)
+            zeros = [jnp.zeros(a.shape, a.dtype) for a in _bwd_aval(*f, None, None, None, g=g)]
+            return jax.vjp(lambda *t: _tangent_formula(fx, t, g, eps, axis_name), *zeros)[1](
+                tuple(linear))
+        tangents = [ad.instantiate_zeros(t) for t in fixed_tangents]
+        return list(jax.jvp(value, tuple(fixed), tuple(tangents))[1])
+    return rule
+
+
+def _fold_channels(prim):
+    """vmap: the mapped axis folds into the channels (each mapped element its own statistics):
+    one call on (M, B * C) rows; an unmapped operand is broadcast first."""
+    def rule(args, dims, *, g, **params):
+        args = primitive.at_front(args, dims)
+        b = args[0].shape[0]
+        folded = g._replace(c=b * g.c, rows=_plan(g.m, b * g.c, args[0].dtype))
+        out = prim.bind(*map(primitive.channels_in, args), g=folded, **params)
+        return [primitive.channels_out(o, b) for o in out], [0] * len(out)
+    return rule
+
+
+def _fixed(g: Geometry, **_) -> int:
+    return 6 if g.residual else 5
+
+
+ad.primitive_jvps[fwd_p] = _fwd_jvp
+primitive.def_linear(tangent_p, _fixed, lambda cts, fixed, **p: bwd_p.bind(*fixed, *cts, **p),
+                     _second_order("tangent"))
+primitive.def_linear(bwd_p, _fixed, lambda cts, fixed, **p: tangent_p.bind(*fixed, *cts, **p),
+                     _second_order("backward"))
+for _p in (fwd_p, tangent_p, bwd_p):
+    batching.primitive_batchers[_p] = _fold_channels(_p)
 
 
 def reference(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
@@ -297,11 +480,17 @@ def _unsupported(x, residual, activation: str) -> str | None:
 
 
 def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
-            residual: jax.Array | None, activation: str, eps: float, interpret: bool = False
-            ) -> tuple[jax.Array, jax.Array, jax.Array] | None:
+            residual: jax.Array | None, activation: str, eps: float, axis_name=None,
+            interpret: bool = False) -> tuple[jax.Array, jax.Array, jax.Array] | None:
     """The kernels on validated arguments, or None when the switch (or an argument the kernel
-    does not take) keeps ops.batch_norm's XLA path. Registered as ops.batch_norm's kernel."""
-    mode = dispatch.kernel_mode("batch_norm_act", _unsupported(x, residual, activation), interpret)
+    does not take) keeps ops.batch_norm's XLA path. Registered as ops.batch_norm's kernel.
+    With `axis_name` (synchronised statistics) the kernels run inside shard_map, whose shards
+    exchange their partials within the kernels' passes; under vmap or pmap's axis they do not."""
+    reason = _unsupported(x, residual, activation)
+    if reason is None and axis_name is not None and (
+            axis_name not in jax.sharding.get_abstract_mesh().manual_axes):
+        reason = f"axis_name {axis_name!r} is not a shard_map axis"
+    mode = dispatch.kernel_mode("batch_norm_act", reason, interpret)
     if mode is None:
         return None
     c = x.shape[-1]
@@ -309,8 +498,9 @@ def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
     g = Geometry(m, c, activation, residual is not None, _plan(m, c, x.dtype))
     scale = jnp.ones((c,), jnp.float32) if scale is None else scale
     bias = jnp.zeros((c,), jnp.float32) if bias is None else bias
-    res = None if residual is None else residual.reshape(m, c)
-    y, mean, var = _batch_norm_act(x.reshape(m, c), scale, bias, res, g, eps, mode)
+    res = () if residual is None else (residual.reshape(m, c),)
+    y, mean, var = fwd_p.bind(x.reshape(m, c), scale, bias, *res, g=g, eps=eps, interpret=mode,
+                              axis_name=axis_name)
     return y.reshape(x.shape), mean, var
 
 

@@ -1,5 +1,6 @@
-"""Depthwise 2-D convolution (channel multiplier 1, NHWC) as Pallas kernels, with a custom VJP
-whose input and filter gradients are kernels too.
+"""Depthwise 2-D convolution (channel multiplier 1, NHWC) as Pallas kernels: the forward pass
+and the input and filter gradients, three bilinear primitives, each the others' transpose (so
+forward mode, reverse mode and vmap all run kernels).
 
 Equal to `cnnjax.ops.depthwise_conv2d(x, w, b, stride=stride, padding=padding)`. The kernels
 take square 3x3 and 5x5 filters at stride 1 or 2 with any padding of 0..k-1 pixels per side
@@ -28,9 +29,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.interpreters import ad, batching
 
 from cnnjax import ops
-from cnnjax.kernels import dispatch, tiling
+from cnnjax.kernels import dispatch, primitive, tiling
 from cnnjax.ops.shapes import Padding, explicit_padding, pair
 
 KERNEL_SIZES = (3, 5)
@@ -215,22 +217,64 @@ def _filter_grad(x3, dy3, g: Geometry, interpret: bool, dtype):
     return jnp.sum(parts, axis=0).astype(dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _depthwise(x3, w2, g: Geometry, interpret: bool):
-    return _forward(x3, w2, g, interpret)
+def _dx(dy3, w2, *, geometry: Geometry, interpret: bool):
+    return _input_grad(dy3, w2, geometry, interpret, dy3.dtype)
 
 
-def _depthwise_fwd(x3, w2, g, interpret):
-    return _forward(x3, w2, g, interpret), (x3, w2)
+def _dw(x3, dy3, *, geometry: Geometry, interpret: bool):
+    return _filter_grad(x3, dy3, geometry, interpret, x3.dtype)
 
 
-def _depthwise_bwd(g, interpret, res, dy3):
-    x3, w2 = res
-    return (_input_grad(dy3, w2, g, interpret, x3.dtype),
-            _filter_grad(x3, dy3, g, interpret, w2.dtype))
+def _shapes(g: Geometry, dtype):
+    """The shapes of (x, w, y) as the kernels view them: (N*H, W, C), (k*k, C), (N*H', W', C)."""
+    return tuple(jax.core.ShapedArray(s, dtype)
+                 for s in ((g.n * g.h, g.w, g.c), (g.k * g.k, g.c), (g.n * g.ho, g.wo, g.c)))
 
 
-_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+# The three passes, each a primitive (cnnjax.kernels.primitive), all in x's dtype:
+#   depthwise_conv2d_fwd(x, w) -> y, depthwise_conv2d_dx(dy, w) -> dx,
+#   depthwise_conv2d_dw(x, dy) -> dw.
+# Each is bilinear, and <g, fwd(x, w)> = <dx(g, w), x> = <dw(x, g), w>: every pass's transpose in
+# either operand is one of the other two, so the JVP is the pass applied to each tangent (two
+# kernel calls) and reverse mode, of any order, runs the kernels.
+fwd_p = primitive.define("depthwise_conv2d_fwd", lambda x3, w2, *, geometry, interpret: _forward(
+    x3, w2, geometry, interpret), abstract_eval=lambda x, w, **p: _shapes(p['geometry'], x.dtype)[2])
+dx_p = primitive.define("depthwise_conv2d_dx", _dx,
+                        abstract_eval=lambda dy, w, **p: _shapes(p['geometry'], dy.dtype)[0])
+dw_p = primitive.define("depthwise_conv2d_dw", _dw,
+                        abstract_eval=lambda x, dy, **p: _shapes(p['geometry'], x.dtype)[1])
+ad.defbilinear(fwd_p, lambda ct, x, w, **p: dx_p.bind(ct, w, **p),
+               lambda ct, x, w, **p: dw_p.bind(x, ct, **p))
+ad.defbilinear(dx_p, lambda ct, dy, w, **p: fwd_p.bind(ct, w, **p),
+               lambda ct, dy, w, **p: dw_p.bind(ct, dy, **p))
+ad.defbilinear(dw_p, lambda ct, x, dy, **p: dx_p.bind(dy, ct, **p),
+               lambda ct, x, dy, **p: fwd_p.bind(x, ct, **p))
+
+
+def _batcher(prim, images: int | None):
+    """vmap: where only operand `images` (rows of whole images) is mapped, the mapped axis folds
+    into the images (one call on B * N images); otherwise (mapped filters, or both operands of
+    the filter gradient) into the channels, which depthwise convolution keeps apart (one call
+    on B * C channels; an unmapped operand is broadcast first)."""
+    def rule(args, dims, *, geometry, interpret):
+        if images is not None and dims[1 - images] is None:
+            a = jnp.moveaxis(args[images], dims[images], 0)
+            b = a.shape[0]
+            folded = list(args)
+            folded[images] = a.reshape(b * a.shape[1], *a.shape[2:])
+            out = prim.bind(*folded, geometry=geometry._replace(n=b * geometry.n), interpret=interpret)
+            return out.reshape(b, out.shape[0] // b, *out.shape[1:]), 0
+        args = primitive.at_front(args, dims)
+        b = args[0].shape[0]
+        out = prim.bind(*map(primitive.channels_in, args), geometry=geometry._replace(c=b * geometry.c),
+                        interpret=interpret)
+        return primitive.channels_out(out, b), 0
+    return rule
+
+
+batching.primitive_batchers[fwd_p] = _batcher(fwd_p, 0)
+batching.primitive_batchers[dx_p] = _batcher(dx_p, 0)
+batching.primitive_batchers[dw_p] = _batcher(dw_p, None)
 
 
 def _unsupported(x: jax.Array, w: jax.Array, strides, pads) -> str | None:
@@ -267,6 +311,6 @@ def depthwise_conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, 
                  pads[1][0])
     # The reference computes in x's dtype (it casts w); so does the kernel, in fp32 registers.
     w2 = w.astype(x.dtype).reshape(g.k * g.k, c)
-    y = _depthwise(x.reshape(n * h, wd, c), w2, g, mode).reshape(out.shape)
+    y = fwd_p.bind(x.reshape(n * h, wd, c), w2, geometry=g, interpret=mode).reshape(out.shape)
     return y if b is None else y + b.astype(y.dtype)
 

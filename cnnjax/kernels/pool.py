@@ -1,4 +1,5 @@
-"""Max and average pooling (NHWC) as Pallas kernels with kernel backward passes.
+"""Max and average pooling (NHWC) as Pallas kernels with kernel backward and tangent passes
+(primitives: see the list above `_max_fwd`).
 
 Equal to `cnnjax.ops.max_pool` / `ops.avg_pool` for any window, stride, padding and ceil_mode
 they accept (max pooling's gradient in windows with NaNs: see below); windows of more than
@@ -24,9 +25,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.interpreters import ad, batching
 
 from cnnjax import ops
-from cnnjax.kernels import dispatch, tiling
+from cnnjax.kernels import dispatch, primitive, tiling
 from cnnjax.ops.shapes import Padding, explicit_padding, pair
 
 # Window positions are unrolled in the kernels and stored as int8 for max pooling's backward.
@@ -185,43 +187,133 @@ def _in(g: Geometry, dtype):
     return jax.ShapeDtypeStruct((g.n * g.h, g.w, g.c), dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _max_pool(x3, g: Geometry, interpret: bool):
+def _max_select_kernel(arg_ref, t_ref, ty_ref, *, g: Geometry, bw: int, bc: int):
+    """ty = t at each window's chosen position (max pooling's tangent: the forward pass gathers
+    what its backward kernel scatters). Refs: arg (N*H', W', C) int8, t (N*H, W, C), ty (N*H', W', C)."""
+    row, n, oh, ow, c, c_ok = _output_tile(g, bw, bc)
+    out_ok = (ow < g.wo)[:, None] & c_ok[None, :]
+    arg = tiling.load(arg_ref, (row, ow[:, None], c[None, :]), out_ok, -1)
+    acc = jnp.zeros((bw, bc), jnp.float32)
+    for t, (di, dj) in enumerate(_window(g)):
+        ih = oh * g.sh + di - g.pad_top
+        iw = ow * g.sw + dj - g.pad_left
+        ok = (ih >= 0) & (ih < g.h) & ((iw >= 0) & (iw < g.w))[:, None] & c_ok[None, :]
+        v = tiling.load(t_ref, (n * g.h + ih, iw[:, None], c[None, :]), ok & (arg == t), 0.0)
+        acc += v.astype(jnp.float32)
+    tiling.store(ty_ref, (row, ow[:, None], c[None, :]), acc, out_ok)
+
+
+# The passes, each a primitive (cnnjax.kernels.primitive) taking arrays viewed as
+# (N*H, W, C) rows and the static Geometry `g` and `interpret`:
+#   max_pool2d_fwd(x) -> y                  the primal value (no argmax written)
+#   max_pool2d_fwd_argmax(x) -> (y, arg)    under differentiation
+#   max_pool2d_select(arg, t) -> t at arg   the tangent: linear in t
+#   max_pool2d_bwd(arg, dy) -> dx           its transpose, the gradient
+#   avg_pool2d_fwd(x) -> y, avg_pool2d_bwd(dy) -> dx: linear, each the other's transpose.
+def _max_fwd(x3, *, g: Geometry, interpret: bool):
     return _run(_max_kernel, g, (x3,), g.n * g.ho, g.wo, _out(g, x3.dtype), interpret,
                 "max_pool2d_fwd")
 
 
-def _max_pool_fwd(x3, g, interpret):
-    y, arg = _run(_max_kernel, g, (x3,), g.n * g.ho, g.wo, (_out(g, x3.dtype), _out(g, jnp.int8)),
-                  interpret, "max_pool2d_fwd_argmax")
-    return y, arg
+def _max_fwd_argmax(x3, *, g: Geometry, interpret: bool):
+    return _run(_max_kernel, g, (x3,), g.n * g.ho, g.wo, (_out(g, x3.dtype), _out(g, jnp.int8)),
+                interpret, "max_pool2d_fwd_argmax")
 
 
-def _max_pool_bwd(g, interpret, arg, dy3):
-    # dy has the output's dtype, which is the input's.
-    return (_run(_max_grad_kernel, g, (arg, dy3), g.n * g.h, g.w, _in(g, dy3.dtype), interpret,
-                 "max_pool2d_bwd"),)
+def _max_select(arg, t3, *, g: Geometry, interpret: bool):
+    return _run(_max_select_kernel, g, (arg, t3), g.n * g.ho, g.wo, _out(g, t3.dtype), interpret,
+                "max_pool2d_select")
 
 
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+def _max_grad(arg, dy3, *, g: Geometry, interpret: bool):
+    # dx has the output gradient's dtype, which is the input's.
+    return _run(_max_grad_kernel, g, (arg, dy3), g.n * g.h, g.w, _in(g, dy3.dtype), interpret,
+                "max_pool2d_bwd")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _avg_pool(x3, g: Geometry, interpret: bool):
+def _avg_fwd(x3, *, g: Geometry, interpret: bool):
     return _run(_avg_kernel, g, (x3,), g.n * g.ho, g.wo, _out(g, x3.dtype), interpret,
                 "avg_pool2d_fwd")
 
 
-def _avg_pool_fwd(x3, g, interpret):
-    return _avg_pool(x3, g, interpret), None
+def _avg_grad(dy3, *, g: Geometry, interpret: bool):
+    return _run(_avg_grad_kernel, g, (dy3,), g.n * g.h, g.w, _in(g, dy3.dtype), interpret,
+                "avg_pool2d_bwd")
 
 
-def _avg_pool_bwd(g, interpret, _, dy3):
-    return (_run(_avg_grad_kernel, g, (dy3,), g.n * g.h, g.w, _in(g, dy3.dtype), interpret,
-                 "avg_pool2d_bwd"),)
+def _aval(shape: jax.ShapeDtypeStruct):
+    return jax.core.ShapedArray(shape.shape, shape.dtype)
 
 
-_avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
+def _define(fn, name: str, out, multiple_results: bool = False):
+    """The pass `fn` as a primitive; `out(g, *operand avals)` its output shape(s)."""
+    def abstract_eval(*avals, g, interpret):
+        shapes = out(g, *avals)
+        return [_aval(s) for s in shapes] if multiple_results else _aval(shapes)
+    return primitive.define(name, fn, abstract_eval=abstract_eval,
+                            multiple_results=multiple_results)
+
+
+max_fwd_p = _define(_max_fwd, "max_pool2d_fwd", lambda g, x: _out(g, x.dtype))
+max_fwd_argmax_p = _define(_max_fwd_argmax, "max_pool2d_fwd_argmax",
+                           lambda g, x: (_out(g, x.dtype), _out(g, jnp.int8)), True)
+max_select_p = _define(_max_select, "max_pool2d_select", lambda g, arg, t: _out(g, t.dtype))
+max_grad_p = _define(_max_grad, "max_pool2d_bwd", lambda g, arg, dy: _in(g, dy.dtype))
+avg_fwd_p = _define(_avg_fwd, "avg_pool2d_fwd", lambda g, x: _out(g, x.dtype))
+avg_grad_p = _define(_avg_grad, "avg_pool2d_bwd", lambda g, dy: _in(g, dy.dtype))
+
+
+def _max_argmax_jvp(primals, tangents, *, g, interpret):
+    # Max pooling is piecewise linear: its tangent takes t at each window's chosen position
+    # (the kernel's tie and NaN rule), with no dependence on x beyond that choice. So the
+    # derivative of every order goes through the same choice, and second derivatives taken
+    # either way (forward-over-reverse, reverse-over-forward) agree, with PyTorch's too.
+    (x3,), (t3,) = primals, tangents
+    y, arg = max_fwd_argmax_p.bind(x3, g=g, interpret=interpret)
+    ty = (ad.Zero(jax.typeof(y).to_tangent_aval()) if type(t3) is ad.Zero
+          else max_select_p.bind(arg, t3, g=g, interpret=interpret))
+    return (y, arg), (ty, ad.Zero(jax.typeof(arg).to_tangent_aval()))
+
+
+def _max_jvp(primals, tangents, *, g, interpret):
+    (y, _), (ty, _) = _max_argmax_jvp(primals, tangents, g=g, interpret=interpret)
+    return y, ty
+
+
+ad.primitive_jvps[max_fwd_p] = _max_jvp
+ad.primitive_jvps[max_fwd_argmax_p] = _max_argmax_jvp
+primitive.def_linear(max_select_p, 1,
+                     lambda cts, fixed, **p: [max_grad_p.bind(*fixed, cts[0], **p)])
+primitive.def_linear(max_grad_p, 1,
+                     lambda cts, fixed, **p: [max_select_p.bind(*fixed, cts[0], **p)])
+primitive.def_linear(avg_fwd_p, 0, lambda cts, fixed, **p: [avg_grad_p.bind(cts[0], **p)])
+primitive.def_linear(avg_grad_p, 0, lambda cts, fixed, **p: [avg_fwd_p.bind(cts[0], **p)])
+
+
+def _batcher(prim):
+    """vmap folds the mapped axis into the images: one call on B * N images."""
+    def rule(args, dims, *, g, interpret):
+        args = primitive.at_front(args, dims)
+        b = args[0].shape[0]
+        out = prim.bind(*(a.reshape(b * a.shape[1], *a.shape[2:]) for a in args),
+                        g=g._replace(n=b * g.n), interpret=interpret)
+        unfold = lambda o: o.reshape(b, o.shape[0] // b, *o.shape[1:])
+        if prim.multiple_results:
+            return [unfold(o) for o in out], [0] * len(out)
+        return unfold(out), 0
+    return rule
+
+
+for _p in (max_fwd_p, max_fwd_argmax_p, max_select_p, max_grad_p, avg_fwd_p, avg_grad_p):
+    batching.primitive_batchers[_p] = _batcher(_p)
+
+
+def _max_pool(x3, g: Geometry, interpret: bool):
+    return max_fwd_p.bind(x3, g=g, interpret=interpret)
+
+
+def _avg_pool(x3, g: Geometry, interpret: bool):
+    return avg_fwd_p.bind(x3, g=g, interpret=interpret)
 
 
 def _geometry(x: jax.Array, out_shape, window, stride, padding, include_pad: bool) -> Geometry:

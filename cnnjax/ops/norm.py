@@ -134,8 +134,12 @@ def batch_moments(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array
     # shard_map program the batch is the device's own and the exchange is the all-gather below.
     blocks = 1 if axis_name is not None else math.gcd(x.shape[0], jax.device_count())
     mean, var = _moments(x.reshape(x.shape[0], -1, x.shape[-1]), blocks)
-    if axis_name is None:
-        return mean, var
+    return (mean, var) if axis_name is None else merge_across(mean, var, axis_name)
+
+
+def merge_across(mean: jax.Array, var: jax.Array, axis_name: str) -> tuple[jax.Array, jax.Array]:
+    """The (mean, biased variance) of equal shards, each given by its own (C,) statistics, over
+    mapped axis `axis_name`: one all-gather of the (devices, 2, C) partials."""
     parts = lax.all_gather(jnp.stack([mean, var]), axis_name)
     means, variances = parts[:, 0], parts[:, 1]
     global_mean = jnp.mean(means, axis=0)
@@ -154,7 +158,8 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
 
     This is cnnjax's only batch norm: the Flax layer (cnnjax.nn.BatchNorm) and the pure residual
     blocks (cnnjax.ops.residual) call it, and in training it runs the fused Pallas kernel when
-    the kernels switch says so (cnnjax.kernels.dispatch; not with `axis_name`).
+    the kernels switch says so (cnnjax.kernels.dispatch; with `axis_name` too, inside
+    shard_map).
 
     Args:
       x: (..., C) activations; the first axis is the batch (see `batch_moments`).
@@ -180,8 +185,8 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
     act = get_activation(activation)
     if train:
         fused = hooks.kernel("batch_norm")  # the Pallas kernel, when cnnjax.kernels is imported
-        if axis_name is None and fused is not None:
-            out = fused(x, scale, bias, residual, activation, eps)
+        if fused is not None:
+            out = fused(x, scale, bias, residual, activation, eps, axis_name)
             if out is not None:
                 return out
         mean, var = batch_moments(x, axis_name)

@@ -81,9 +81,12 @@ def _tiled_max_jvp(kh: int, kw: int, primals, tangents):
     # among tied maxima; this one takes it from the element PyTorch's max_pool2d picks: the
     # first maximum in row-major window order, or the last NaN if the window has one. It is
     # linear in the tangent, so JAX transposes it into the gradient.
+    # The value is _tiled_max itself, not tiles.max: differentiated again (a second derivative
+    # either way round), it then follows this same rule, where jnp's max would split the
+    # derivative among tied maxima and the two orders would disagree at ties.
     (x,), (t,) = primals, tangents
     tiles = _tiles(x, kh, kw)
-    y = tiles.max(axis=(2, 4))
+    y = _tiled_max(x, kh, kw)
     k = kh * kw
     order = (np.arange(kh)[:, None] * kw + np.arange(kw)[None, :])[None, None, :, None, :, None]
     score = jnp.where(jnp.isnan(tiles), 2 * k + order,
@@ -102,7 +105,8 @@ def max_pool(x: jax.Array, window, *, stride=None, padding: Padding = 0,
     derivative, elementwise on the reshaped windows (faster than select-and-scatter: see
     experiments/airbench94/README.md); it also follows PyTorch's rule for NaNs (the last NaN of
     a window gets the gradient). Other windows are differentiated by XLA's select-and-scatter,
-    which does not follow that NaN rule.
+    which does not follow that NaN rule. Second derivatives (Hessian-vector products either way
+    round) follow the same choice, as PyTorch's double backward does.
     """
     dims, strides, pads, extra = _windows(x, window, stride, padding, ceil_mode, "max_pool")
     full = _full_pads(pads, extra)
