@@ -136,9 +136,9 @@ def test_models_route_every_batch_norm_pool_and_depthwise_conv_to_the_kernels(na
     calls = []
     kernel = hooks.kernel("batch_norm")
 
-    def recording(x, scale, bias, residual, activation, eps):
+    def recording(x, scale, bias, residual, activation, eps, axis_name):
         calls.append((activation, residual is not None))
-        return kernel(x, scale, bias, residual, activation, eps)
+        return kernel(x, scale, bias, residual, activation, eps, axis_name)
 
     hooks.register_kernel("batch_norm", recording)
     try:

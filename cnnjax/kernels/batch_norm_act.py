@@ -36,6 +36,7 @@ from jax.experimental import pallas as pl
 from cnnjax import ops
 from cnnjax.kernels import dispatch, tiling
 from cnnjax.ops.hooks import register_kernel
+from cnnjax.ops.norm import merge_across
 
 STATS_TILE_ELEMENTS = 2048
 MAP_TILE_ELEMENTS = 4096
@@ -210,7 +211,8 @@ def _reduce_grid(g: Geometry, bc: int) -> tuple[int, int]:
     return pl.cdiv(g.m, g.rows), pl.cdiv(g.c, bc)
 
 
-def _statistics(x2, g: Geometry, interpret: bool):
+def _statistics(x2, g: Geometry, interpret: bool, axis_name: str | None):
+    """(mean, biased variance) of x2's rows, or with `axis_name` of every device's rows."""
     bc, br = _blocks(g, x2.dtype, STATS_TILE_ELEMENTS)
     part = jax.ShapeDtypeStruct((pl.cdiv(g.m, g.rows), g.c), jnp.float32)
     means, m2s = tiling.launch(
@@ -219,6 +221,8 @@ def _statistics(x2, g: Geometry, interpret: bool):
     counts = jnp.asarray(_counts(g))[:, None]
     mean = jnp.sum(counts * means, axis=0) / g.m
     m2 = jnp.sum(m2s + counts * jnp.square(means - mean), axis=0)
+    if axis_name is not None:
+        return merge_across(jnp.stack([mean, jnp.zeros_like(mean), m2]), g.m, axis_name)
     return mean, m2 / g.m
 
 
@@ -229,8 +233,9 @@ def _map_launch(kernel, g: Geometry, dtype, out_dtype, interpret: bool, name: st
         out_shape=jax.ShapeDtypeStruct((g.m, g.c), out_dtype), interpret=interpret, name=name)
 
 
-def _forward(x2, scale, bias, res, g: Geometry, eps: float, interpret: bool):
-    mean, var = _statistics(x2, g, interpret)
+def _forward(x2, scale, bias, res, g: Geometry, eps: float, interpret: bool,
+             axis_name: str | None):
+    mean, var = _statistics(x2, g, interpret, axis_name)
     rstd = lax.rsqrt(var + eps)
     a = scale.astype(jnp.float32) * rstd
     ab = jnp.stack([a, bias.astype(jnp.float32) - mean * a])
@@ -239,16 +244,20 @@ def _forward(x2, scale, bias, res, g: Geometry, eps: float, interpret: bool):
     return (y, mean, var), (x2, scale, res, ab, mean, rstd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _batch_norm_act(x2, scale, bias, res, g: Geometry, eps: float, interpret: bool):
-    return _forward(x2, scale, bias, res, g, eps, interpret)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _batch_norm_act(x2, scale, bias, res, g: Geometry, eps: float, interpret: bool,
+                    axis_name: str | None):
+    """With `axis_name` (in shard_map, the batch split over that mapped axis) the statistics are
+    the whole batch's: one all-gather of (devices, 3, C) forward, one all-reduce of (4, C)
+    backward (the gradient sums and the statistics' cotangents)."""
+    return _forward(x2, scale, bias, res, g, eps, interpret, axis_name)[0]
 
 
-def _batch_norm_act_fwd(x2, scale, bias, res, g, eps, interpret):
-    return _forward(x2, scale, bias, res, g, eps, interpret)
+def _batch_norm_act_fwd(x2, scale, bias, res, g, eps, interpret, axis_name):
+    return _forward(x2, scale, bias, res, g, eps, interpret, axis_name)
 
 
-def _batch_norm_act_bwd(g, eps, interpret, saved, cotangents):
+def _batch_norm_act_bwd(g, eps, interpret, axis_name, saved, cotangents):
     x2, scale, res, ab, mean, rstd = saved
     dy, d_mean, d_var = cotangents
     bc = tiling.channel_block(g.c, jnp.dtype(x2.dtype).itemsize)
@@ -260,17 +269,23 @@ def _batch_norm_act_bwd(g, eps, interpret, saved, cotangents):
         functools.partial(_grad_sums_kernel, g=g, br=br, bc=bc), grid=_reduce_grid(g, bc),
         out_shape=outs, interpret=interpret, name="batch_norm_act_bwd_sums")(*src)
     s1, s2 = jnp.sum(s1, axis=0), jnp.sum(s2, axis=0)
+    d_scale, d_bias = s2.astype(scale.dtype), s1.astype(scale.dtype)  # this device's rows'
+    m = g.m
+    if axis_name is not None:
+        # Every device's loss reaches every device's rows through the shared statistics.
+        s1, s2, d_mean, d_var = lax.psum(jnp.stack([s1, s2, d_mean, d_var]), axis_name)
+        m = g.m * lax.axis_size(axis_name)
     gamma = scale.astype(jnp.float32)
     # dx = gamma rstd (dz - mean(dz) - xhat mean(dz xhat)) + d_mean / M + 2 d_var (x - mean) / M,
     # with xhat = (x - mean) rstd, written as A dz + B' xhat + D and then as A dz + B x + D'.
     a_coef = gamma * rstd
-    b_hat = -a_coef * s2 / g.m + 2.0 * d_var / (g.m * rstd)
-    d_coef = -a_coef * s1 / g.m + d_mean / g.m
+    b_hat = -a_coef * s2 / m + 2.0 * d_var / (m * rstd)
+    d_coef = -a_coef * s1 / m + d_mean / m
     coef = jnp.stack([a_coef, b_hat * rstd, d_coef - b_hat * rstd * mean, ab[0], ab[1]])
     grad_in = d_res[0] if g.residual else dy
     dx = _map_launch(_input_grad_kernel, g, x2.dtype, x2.dtype, interpret,
                      "batch_norm_act_bwd_dx")(x2, grad_in, coef)
-    return dx, s2.astype(scale.dtype), s1.astype(scale.dtype), d_res[0] if g.residual else None
+    return dx, d_scale, d_bias, d_res[0] if g.residual else None
 
 
 _batch_norm_act.defvjp(_batch_norm_act_fwd, _batch_norm_act_bwd)
@@ -297,10 +312,12 @@ def _unsupported(x, residual, activation: str) -> str | None:
 
 
 def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
-            residual: jax.Array | None, activation: str, eps: float, interpret: bool = False
+            residual: jax.Array | None, activation: str, eps: float,
+            axis_name: str | None = None, interpret: bool = False
             ) -> tuple[jax.Array, jax.Array, jax.Array] | None:
     """The kernels on validated arguments, or None when the switch (or an argument the kernel
-    does not take) keeps ops.batch_norm's XLA path. Registered as ops.batch_norm's kernel."""
+    does not take) keeps ops.batch_norm's XLA path. Registered as ops.batch_norm's kernel;
+    `axis_name` synchronises the statistics over that mapped axis (in shard_map)."""
     mode = dispatch.kernel_mode("batch_norm_act", _unsupported(x, residual, activation), interpret)
     if mode is None:
         return None
@@ -310,7 +327,7 @@ def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
     scale = jnp.ones((c,), jnp.float32) if scale is None else scale
     bias = jnp.zeros((c,), jnp.float32) if bias is None else bias
     res = None if residual is None else residual.reshape(m, c)
-    y, mean, var = _batch_norm_act(x.reshape(m, c), scale, bias, res, g, eps, mode)
+    y, mean, var = _batch_norm_act(x.reshape(m, c), scale, bias, res, g, eps, mode, axis_name)
     return y.reshape(x.shape), mean, var
 
 
