@@ -19,6 +19,7 @@ Writes an .npz of flat arrays and prints one JSON line:
   <run>/eval/<key>                      the eval step's sums on one batch
   bn/x, bn/scale, bn/bias, bn/residual, bn/cotangent   the batch-norm check's inputs
   bn/<path>/{y,mean,var,dx,dscale,dbias,dresidual}     path in pallas8, xla8
+  centred/x, centred/mean, centred/var  badly centred inputs and their synchronised statistics
   JSON: {"<run>_train_hlo", "<run>_eval_hlo": the collectives of each compiled step (as
   sharded_batch_norm_probe.collectives gives them) and its oneDNN calls, "convolutions": the
   model's, "batch_norm_channels": each batch norm's channels}
@@ -160,11 +161,25 @@ def batch_norm_runs(arrays: dict) -> None:
         arrays.update({f"bn/{run}/{k}": np.asarray(v) for k, v in zip(names, values)})
 
 
+def badly_centred_moments(arrays: dict) -> None:
+    """ops.batch_moments synchronised in shard_map over the 8 devices, of N(1e4 + 10 * device, 1)
+    inputs: each device's share offset differently, where float32 holds the mean only to 1e-3."""
+    rng = np.random.default_rng(2)
+    offsets = 10.0 * np.repeat(np.arange(8), 2)[:, None, None, None]
+    x = (1e4 + rng.standard_normal((16, 6, 6, 3)) + offsets).astype(np.float32)
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    fn = jax.jit(shard_map(lambda x: ops.batch_moments(x, axis_name="data"), mesh,
+                           in_specs=P("data"), out_specs=P()))
+    mean, var = fn(x)
+    arrays.update({"centred/x": x, "centred/mean": np.asarray(mean), "centred/var": np.asarray(var)})
+
+
 def main(path: str) -> None:
     assert jax.device_count() == 8, f"needs 8 devices, got {jax.device_count()}"
     arrays, out = {}, {}
     train_runs(arrays, out)
     batch_norm_runs(arrays)
+    badly_centred_moments(arrays)
     np.savez(path, **arrays)
     print(json.dumps(out))
 

@@ -137,3 +137,15 @@ def test_synchronised_batch_norm_in_shard_map_matches_torch_float64(probe, run):
     want = _torch_batch_norm(arrays)
     for k, v in want.items():
         assert_close(arrays[f"bn/{run}/{k}"], v, np.float32, f"{run} {k}", tol=1e-5)
+
+
+def test_synchronised_statistics_of_badly_centred_inputs_match_float64(probe):
+    """Mean 1e4, std 1, each device's share offset by 10 * device: the devices' (shift, mean
+    deviation, M2) partials merged by Chan's formula keep ~1e-6 of the variance, where merging
+    float32 (mean, var) pairs would lose digits to the 1e-3 spacing of the means."""
+    _, arrays = probe
+    x64 = arrays["centred/x"].astype(np.float64)
+    ref_mean = x64.mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(arrays["centred/mean"], ref_mean, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(arrays["centred/var"], ((x64 - ref_mean) ** 2).mean(axis=(0, 1, 2)),
+                               rtol=1e-5)
