@@ -81,16 +81,17 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     `summed_loss`: differentiate the batch's summed loss instead of its mean (airbench's
     hyperparameters are stated for it); the reported loss is the mean either way.
 
-    With `mesh` (a "data" axis the batch is sharded over) the model runs per device under
-    shard_map on the device's rows, so every kernel (Pallas, oneDNN) computes on local arrays.
+    With `mesh` (a "data" axis the batch is sharded over) of more than one device, the model
+    runs per device under shard_map on the device's rows, so every kernel (Pallas, oneDNN) computes on local arrays.
     The batch norms then take the whole batch's statistics (`ops.mapping.batch_split_over`: one
     collective each way per batch norm) and dropout the whole batch's masks, so the step equals
     the one-device step; with `per_device_batch_norm`, each device normalises with its own
     rows' statistics (the original ResNet's per-GPU batch norm), draws its own dropout masks,
     and the running statistics are averaged. Loss, accuracy and gradients are averaged over the
-    devices (XLA combines them into one all-reduce). Without `mesh`, the step is plain jit: the
-    whole batch is one batch-norm batch under XLA's partitioning, and a kernel call (which has
-    no sharding rule) would get the whole batch gathered.
+    devices (XLA combines them into one all-reduce). Without `mesh` (or with one device), the
+    step is plain jit: the whole batch is one batch-norm batch under XLA's partitioning, and on
+    a sharded batch a kernel call (which has no sharding rule) would get the whole batch
+    gathered.
     """
     dropout_key = rng.stream_key(seed, rng.DROPOUT, state.step)
     if pipeline.active or batch["image"].dtype == jnp.uint8:
@@ -100,7 +101,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     grad_fn = jax.value_and_grad(
         functools.partial(_loss_and_metrics, model, label_smoothing=label_smoothing,
                           loss_scale=batch["label"].shape[0] if summed_loss else 1.0), has_aux=True)
-    if mesh is None:
+    if mesh is None or mesh.size == 1:
         (_, (batch_stats, accuracy, loss)), grads = grad_fn(state.params, state.batch_stats,
                                                             batch, dropout_key)
     else:
@@ -141,10 +142,10 @@ def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool, num_class
 
     With several views per example (images (N, V, H, W, C)), the prediction is the mean of the
     views' softmax probabilities (10-crop testing), scored through its logarithm. With `mesh`
-    (a "data" axis the batch is sharded over), each device scores its rows under shard_map (so
+    (a "data" axis the batch is sharded over) of more than one device, each device scores its rows under shard_map (so
     the kernels compute on local arrays) and the sums are added over the devices.
     """
-    if mesh is not None:
+    if mesh is not None and mesh.size > 1:
         local = functools.partial(eval_step, model=model, use_ema=use_ema,
                                   num_classes=num_classes, pipeline=pipeline)
         rows = {k: batch[k] for k in ("image", "label", "mask")}
