@@ -9,7 +9,9 @@ rows get their own brightness, so statistics per device differ clearly from the 
 Also runs the Pallas batch-norm kernel (interpret mode) and ops.batch_norm's XLA path inside
 shard_map over the 8 devices on one batch, synchronised, with their gradients.
 
-Writes an .npz of flat arrays and prints one JSON line:
+The parts named after the output path run: "trainer" (the training runs; about 30 CPU-seconds,
+mostly compiling) and "batch_norm" (the batch-norm checks). Writes an .npz of flat arrays and
+prints one JSON line:
 
   x0                                    the first batch's images (16, 16, 16, 3)
   init/<path>                           the initial params
@@ -24,7 +26,7 @@ Writes an .npz of flat arrays and prints one JSON line:
   sharded_batch_norm_probe.collectives gives them) and its oneDNN calls, "convolutions": the
   model's, "batch_norm_channels": each batch norm's channels}
 
-    python tests/kernels_devices_probe.py OUT.npz
+    python tests/kernels_devices_probe.py OUT.npz trainer batch_norm
 """
 
 from __future__ import annotations
@@ -171,18 +173,21 @@ def badly_centred_moments(arrays: dict) -> None:
     fn = jax.jit(shard_map(lambda x: ops.batch_moments(x, axis_name="data"), mesh,
                            in_specs=P("data"), out_specs=P()))
     mean, var = fn(x)
-    arrays.update({"centred/x": x, "centred/mean": np.asarray(mean), "centred/var": np.asarray(var)})
+    arrays.update({"centred/x": x, "centred/mean": np.asarray(mean),
+                   "centred/var": np.asarray(var)})
 
 
-def main(path: str) -> None:
+def main(path: str, parts: list[str]) -> None:
     assert jax.device_count() == 8, f"needs 8 devices, got {jax.device_count()}"
     arrays, out = {}, {}
-    train_runs(arrays, out)
-    batch_norm_runs(arrays)
-    badly_centred_moments(arrays)
+    if "trainer" in parts:
+        train_runs(arrays, out)
+    if "batch_norm" in parts:
+        batch_norm_runs(arrays)
+        badly_centred_moments(arrays)
     np.savez(path, **arrays)
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

@@ -114,7 +114,8 @@ def test_two_processes_train_together_like_one(tmp_path):
         # simple_cnn's 2 convolutions: forward, weight gradient, and the second's input gradient.
         assert hlo.count('custom_call_target="cnnjax_onednn') == 5
         # Its 2 batch norms' statistics partials (2 processes, 3, C) are the only all-gathers.
-        assert sorted(re.findall(r"= f32\[(\d+,3,\d+)\]\S* all-gather", hlo)) == ["2,3,32", "2,3,64"]
+        gathered = re.findall(r"= f32\[(\d+,3,\d+)\]\S* all-gather", hlo)
+        assert sorted(gathered) == ["2,3,32", "2,3,64"], gathered
         assert hlo.count(" all-gather(") + hlo.count(" all-gather-start(") == 2
     th.run(tmp_path / "single", *flags)
     multi, single = th.flat(th.final_params(tmp_path / "multi")), th.flat(th.final_params(tmp_path / "single"))

@@ -3,7 +3,9 @@ the trainer's steps compute the model per device inside shard_map, so kernels "a
 oneDNN's convolutions on N CPU devices (and the Pallas kernels on N GPUs); the 8-device run
 equals the 1-device run and the XLA path, the batch norms are synchronised with one collective
 each way and no activation is gathered; the Pallas batch-norm kernel synchronised inside
-shard_map against PyTorch in float64."""
+shard_map against PyTorch in float64. The training runs are slow tests (CI's `make test-slow`);
+the trainer's 8-device path is also in the fast suite through tests/test_train_distributed.py
+(simple_cnn, with dropout and with batch norm) and tests/test_train_sharded_mix.py."""
 
 from __future__ import annotations
 
@@ -22,20 +24,32 @@ from conftest import REPO_ROOT
 from kernel_checks import assert_close
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory) -> tuple[dict, dict[str, np.ndarray]]:
+def _probe(tmp_path_factory, part: str) -> tuple[dict, dict[str, np.ndarray]]:
     path = tmp_path_factory.mktemp("kernels_devices") / "probe.npz"
     env = {**th.env(8), "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"}
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "kernels_devices_probe.py"),
-                           str(path)], env=env, capture_output=True, text=True, timeout=900)
+                           str(path), part], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), dict(np.load(path))
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> tuple[dict, dict[str, np.ndarray]]:
+    """The training runs (slow: about 30 CPU-seconds of compiling)."""
+    return _probe(tmp_path_factory, "trainer")
+
+
+@pytest.fixture(scope="module")
+def bn_probe(tmp_path_factory) -> dict[str, np.ndarray]:
+    """The batch-norm checks (a few CPU-seconds)."""
+    return _probe(tmp_path_factory, "batch_norm")[1]
 
 
 def _tree(arrays: dict, prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
+@pytest.mark.slow
 def test_auto_keeps_onednn_in_the_8_device_train_and_eval_steps(probe):
     """Every convolution's forward, weight gradient and input gradient (but the stem's, whose
     input is the data) is a oneDNN call in the compiled 8-device steps, as on 1 device."""
@@ -48,6 +62,7 @@ def test_auto_keeps_onednn_in_the_8_device_train_and_eval_steps(probe):
     assert out["xla8_train_hlo"]["onednn"] == out["xla8_eval_hlo"]["onednn"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["auto8", "xla8"])
 def test_8_device_steps_gather_no_activation_and_sync_each_batch_norm_once_each_way(probe, run):
     """Train step: forward, one all-gather of the (8 devices, 3, C) statistics partials per batch
@@ -80,6 +95,7 @@ def test_8_device_steps_gather_no_activation_and_sync_each_batch_norm_once_each_
     assert out[f"{run}_eval_hlo"]["ops"] == [["all-reduce", "(f32[], f32[], f32[], f32[])"]]
 
 
+@pytest.mark.slow
 def test_3_steps_on_8_devices_equal_1_device_and_the_xla_path(probe):
     """Loss of each step, parameters and running statistics after 3 SGD steps: oneDNN on 8
     devices against oneDNN on 1 and XLA on 8 (float32: relative to each leaf's largest value);
@@ -99,6 +115,7 @@ def test_3_steps_on_8_devices_equal_1_device_and_the_xla_path(probe):
     assert arrays["auto8/eval/count"] == 16
 
 
+@pytest.mark.slow
 def test_8_device_running_statistics_are_the_whole_batch_statistics(probe):
     """After the first step, the stem's batch norm holds 0.9 * initial + 0.1 * the statistics of
     the stem convolution of the whole batch (NumPy float64), not the per-device mean."""
@@ -118,7 +135,8 @@ def _torch_batch_norm(arrays: dict) -> dict[str, np.ndarray]:
          for k in ("x", "scale", "bias", "residual")}
     mean = t["x"].mean(dim=(0, 1, 2))
     var = ((t["x"] - mean) ** 2).mean(dim=(0, 1, 2))
-    y = torch.relu((t["x"] - mean) / torch.sqrt(var + 1e-5) * t["scale"] + t["bias"] + t["residual"])
+    xhat = (t["x"] - mean) / torch.sqrt(var + 1e-5)
+    y = torch.relu(xhat * t["scale"] + t["bias"] + t["residual"])
     loss = ((y * torch.tensor(arrays["bn/cotangent"], dtype=torch.float64)).sum()
             + (mean * torch.tensor(arrays["bn/w_mean"], dtype=torch.float64)).sum()
             + (var * torch.tensor(arrays["bn/w_var"], dtype=torch.float64)).sum())
@@ -128,22 +146,22 @@ def _torch_batch_norm(arrays: dict) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("run", ["pallas8", "xla8"])
-def test_synchronised_batch_norm_in_shard_map_matches_torch_float64(probe, run):
+def test_synchronised_batch_norm_in_shard_map_matches_torch_float64(bn_probe, run):
     """ops.batch_norm inside shard_map over 8 devices (the batch split over them), on the Pallas
     kernel (interpret mode: its statistics and backward passes per device, exchanged once each
     way) and on XLA: values and gradients equal the whole batch's in PyTorch float64."""
-    _, arrays = probe
+    arrays = bn_probe
     assert arrays[f"bn/{run}/pallas_calls"] == (4 if run == "pallas8" else 0)
     want = _torch_batch_norm(arrays)
     for k, v in want.items():
         assert_close(arrays[f"bn/{run}/{k}"], v, np.float32, f"{run} {k}", tol=1e-5)
 
 
-def test_synchronised_statistics_of_badly_centred_inputs_match_float64(probe):
+def test_synchronised_statistics_of_badly_centred_inputs_match_float64(bn_probe):
     """Mean 1e4, std 1, each device's share offset by 10 * device: the devices' (shift, mean
     deviation, M2) partials merged by Chan's formula keep ~1e-6 of the variance, where merging
     float32 (mean, var) pairs would lose digits to the 1e-3 spacing of the means."""
-    _, arrays = probe
+    arrays = bn_probe
     x64 = arrays["centred/x"].astype(np.float64)
     ref_mean = x64.mean(axis=(0, 1, 2))
     np.testing.assert_allclose(arrays["centred/mean"], ref_mean, rtol=0, atol=2e-3)

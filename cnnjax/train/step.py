@@ -82,7 +82,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     hyperparameters are stated for it); the reported loss is the mean either way.
 
     With `mesh` (a "data" axis the batch is sharded over) of more than one device, the model
-    runs per device under shard_map on the device's rows, so every kernel (Pallas, oneDNN) computes on local arrays.
+    runs per device under shard_map on the device's rows, so every kernel (Pallas, oneDNN)
+    computes on local arrays.
     The batch norms then take the whole batch's statistics (`ops.mapping.batch_split_over`: one
     collective each way per batch norm) and dropout the whole batch's masks, so the step equals
     the one-device step; with `per_device_batch_norm`, each device normalises with its own
@@ -142,8 +143,9 @@ def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool, num_class
 
     With several views per example (images (N, V, H, W, C)), the prediction is the mean of the
     views' softmax probabilities (10-crop testing), scored through its logarithm. With `mesh`
-    (a "data" axis the batch is sharded over) of more than one device, each device scores its rows under shard_map (so
-    the kernels compute on local arrays) and the sums are added over the devices.
+    (a "data" axis the batch is sharded over) of more than one device, each device scores its
+    rows under shard_map (so the kernels compute on local arrays) and the sums are added over
+    the devices.
     """
     if mesh is not None and mesh.size > 1:
         local = functools.partial(eval_step, model=model, use_ema=use_ema,
