@@ -18,7 +18,9 @@ Passes over the activation (viewed as (M, C): M = N*H*W rows, channels contiguou
   (which is the residual's gradient). An elementwise pass then writes
   dx = A dz + B x + D with per-channel A, B, D (including the gradients that reach mean and var).
 XLA's lowering of the reference needs separate passes for the mean, the variance and the
-normalisation, and as many again backwards.
+normalisation, and as many again backwards. Inside shard_map with the batch split over a mapped
+axis (`axis_name`, what the trainer's steps set on several devices), each device runs these
+passes on its rows and the statistics and gradient sums are exchanged once each way.
 """
 
 from __future__ import annotations
