@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export
+from jax.sharding import NamedSharding
 
 # Relative to the largest magnitude of the expected array (sums that cancel to ~0 have no
 # meaningful elementwise relative error).
@@ -52,18 +53,24 @@ def value_and_vjp(f, args, seed: int):
 
 
 def triton_kernels_for_gpu(f, args, monkeypatch) -> int:
-    """Lowers jit(f) for CUDA without a GPU and returns how many Triton kernels it holds;
-    `args` are arrays or pytrees of arrays (or of their shapes and dtypes).
+    """How many Triton kernels jit(f) holds lowered for CUDA (`cuda_module`)."""
+    return cuda_module(f, args, monkeypatch).count(TRITON_CALL)
+
+
+def cuda_module(f, args, monkeypatch) -> str:
+    """Lowers jit(f) for CUDA without a GPU and returns its StableHLO text; `args` are arrays or
+    pytrees of arrays (or of their shapes, dtypes and shardings, e.g. over an abstract mesh).
 
     JAX itself turns Pallas kernels into Triton IR (a GPU compiles that IR later), so this
     catches what the Triton backend rejects (shapes that are not powers of two, unsupported
     operations) on any machine. The dispatcher is told the backend is a GPU.
     """
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=(
+        a.sharding if isinstance(getattr(a, "sharding", None), NamedSharding) else None)), args)
     exported = export.export(jax.jit(f), platforms=["cuda"],
                              disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON_CALL)])
-    return exported(*specs).mlir_module().count(TRITON_CALL)
+    return exported(*specs).mlir_module()
 
 
 def equations(jaxpr):

@@ -22,7 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cnnjax import models, nn, ops
+from cnnjax import kernels, models, nn, ops
 from cnnjax.train.state import init_state
 from cnnjax.ops.mapping import shard_map
 from cnnjax.train.step import train_step
@@ -68,7 +68,11 @@ def step_collectives(model, size: int, mesh) -> dict:
                              seed=0, label_smoothing=0.0, ema_decay=0.0, pass_loss=False)
     state = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
                                                                   sharding=replicated), state)
-    hlo = jax.jit(step).lower(state, batch).compile().as_text()
+    # Plain jit over the sharded batch (train_step without a mesh) partitions XLA's lowering; a
+    # kernel call has no sharding rule and would be gathered (the trainer's per-device steps:
+    # tests/kernels_devices_probe.py).
+    with kernels.use("xla"):
+        hlo = jax.jit(step).lower(state, batch).compile().as_text()
     counts = collectives(hlo)
     means = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state.batch_stats)[0]
              if getattr(path[-1], "key", None) == "mean"]

@@ -17,12 +17,14 @@ import numpy as np
 import optax
 import pytest
 from jax import export
+from jax.sharding import AbstractMesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from cnnjax import kernels, models
 from cnnjax.train.state import init_state
 from cnnjax.train.step import train_step
 from conftest import REPO_ROOT
-from kernel_checks import TRITON_CALL, triton_kernels_for_gpu
+from kernel_checks import TRITON_CALL, cuda_module, triton_kernels_for_gpu
 
 
 def _probe(*names: str) -> dict:
@@ -136,17 +138,24 @@ def _params(names):
     return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
 
 
-def _step_and_specs(name: str, size: int = 32):
+def _step_and_specs(name: str, size: int = 32, mesh=None):
     """cnnjax.train.step.train_step of model `name` (SGD with momentum) and the abstract state
-    and batch (batch 2, size x size images) it is traced with."""
+    and batch (2 images of size x size per device) it is traced with; with `mesh` (a "data"
+    axis), the trainer's per-device step, the batch sharded and the state replicated."""
     model = models.create(name, num_classes=10)
     tx = optax.sgd(0.1, momentum=0.9)
     state = jax.eval_shape(lambda: init_state(model, tx, (size, size, 3), seed=0, use_ema=False))
-    batch = {"image": jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32),
-             "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
+    n = 2 * (1 if mesh is None else mesh.size)
+    data = rep = None
+    if mesh is not None:
+        data, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+        state = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), state)
+    batch = {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=data),
+             "label": jax.ShapeDtypeStruct((n,), jnp.int32, sharding=data)}
     step = functools.partial(train_step, model=model, tx=tx,
                              schedule=optax.constant_schedule(0.1), seed=0, label_smoothing=0.0,
-                             ema_decay=0.0, pass_loss=False)
+                             ema_decay=0.0, pass_loss=False, mesh=mesh)
     return step, (state, batch)
 
 
@@ -157,6 +166,20 @@ def test_gradient_step_exports_to_cuda_with_every_kernel_as_triton(monkeypatch, 
     with kernels.use("pallas"):
         found = triton_kernels_for_gpu(step, specs, monkeypatch)
     assert found == 4 * bns + 2 * pools + 3 * depthwise
+
+
+@pytest.mark.slow
+def test_8_device_gradient_step_exports_to_cuda_with_every_kernel_as_triton(monkeypatch):
+    """The trainer's step over 8 GPUs (an abstract mesh: no devices needed), ResNet-18 per device
+    in shard_map under kernels "auto": every Pallas kernel a Triton call, as on one device, and
+    the only all-gathers the 20 batch norms' (8 devices, 3, C) statistics partials."""
+    bns, pools, _ = MODELS["resnet18"]
+    step, specs = _step_and_specs("resnet18", mesh=AbstractMesh((8,), ("data",)))
+    with kernels.use("auto"):
+        module = cuda_module(step, specs, monkeypatch)
+    assert module.count(TRITON_CALL) == 4 * bns + 2 * pools
+    gathers = re.findall(r"stablehlo\.all_gather.*?-> tensor<(\w+)>", module)
+    assert len(gathers) == bns and all(re.fullmatch(r"8x3x\d+xf32", g) for g in gathers), gathers
 
 
 @pytest.mark.parametrize("name", _params(["resnet18", "mobilenet_v2", "resnet50",

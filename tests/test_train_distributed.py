@@ -2,6 +2,7 @@
 statistics), per-device batch norm, two processes training together."""
 
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -85,17 +86,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _dumped_train_step(dump: pathlib.Path) -> str:
+    """The optimised HLO of the train step that XLA dumped (--xla_dump_to) in one process."""
+    files = list(dump.glob("*jit_train_step*after_optimizations.txt"))
+    assert len(files) == 1, sorted(p.name for p in dump.iterdir())
+    return files[0].read_text()
+
+
 def test_two_processes_train_together_like_one(tmp_path):
+    """Two processes of one CPU device each, simple_cnn with batch norm under kernels "auto":
+    each computes its rows per device with oneDNN's convolutions (read in the HLO XLA dumps),
+    the batch norms synchronised across the processes; the result equals one process's."""
     port = _free_port()
+    flags = (*STEPS, "--config.model.batch_norm=True")
+    dumps = [tmp_path / f"hlo{i}" for i in range(2)]
     procs = [subprocess.Popen(
-        th.launch_cmd(tmp_path / "multi", *STEPS, f"--coordinator_address=127.0.0.1:{port}",
+        th.launch_cmd(tmp_path / "multi", *flags, f"--coordinator_address=127.0.0.1:{port}",
                       "--num_processes=2", f"--process_id={i}"),
-        env=th.env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+        env=th.env(1, f"--xla_dump_to={dumps[i]} --xla_dump_hlo_module_re=jit_train_step"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     prints = [th.fingerprints(o) for o in outs]
     assert len(prints[0]) == 1 and prints[0] == prints[1]  # bit-identical on both processes
-    th.run(tmp_path / "single", *STEPS)
+    for dump in dumps:
+        hlo = _dumped_train_step(dump)
+        # simple_cnn's 2 convolutions: forward, weight gradient, and the second's input gradient.
+        assert hlo.count('custom_call_target="cnnjax_onednn') == 5
+        # Its 2 batch norms' statistics partials (2 processes, 3, C) are the only all-gathers.
+        gathered = re.findall(r"= f32\[(\d+,3,\d+)\]\S* all-gather", hlo)
+        assert sorted(gathered) == ["2,3,32", "2,3,64"], gathered
+        assert hlo.count(" all-gather(") + hlo.count(" all-gather-start(") == 2
+    th.run(tmp_path / "single", *flags)
     multi, single = th.flat(th.final_params(tmp_path / "multi")), th.flat(th.final_params(tmp_path / "single"))
     for k in single:
         np.testing.assert_allclose(multi[k], single[k], rtol=1e-4, atol=1e-6, err_msg=k)

@@ -22,9 +22,10 @@ def launch_cmd(workdir, *flags, config=SMOKE) -> list[str]:
             f"--workdir={workdir}", *flags]
 
 
-def env(devices: int = 1) -> dict[str, str]:
+def env(devices: int = 1, xla_flags: str = "") -> dict[str, str]:
+    """The environment of a CPU subprocess with `devices` host devices (and more XLA flags)."""
     e = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {xla_flags}".strip()
     return e
 
 

@@ -26,7 +26,9 @@ Passes over the activation (viewed as (M, C): M = N*H*W rows, channels contiguou
   per-channel partials across the axis: the statistics by one all-gather (ops.norm's merge),
   the tangent's and backward's sums by one all-reduce.
 XLA's lowering of the reference needs separate passes for the mean, the variance and the
-normalisation, and as many again backwards.
+normalisation, and as many again backwards. Inside shard_map with the batch split over a mapped
+axis (`axis_name`, what the trainer's steps set on several devices), each device runs these
+passes on its rows and the statistics and gradient sums are exchanged once each way.
 """
 
 from __future__ import annotations
@@ -237,7 +239,8 @@ def _reduce_grid(g: Geometry, bc: int) -> tuple[int, int]:
     return pl.cdiv(g.m, g.rows), pl.cdiv(g.c, bc)
 
 
-def _statistics(x2, g: Geometry, interpret: bool):
+def _statistics(x2, g: Geometry, interpret: bool, axis_name: str | None):
+    """(mean, biased variance) of x2's rows, or with `axis_name` of every device's rows."""
     bc, br = _blocks(g, x2.dtype, STATS_TILE_ELEMENTS)
     part = jax.ShapeDtypeStruct((pl.cdiv(g.m, g.rows), g.c), jnp.float32)
     means, m2s = tiling.launch(
@@ -246,6 +249,8 @@ def _statistics(x2, g: Geometry, interpret: bool):
     counts = jnp.asarray(_counts(g))[:, None]
     mean = jnp.sum(counts * means, axis=0) / g.m
     m2 = jnp.sum(m2s + counts * jnp.square(means - mean), axis=0)
+    if axis_name is not None:
+        return merge_across(jnp.stack([mean, jnp.zeros_like(mean), m2]), g.m, axis_name)
     return mean, m2 / g.m
 
 
@@ -294,9 +299,7 @@ def _rows(g: Geometry, axis_name):
 # The second-order terms (the tangent and backward passes' derivatives in x, scale, bias, res,
 # mean, var) are XLA's derivative of `_tangent_formula`, the same map in plain JAX.
 def _forward(x2, scale, bias, *res, g: Geometry, eps: float, interpret: bool, axis_name):
-    mean, var = _statistics(x2, g, interpret)
-    if axis_name is not None:
-        mean, var = merge_across(mean, var, axis_name)
+    mean, var = _statistics(x2, g, interpret, axis_name)
     ab = _affine_map(scale, bias, mean, var, eps)[1]
     y = _map_launch(_normalize_kernel, g, x2.dtype, x2.dtype, interpret,
                     "batch_norm_act_fwd")(x2, ab, *res)

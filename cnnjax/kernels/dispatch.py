@@ -3,14 +3,16 @@ oneDNN's CPU convolutions.
 
 `kernels` is one of
 - "auto" (the default): the Pallas kernels on a GPU, oneDNN's convolutions on an x86-64 CPU,
-  XLA's lowering of the references otherwise. With more than one device, "auto" keeps XLA:
-  neither the Pallas calls nor the oneDNN custom calls define a sharding rule
-  (custom_partitioning), so under jit over a sharded batch XLA would gather the whole batch
-  to every call. "pallas" and "onednn" still force them;
+  XLA's lowering of the references otherwise, on any number of devices;
 - "xla": every entry point and convolution computes its `cnnjax.ops` reference with XLA;
 - "pallas": the Pallas kernels, where they can run (convolutions other than depthwise on XLA);
 - "onednn": every convolution of `cnnjax.ops` (conv2d and everything built on it) on oneDNN
   (`cnnjax.kernels.onednn`), the rest on XLA.
+On several devices the kernels run per device inside `shard_map`, as cnnjax.train's steps
+compute the model (the batch norms synchronised over the mapped axis): neither the Pallas calls
+nor the oneDNN custom calls define a sharding rule, so under plain jit over a sharded batch XLA
+would gather the whole batch to every call.
+
 Set it for a block of code with `use(...)`, for the whole process with `set_default(...)`, or for
 a model with `KernelScoped(model, ...)` (what `config.model.kernels` does). The choice is read
 when a function is traced, and it is part of jit's cache key (a JAX user context): `jax.jit(f)`
@@ -90,15 +92,6 @@ def log_once(message: str) -> None:
         logger.warning(message)
 
 
-def _single_device() -> bool:
-    """Whether "auto" may use the kernels: one device in the run (see the module docstring)."""
-    if jax.device_count() == 1:
-        return True
-    log_once(f"cnnjax.kernels: 'auto' keeps XLA's lowering on {jax.device_count()} devices (the "
-             f"kernels define no sharding rule); kernels='pallas' or 'onednn' forces them")
-    return False
-
-
 def kernel_mode(op: str, unsupported: str | None, interpret: bool) -> bool | None:
     """How entry point `op` computes now: None -> its XLA reference, False -> the compiled
     kernel, True -> the kernel in the Pallas interpreter.
@@ -110,8 +103,7 @@ def kernel_mode(op: str, unsupported: str | None, interpret: bool) -> bool | Non
     """
     setting = current()
     pallas = setting.kernels == "pallas" or (
-        setting.kernels == "auto" and (setting.interpret or (
-            jax.default_backend() == "gpu" and _single_device())))
+        setting.kernels == "auto" and (setting.interpret or jax.default_backend() == "gpu"))
     if not interpret and not pallas:
         return None
     interpret = interpret or setting.interpret
@@ -136,8 +128,7 @@ def conv_backend(x: jax.Array, w: jax.Array, strides: tuple[int, int],
     its reason is logged once and every convolution stays on XLA.
     """
     setting = current()
-    if setting.kernels not in ("auto", "onednn") or (
-            setting.kernels == "auto" and not _single_device()):
+    if setting.kernels not in ("auto", "onednn"):
         return None
     if jax.default_backend() != "cpu":
         if setting.kernels == "onednn":

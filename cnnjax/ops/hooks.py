@@ -10,8 +10,9 @@ Registered operations and their calling conventions:
   padding ((top, bottom), (left, right)) returns the convolution; with `input_shape=(N, H, W, C)`
   it returns instead that convolution's input gradient (an input of input_shape) at the output
   cotangent x: the transposed convolution. (cnnjax.ops.conv)
-- "batch_norm": kernel(x, scale, bias, residual, activation, eps) returns (y, mean, var) of
-  training-mode act(batch_norm(x) + residual). (cnnjax.ops.norm)
+- "batch_norm": kernel(x, scale, bias, residual, activation, eps, axis_name) returns (y, mean,
+  var) of training-mode act(batch_norm(x) + residual), with statistics synchronised over the
+  mapped axis `axis_name` (in shard_map) unless it is None. (cnnjax.ops.norm)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnnjax.ops import hooks
+from cnnjax.ops import hooks, mapping
 from cnnjax.ops.activations import get_activation
 
 
@@ -74,7 +74,7 @@ def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
     devices) is still exact, at the cost of resharding collectives. The exchanged array holds
     B x 3 x C floats, one non-zero row per block, so it grows with the device count (8 devices,
     2,048 channels: 196 KB per batch norm; flax's one-pass all-reduces 2 x C): at hundreds of
-    devices the shard_map path (`axis_name`, an all-gather of (devices, 2, C)) moves less.
+    devices the shard_map path (`axis_name`, an all-gather of (devices, 3, C)) moves less.
     B is fixed when the function is traced: a step exported on a host with another device count
     keeps that host's B (still exact, with more collectives). Measured alternatives: one
     variadic reduction over the sharded groups partitions into one all-gather per quantity (4),
@@ -82,6 +82,14 @@ def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
     E[x]^2 (one all-reduce) loses every digit of the variance when |mean| >> std;
     jax.experimental.custom_partitioning reaches one all-gather but has no vmap rule.
     """
+    n, rows, _ = x3.shape
+    packed = _exchange(_block_partials(x3, blocks))
+    return _merged_moments(packed, n // blocks * rows)
+
+
+def _block_partials(x3: jax.Array, blocks: int) -> jax.Array:
+    """Stages 1 and 2 of `_moments`: the (shift K, mean deviation d, M2) float32 partials of
+    `blocks` blocks of consecutive groups of x3 (N, R, C), packed as (blocks, 3, C)."""
     n, rows, c = x3.shape
     x32 = x3.astype(jnp.float32)
     shift = x32[:, 0]
@@ -91,9 +99,13 @@ def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
     per_block = n // blocks
     parts = _merge(tuple(p.reshape(blocks, per_block, c) for p in (shift, group_d, group_m2)),
                    rows, axis=1)
-    packed = _exchange(jnp.stack(parts, axis=1))
-    k, d, m2 = _merge((packed[:, 0], packed[:, 1], packed[:, 2]), per_block * rows, axis=0)
-    return k + d, m2 / (n * rows)
+    return jnp.stack(parts, axis=1)
+
+
+def _merged_moments(packed: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
+    """(mean, biased variance) of the rows of packed (B, 3, C) partials of `count` rows each."""
+    k, d, m2 = _merge((packed[:, 0], packed[:, 1], packed[:, 2]), count, axis=0)
+    return k + d, m2 / (packed.shape[0] * count)
 
 
 @_moments.defjvp
@@ -116,36 +128,52 @@ def _moments_tangent(x3: jax.Array, mean: jax.Array, dx3: jax.Array
     return jnp.mean(dx, axis=(0, 1)), 2.0 * jnp.mean(centred * dx, axis=(0, 1))
 
 
+def merge_across(parts: jax.Array, count: int, axis_name: str) -> tuple[jax.Array, jax.Array]:
+    """The mean and biased variance, float32 (C,), of a batch split in equal shares over mapped
+    axis `axis_name` (in shard_map), from this device's partials `parts` (3, C) float32 (shift
+    K, mean deviation d, M2 of its `count` rows; d = 0 and K the mean will do): one all-gather of
+    (devices, 3, C), merged on every device by Chan's formula as within one program (see
+    `_moments`), so every device holds the same bits. Not differentiable: callers define the
+    backward pass (`_synced_moments`; the Pallas batch-norm kernel)."""
+    return _merged_moments(lax.all_gather(parts, axis_name), count)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _synced_moments(x3: jax.Array, axis_name: str) -> tuple[jax.Array, jax.Array]:
+    """`_moments` of the batch whose equal shares x3 (N, R, C) the devices of mapped axis
+    `axis_name` hold: this device's partials, exchanged once (`merge_across`). The tangents are
+    this device's `_moments_tangent` averaged over the devices (one all-reduce of (2, C));
+    reverse mode transposes that into one all-reduce of the statistics' cotangents, since every
+    device's loss depends on every device's rows through them."""
+    return merge_across(_block_partials(x3, 1)[0], x3.shape[0] * x3.shape[1], axis_name)
+
+
+@_synced_moments.defjvp
+def _synced_moments_jvp(axis_name, primals, tangents):
+    (x3,), (dx3,) = primals, tangents
+    mean, var = _synced_moments(x3, axis_name)
+    t_mean, t_var = lax.pmean(jnp.stack(_moments_tangent(x3, mean, dx3)), axis_name)
+    return (mean, var), (t_mean, t_var)
+
+
 def batch_moments(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
     """Mean and biased variance, float32, over every axis of x (..., C) but the last, from
     the examples' two-pass partials merged with Chan's formula (see `_moments`). Under jit with
     the batch sharded the statistics are global and cost one all-reduce of packed (B, 3, C)
     partials, B = gcd(batch, device count); the backward pass is elementwise (no collective).
 
-    In `shard_map`/`pmap`, `axis_name` merges the per-device moments across that axis with one
-    all-gather of the (devices, 2, C) partials. That merge takes the spread of the per-device
-    means from their float32 values, so it is exact in form but, unlike the merge within one
-    program, limited by float32's spacing at |mean| (1e-3 at 1e4) when |mean| >> std.
+    In `shard_map`, `axis_name` (a mapped axis over which the batch is split in equal shares)
+    merges the devices' partials by the same formula: one all-gather of (devices, 3, C)
+    forward, one all-reduce of (2, C) backward (`_synced_moments`).
     """
     if x.ndim < 2:
         raise ValueError(f"batch statistics need a batch axis and a channel axis, got shape "
                          f"{tuple(x.shape)}")
-    # Blocks matter only where XLA partitions the batch (jit over a sharded batch); within a
-    # shard_map program the batch is the device's own and the exchange is the all-gather below.
-    blocks = 1 if axis_name is not None else math.gcd(x.shape[0], jax.device_count())
-    mean, var = _moments(x.reshape(x.shape[0], -1, x.shape[-1]), blocks)
-    return (mean, var) if axis_name is None else merge_across(mean, var, axis_name)
-
-
-def merge_across(mean: jax.Array, var: jax.Array, axis_name: str) -> tuple[jax.Array, jax.Array]:
-    """The (mean, biased variance) of equal shards, each given by its own (C,) statistics, over
-    mapped axis `axis_name`: one all-gather of the (devices, 2, C) partials."""
-    parts = lax.all_gather(jnp.stack([mean, var]), axis_name)
-    means, variances = parts[:, 0], parts[:, 1]
-    global_mean = jnp.mean(means, axis=0)
-    # Equal shards: the total M2 over M is the mean within-shard variance plus the variance of
-    # the shard means.
-    return global_mean, jnp.mean(variances + jnp.square(means - global_mean), axis=0)
+    x3 = x.reshape(x.shape[0], -1, x.shape[-1])
+    if axis_name is not None:
+        return _synced_moments(x3, axis_name)
+    # Blocks matter only where XLA partitions the batch (jit over a sharded batch).
+    return _moments(x3, math.gcd(x.shape[0], jax.device_count()))
 
 
 def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
@@ -166,8 +194,10 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
       scale, bias: (C,) affine parameters, or None for none.
       mean, var: (C,) running statistics; required when `train` is False.
       train: True normalises with the statistics of this batch; False with `mean`/`var`.
-      axis_name: in `shard_map`/`pmap`, the mapped axis to merge statistics over (synchronised
-        BN). Under jit with a sharded batch no axis is needed: the statistics are global.
+      axis_name: in `shard_map`, the mapped axis to merge statistics over (synchronised BN);
+        None takes the axis of an enclosing `cnnjax.ops.mapping.batch_split_over` (the
+        trainer's steps), if any. Under jit with a sharded batch no axis is needed: the
+        statistics are global.
       residual: optional array of x's shape added after the affine map (a residual block's sum).
       activation: a name of ops.ACTIVATIONS applied last ("identity": none).
     Returns:
@@ -184,6 +214,8 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
                          f"got {tuple(residual.shape)}")
     act = get_activation(activation)
     if train:
+        if axis_name is None:
+            axis_name = mapping.batch_axis()
         fused = hooks.kernel("batch_norm")  # the Pallas kernel, when cnnjax.kernels is imported
         if fused is not None:
             out = fused(x, scale, bias, residual, activation, eps, axis_name)
@@ -215,12 +247,22 @@ def update_running_stats(running_mean: jax.Array, running_var: jax.Array, mean: 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float, deterministic: bool) -> jax.Array:
     """Inverted dropout: zeroes each element with probability `rate`, scales the rest by
-    1 / (1 - rate) so the expectation is unchanged; identity when `deterministic`."""
+    1 / (1 - rate) so the expectation is unchanged; identity when `deterministic`. Within
+    `cnnjax.ops.mapping.batch_split_over` (x (n, ...) this device's share of the batch), the
+    mask is this device's rows of the whole batch's: the same as on one device."""
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate!r}")
     if deterministic or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    axis = mapping.batch_axis()
+    if axis is None:
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    else:
+        # This device's rows of the whole batch's mask, so the masks do not depend on the device
+        # count (the bits of a row depend on the key, the shape and the row's index only).
+        n = x.shape[0]
+        whole = jax.random.bernoulli(key, 1.0 - rate, (n * lax.axis_size(axis), *x.shape[1:]))
+        keep = lax.dynamic_slice_in_dim(whole, lax.axis_index(axis) * n, n)
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 

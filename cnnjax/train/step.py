@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from cnnjax import ops
 from cnnjax.data.device_pipeline import DevicePipeline, from_config
-from cnnjax.ops.mapping import shard_map
+from cnnjax.ops.mapping import batch_split_over, shard_map
 from cnnjax.train import rng
 from cnnjax.data.tta import average_logits
 from cnnjax.train import lookahead
@@ -72,17 +72,27 @@ def per_example(fn, logits: jax.Array, labels: jax.Array, **kw) -> jax.Array:
 
 def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTransformation,
                schedule: optax.Schedule, seed: int, label_smoothing: float, ema_decay: float,
-               pass_loss: bool, mesh=None, pipeline: DevicePipeline = DevicePipeline(),
-               summed_loss: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+               pass_loss: bool, mesh=None, per_device_batch_norm: bool = False,
+               pipeline: DevicePipeline = DevicePipeline(), summed_loss: bool = False
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on a global batch; returns the new state and scalar metrics.
 
     `pipeline`: the device-side input processing (padding, augmentation, normalisation, mixing).
     `summed_loss`: differentiate the batch's summed loss instead of its mean (airbench's
     hyperparameters are stated for it); the reported loss is the mean either way.
 
-    With `mesh`, gradients and batch statistics are computed per device under shard_map (the
-    original ResNet's per-GPU batch norm) and averaged; otherwise the whole global batch is one
-    batch-norm batch (synchronised BN), which is what jit over a sharded batch computes.
+    With `mesh` (a "data" axis the batch is sharded over) of more than one device, the model
+    runs per device under shard_map on the device's rows, so every kernel (Pallas, oneDNN)
+    computes on local arrays.
+    The batch norms then take the whole batch's statistics (`ops.mapping.batch_split_over`: one
+    collective each way per batch norm) and dropout the whole batch's masks, so the step equals
+    the one-device step; with `per_device_batch_norm`, each device normalises with its own
+    rows' statistics (the original ResNet's per-GPU batch norm), draws its own dropout masks,
+    and the running statistics are averaged. Loss, accuracy and gradients are averaged over the
+    devices (XLA combines them into one all-reduce). Without `mesh` (or with one device), the
+    step is plain jit: the whole batch is one batch-norm batch under XLA's partitioning, and on
+    a sharded batch a kernel call (which has no sharding rule) would get the whole batch
+    gathered.
     """
     dropout_key = rng.stream_key(seed, rng.DROPOUT, state.step)
     if pipeline.active or batch["image"].dtype == jnp.uint8:
@@ -92,19 +102,26 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
     grad_fn = jax.value_and_grad(
         functools.partial(_loss_and_metrics, model, label_smoothing=label_smoothing,
                           loss_scale=batch["label"].shape[0] if summed_loss else 1.0), has_aux=True)
-    if mesh is None:
+    if mesh is None or mesh.size == 1:
         (_, (batch_stats, accuracy, loss)), grads = grad_fn(state.params, state.batch_stats,
                                                             batch, dropout_key)
     else:
         def local(params, stats, local_batch, key):
-            # Each device draws its own dropout mask, as separate GPUs would.
-            key = jax.random.fold_in(key, jax.lax.axis_index("data"))
-            (_, (s, a, l)), g = grad_fn(params, stats, local_batch, key)
-            return jax.lax.pmean((l, s, a, g), "data")
+            if per_device_batch_norm:
+                # Each device draws its own dropout mask, as separate GPUs would.
+                key = jax.random.fold_in(key, jax.lax.axis_index("data"))
+                (_, (s, a, l)), g = grad_fn(params, stats, local_batch, key)
+                return jax.lax.pmean((l, s, a, g), "data")
+            with batch_split_over("data"):
+                (_, (s, a, l)), g = grad_fn(params, stats, local_batch, key)
+            # The synchronised statistics are already the same bits on every device.
+            l, a, g = jax.lax.pmean((l, a, g), "data")
+            return l, s, a, g
 
+        model_batch = {"image": batch["image"], "label": batch["label"]}
         loss, batch_stats, accuracy, grads = shard_map(
             local, mesh, in_specs=(P(), P(), P("data"), P()), out_specs=P())(
-                state.params, state.batch_stats, batch, dropout_key)
+                state.params, state.batch_stats, model_batch, dropout_key)
     extra = {"value": loss} if pass_loss else {}
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
@@ -121,12 +138,21 @@ def train_step(state: TrainState, batch: dict, *, model, tx: optax.GradientTrans
 
 
 def eval_step(state: TrainState, batch: dict, *, model, use_ema: bool, num_classes: int,
-              pipeline: DevicePipeline = DevicePipeline()) -> dict[str, jax.Array]:
+              pipeline: DevicePipeline = DevicePipeline(), mesh=None) -> dict[str, jax.Array]:
     """Sums over the real (mask=True) examples of a padded eval batch: loss, top-1, top-5, count.
 
     With several views per example (images (N, V, H, W, C)), the prediction is the mean of the
-    views' softmax probabilities (10-crop testing), scored through its logarithm.
+    views' softmax probabilities (10-crop testing), scored through its logarithm. With `mesh`
+    (a "data" axis the batch is sharded over) of more than one device, each device scores its
+    rows under shard_map (so the kernels compute on local arrays) and the sums are added over
+    the devices.
     """
+    if mesh is not None and mesh.size > 1:
+        local = functools.partial(eval_step, model=model, use_ema=use_ema,
+                                  num_classes=num_classes, pipeline=pipeline)
+        rows = {k: batch[k] for k in ("image", "label", "mask")}
+        return shard_map(lambda s, b: jax.lax.psum(local(s, b), "data"), mesh,
+                         in_specs=(P(), P("data")), out_specs=P())(state, rows)
     images = pipeline.eval(batch["image"])
     plain = None
     if images.ndim == 5:
@@ -175,11 +201,11 @@ def compile_steps(model, tx, schedule, config, num_classes: int, mesh, data_shar
         train_step, model=model, tx=tx, schedule=schedule, seed=config.seed,
         label_smoothing=config.optimizer.get("label_smoothing", 0.0),
         ema_decay=config.optimizer.get("ema_decay", 0.0), pass_loss=needs_loss_value(config),
-        mesh=mesh if config.get("per_device_batch_norm", False) else None, pipeline=pipeline,
-        summed_loss=summed_loss(config))
+        mesh=mesh, per_device_batch_norm=config.get("per_device_batch_norm", False),
+        pipeline=pipeline, summed_loss=summed_loss(config))
     evaluate = functools.partial(eval_step, model=model,
                                  use_ema=bool(config.optimizer.get("ema_decay", 0.0)),
-                                 num_classes=num_classes, pipeline=pipeline)
+                                 num_classes=num_classes, pipeline=pipeline, mesh=mesh)
     options = dict(config.get("compiler_options") or {})
     train_jit = jax.jit(train, in_shardings=(replicated, data_sharding),
                         out_shardings=(replicated, replicated), donate_argnums=0,
