@@ -1,24 +1,27 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
-# Each creates .venv if missing and (re)installs the package when setup.cfg changes.
+# Each creates .venv if missing and (re)installs the package when setup.cfg or the lock changes.
+# constraints.txt pins every package to the version the suite passed with (`make lock` rewrites
+# it from the venv; see the README, "Upgrading the dependencies").
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # pytest-xdist spreads test files over the cores; JAX compiles are mostly single-threaded.
 PYTEST_WORKERS ?= 2
 RUN_WORKDIR ?= runs/default
+LOCK := constraints.txt
 
-.PHONY: run test test-slow test-all test-cluster clean-venv
+.PHONY: run test test-slow test-all test-cluster clean-venv lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed-run: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed-run: setup.cfg pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(LOCK) -e .
 	touch $@
 
-$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: setup.cfg pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
@@ -57,3 +60,10 @@ test-cluster: $(VENV)/.installed-test
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Rewrites the lock from the venv's installed versions: run it after `make test` passed with
+# upgraded packages. A local build label (torch's +cpu) is dropped so PyPI serves the version.
+lock: | $(BIN)/python
+	{ echo "# The versions \`make test\` passed with (Python $$($(BIN)/python -c 'import sys; print(*sys.version_info[:3], sep=".")'), Linux x86-64)."; \
+	  echo "# Used as pip constraints by make run / make test / CI; regenerate with \`make lock\`."; \
+	  $(BIN)/pip freeze --exclude-editable | sed -e 's/+[a-z0-9.]*$$//' -e '/^#/d' | LC_ALL=C sort -f; } > $(LOCK)
