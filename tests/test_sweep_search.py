@@ -26,7 +26,7 @@ TOTAL = 24
 def _search(root, arg, *flags, parallel=2):
     return subprocess.run([sys.executable, str(REPO_ROOT / "launch.py"), f"--config={SEARCH}:{arg}",
                            "--search", f"--workdir={root}", f"--parallel={parallel}", *flags],
-                          env=th.env(), capture_output=True, text=True, timeout=900)
+                          env=th.env(), capture_output=True, text=True, timeout=2400)
 
 
 _LOAD = """
@@ -137,7 +137,7 @@ def test_sigkilled_worker_resumes_its_trial_from_the_checkpoint(tmp_path):
         assert time.time() < deadline and search.poll() is None, "no checkpoint in time"
         time.sleep(0.1)
     os.kill(int((tmp_path / "workers" / "worker_0.pid").read_text()), signal.SIGKILL)
-    out, _ = search.communicate(timeout=900)
+    out, _ = search.communicate(timeout=2400)
     assert search.returncode == 0, out
     assert "worker 0 ended with status -9; restarting it (1/3)" in out
     log = (tmp_path / "workers" / "worker_0.log").read_text()
