@@ -77,7 +77,8 @@ def test_pruner_stops_the_diverging_trials_at_their_first_evaluation(pruned, tmp
     # end and stays at chance, which is what the pruner saved.
     proc = _search(tmp_path, "none:" + ",".join(map(str, DIVERGING + (1e9,))))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    runs = {p["optimizer.learning_rate"]: (n, s, v, u) for n, s, p, v, _, u in _load(tmp_path)["trials"]}
+    runs = {p["optimizer.learning_rate"]: (n, s, v, u)
+            for n, s, p, v, _, u in _load(tmp_path)["trials"]}
     _, state, _, attrs = runs.pop(1e9)
     assert state == "FAIL" and "FloatingPointError: loss is" in attrs["fail_reason"]
     assert all(s == "COMPLETE" and v < 0.2 for _, s, v, _ in runs.values()), runs

@@ -1,4 +1,5 @@
-"""`python -m cnnjax.sweep summarize ROOT`: tables and plots of a sweep's runs or a search's trials."""
+"""`python -m cnnjax.sweep summarize ROOT`: tables and plots of a sweep's runs or of a search's
+trials."""
 
 from __future__ import annotations
 

@@ -46,12 +46,14 @@ def apply_params(config: ml_collections.ConfigDict, params: Mapping[str, Any]
     return config
 
 
-def _own_running(study: optuna.Study, worker: int, num_workers: int) -> list[optuna.trial.FrozenTrial]:
+def _own_running(study: optuna.Study, worker: int,
+                 num_workers: int) -> list[optuna.trial.FrozenTrial]:
     trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return [t for t in trials if int(t.user_attrs.get("worker", 0)) % num_workers == worker]
 
 
-def _ask(study: optuna.Study, root: pathlib.Path, search: Search, worker: int) -> optuna.Trial | None:
+def _ask(study: optuna.Study, root: pathlib.Path, search: Search,
+         worker: int) -> optuna.Trial | None:
     lock = JournalFileOpenLock(str(root / ASK_LOCK))
     lock.acquire()
     try:

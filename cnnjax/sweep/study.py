@@ -35,8 +35,9 @@ def storage(root: pathlib.Path, url: str | None) -> optuna.storages.BaseStorage 
 def record(root: pathlib.Path, spec: str, overrides: Sequence[str], url: str | None) -> None:
     """Records the launch command in ROOT/search.json; refuses (ValueError, one line) a relaunch
     with another config, other shared overrides or another storage."""
-    root_record.check_or_write(root, root_record.SEARCH_FILE, {"config": spec, "overrides": list(overrides),
-                                                   "storage": url, "study_name": STUDY_NAME})
+    root_record.check_or_write(root, root_record.SEARCH_FILE,
+                               {"config": spec, "overrides": list(overrides), "storage": url,
+                                "study_name": STUDY_NAME})
 
 
 def load(root: pathlib.Path) -> tuple[optuna.Study, dict[str, Any]]:
@@ -44,7 +45,8 @@ def load(root: pathlib.Path) -> tuple[optuna.Study, dict[str, Any]]:
     rec = root_record.read(root, root_record.SEARCH_FILE)
     if rec is None:
         raise ValueError(f"{str(root)!r} holds no search ({root_record.SEARCH_FILE} missing)")
-    return optuna.load_study(study_name=rec["study_name"], storage=storage(root, rec["storage"])), rec
+    study = optuna.load_study(study_name=rec["study_name"], storage=storage(root, rec["storage"]))
+    return study, rec
 
 
 def trial_workdir(root: pathlib.Path, number: int) -> pathlib.Path:

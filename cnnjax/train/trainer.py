@@ -237,11 +237,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
           on_eval: Callable[[int, dict[str, float]], bool] | None = None) -> dict[str, float]:
     """Trains (or resumes) the run in `workdir`; returns the final eval metrics.
 
-    `on_eval(step, eval_metrics)` is called after every evaluation (process 0's values; every
-    process gets the same); when it returns True the run saves a checkpoint at that step and
-    raises StoppedAtEval. Raises Preempted after a SIGTERM checkpoint, FloatingPointError on a non-finite loss (the
-    last good checkpoint is kept), ValueError on a bad config, a workdir of another run, or one
-    of another length (num_epochs / num_train_steps) unless `extend`.
+    `on_eval(step, eval_metrics)` is called after every evaluation (every process gets the
+    same values); when it returns True before the last step, the run saves a checkpoint at that
+    step and raises StoppedAtEval. Raises Preempted after a SIGTERM checkpoint,
+    FloatingPointError on a non-finite loss (the last good checkpoint is kept), ValueError on a
+    bad config, a workdir of another run, or one of another length (num_epochs /
+    num_train_steps) unless `extend`.
     """
     workdir = pathlib.Path(workdir)
     pid, pcount = jax.process_index(), jax.process_count()
