@@ -89,7 +89,7 @@ def test_search_as_a_job_array_with_a_requeued_worker(tmp_path):
     that trial from its checkpoint, and the study ends with 3 complete trials, none run twice."""
     search = REPO_ROOT / "tests" / "digits_search.py"
     proc = _launch(f"--config={search}:none:0.05,0.1,0.2", "--search", "--launcher=slurm",
-                   "--parallel=2", f"--workdir={tmp_path}", "--config.num_train_steps=400",
+                   "--parallel=2", f"--workdir={tmp_path}", "--config.num_train_steps=200",
                    "--config.checkpoint_every_steps=20", "--config.eval_every_steps=100",
                    "--config.log_every_steps=20")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -119,4 +119,4 @@ def test_search_as_a_job_array_with_a_requeued_worker(tmp_path):
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(float(r["optimizer.learning_rate"]) for r in rows) == [0.05, 0.1, 0.2]
-    assert all(r["state"] == "COMPLETE" and int(r["steps"]) == 400 for r in rows), rows
+    assert all(r["state"] == "COMPLETE" and int(r["steps"]) == 200 for r in rows), rows
