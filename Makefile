@@ -36,7 +36,8 @@ test: $(VENV)/.installed-test
 # config end to end, and the scale-ready checks on the larger models (ResNet-50's collectives over
 # 8 devices, the CUDA/TPU exports of ResNet-50, MobileNetV2 and EfficientNet-B0; about 3.5 min,
 # measured 2026-12-02 under load), MobileNetV2's loss and gradients through the Pallas kernels
-# (interpret mode) against XLA (150 s). The other slow tests are deeper or wider copies of models the fast suite
+# (interpret mode) against XLA (150 s), the Optuna searches of tests/test_sweep_search.py (200 CPU-s
+# under load, 2026-12-06). The other slow tests are deeper or wider copies of models the fast suite
 # covers, or run Pallas kernels in interpret mode; `make test-all` runs them.
 SLOW_CI := \
 	'tests/test_models_classic.py::test_deep_vgg_from_torch_matches_torch_at_full_size' \
@@ -47,7 +48,8 @@ SLOW_CI := \
 	'tests/test_data_grain.py::test_launch_trains_on_a_prepared_dataset_with_grain_workers' \
 	'tests/test_configs_smoke.py::test_smoke_variant_trains[imagenet_alexnet]' \
 	'tests/test_scale_ready.py' \
-	'tests/test_kernels_models.py::test_mobilenet_v2_same_loss_and_gradients_with_pallas_and_xla'
+	'tests/test_kernels_models.py::test_mobilenet_v2_same_loss_and_gradients_with_pallas_and_xla' \
+	'tests/test_sweep_search.py'
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow $(SLOW_CI)

@@ -2,6 +2,9 @@
 pruning of diverging trials, the study read by Optuna alone, relaunches, a SIGKILLed worker.
 
 The search is tests/digits_search.py: a grid of 12 learning rates on the digits, 24 steps each.
+Marked slow (CI runs the file in `make test-slow`): 200 CPU-seconds for the four tests, measured
+with /usr/bin/time on 2 cores under a load average of 23-38 (2026-12-06), most of it the
+per-trial compilations of 12 + 7 + 2 trials.
 """
 
 import csv
@@ -21,6 +24,8 @@ from conftest import REPO_ROOT
 SEARCH = REPO_ROOT / "tests" / "digits_search.py"
 DIVERGING = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0)  # SGD at these rates: chance accuracy (asserted)
 TOTAL = 24
+
+pytestmark = pytest.mark.slow
 
 
 def _search(root, arg, *flags, parallel=2):
