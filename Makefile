@@ -1,24 +1,27 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
-# Each creates .venv if missing and (re)installs the package when setup.cfg changes.
+# Each creates .venv if missing and (re)installs the package when setup.cfg or the lock changes.
+# constraints.txt pins every package to the version the suite passed with (`make lock` rewrites
+# it from the venv; see the README, "Upgrading the dependencies").
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # pytest-xdist spreads test files over the cores; JAX compiles are mostly single-threaded.
 PYTEST_WORKERS ?= 2
 RUN_WORKDIR ?= runs/default
+LOCK := constraints.txt
 
-.PHONY: run test test-slow test-all test-cluster clean-venv
+.PHONY: run test test-slow test-all test-cluster clean-venv lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed-run: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed-run: setup.cfg pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(LOCK) -e .
 	touch $@
 
-$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: setup.cfg pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
@@ -27,7 +30,7 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow and not cluster"
 
-# The slow tests CI runs after the fast suite (.ci/run; 164 CPU-seconds, measured in the README):
+# The slow tests CI runs after the fast suite (.ci/run):
 # full-size VGG against PyTorch, the real-data preparation (skipped where ../shared/data is
 # absent), the deepest ResNets' gradients, training through grain worker processes, AlexNet's
 # config end to end, and the scale-ready checks on the larger models (ResNet-50's collectives over
@@ -36,7 +39,8 @@ test: $(VENV)/.installed-test
 # steps with the kernels on 8 forced host devices (ResNet-8, about 35 CPU-seconds), MobileNetV2's
 # loss and gradients through the Pallas kernels (interpret mode) against XLA (150 s), the jvp of
 # ResNet-20's training loss on oneDNN (~25 CPU-s), oneDNN's bounded memory over 240 shapes, the
-# Ctrl-C run with grain workers. The other slow tests are deeper or wider copies of models the
+# Ctrl-C run with grain workers, the Optuna searches of tests/test_sweep_search.py (200 CPU-s
+# under load, 2026-12-06). The other slow tests are deeper or wider copies of models the
 # fast suite covers, or run Pallas kernels in interpret mode; `make test-all` runs them.
 SLOW_CI := \
 	'tests/test_models_classic.py::test_deep_vgg_from_torch_matches_torch_at_full_size' \
@@ -51,7 +55,8 @@ SLOW_CI := \
 	'tests/test_train_kernels_devices.py' \
 	'tests/test_kernels_models.py::test_mobilenet_v2_same_loss_and_gradients_with_pallas_and_xla' \
 	'tests/test_kernels_onednn_hardening.py::test_resident_memory_stays_bounded_over_240_shapes' \
-	'tests/test_kernels_compose.py::test_jvp_of_a_resnet_loss_on_onednn_equals_xla'
+	'tests/test_kernels_compose.py::test_jvp_of_a_resnet_loss_on_onednn_equals_xla' \
+	'tests/test_sweep_search.py'
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow $(SLOW_CI)
@@ -64,3 +69,10 @@ test-cluster: $(VENV)/.installed-test
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Rewrites the lock from the venv's installed versions: run it after `make test` passed with
+# upgraded packages. A local build label (torch's +cpu) is dropped so PyPI serves the version.
+lock: | $(BIN)/python
+	{ echo "# The versions \`make test\` passed with (Python $$($(BIN)/python -c 'import sys; print(*sys.version_info[:3], sep=".")'), Linux x86-64)."; \
+	  echo "# Used as pip constraints by make run / make test / CI; regenerate with \`make lock\`."; \
+	  $(BIN)/pip freeze --exclude-editable | sed -e 's/+[a-z0-9.]*$$//' -e '/^#/d' | LC_ALL=C sort -f; } > $(LOCK)

@@ -4,6 +4,7 @@
     python launch.py --config=configs/default.py --workdir=runs/lr --config.optimizer.learning_rate=0.1
     python launch.py --workdir=runs/default --mode=eval   # the run's own config.json
     python launch.py --config=configs/default.py --sweep --workdir=sweeps/default [--launcher=slurm]
+    python launch.py --config=configs/default.py --search --workdir=searches/default --parallel=2
 
 A run resumes automatically from the newest checkpoint in its workdir that reads. SIGTERM saves a
 checkpoint at the next step boundary and exits with status 143 (resumable), Ctrl-C (SIGINT) the
@@ -29,8 +30,15 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (or sweep root with --sweep).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (resuming) or evaluate.")
 _SWEEP = flags.DEFINE_bool("sweep", False, "Run every point of the config's get_sweep().")
-_LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "Where sweep points run.")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Local sweep: points run at once.")
+_SEARCH = flags.DEFINE_bool("search", False, "Run the config's get_search() as an Optuna study.")
+_STORAGE = flags.DEFINE_string("storage", None, "Search: a database URL for the study (default: "
+                               "Optuna's journal file WORKDIR/study.journal).")
+_SEARCH_WORKER = flags.DEFINE_integer("search_worker", -1, "Set by the search launcher: run as "
+                                      "its worker N.")
+_LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "slurm"],
+                              "Where sweep points or search workers run.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Local sweep: points run at once; search: the "
+                                 "number of workers (local processes or SLURM array tasks).")
 _WAIT = flags.DEFINE_bool("wait", False, "SLURM sweep: block until every job has ended.")
 _PARTITION = flags.DEFINE_string("slurm_partition", None, "SLURM partition.")
 _ACCOUNT = flags.DEFINE_string("slurm_account", None, "SLURM account.")
@@ -160,18 +168,54 @@ def _load_config():
     return config
 
 
+def _slurm_options():
+    from cnnjax.sweep.launchers import SlurmOptions
+
+    return SlurmOptions(partition=_PARTITION.value, account=_ACCOUNT.value, nodes=_NODES.value,
+                        tasks_per_node=_TASKS.value, gpus_per_node=_GPUS.value,
+                        cpus_per_task=_CPUS.value, time_minutes=_TIME.value)
+
+
+def _run_search(config) -> int:
+    from cnnjax.sweep import search_launch, study
+    from cnnjax.sweep.config_file import load_search
+    from cnnjax.sweep.search_worker import run_worker
+
+    spec = _config_spec()
+    search = load_search(spec)
+    search.validate(config)
+    root = pathlib.Path(_WORKDIR.value)
+    if _SEARCH_WORKER.value >= 0:
+        run_worker(root, config, search, _SEARCH_WORKER.value, _PARALLEL.value, _STORAGE.value)
+        return 0
+    study.record(root, spec, [a for a in sys.argv[1:] if a.startswith("--config.")], _STORAGE.value)
+    print(f"search of {search.num_trials} trials ({search.sampler} sampler, {search.pruner} "
+          f"pruner, {search.direction} {search.objective}) under {root}", flush=True)
+    if _LAUNCHER.value == "slurm":
+        search_launch.submit_slurm(root, sys.argv[1:], _PARALLEL.value, _slurm_options(),
+                                   wait=_WAIT.value)
+        return 0
+    code = search_launch.run_local(root, sys.argv[1:], _PARALLEL.value)
+    if code == 0:
+        from cnnjax.sweep.search_summary import summarize_search
+
+        print(summarize_search(root), flush=True)
+    return code
+
+
 def _run_sweep(config) -> int:
+    from cnnjax.sweep import root_record
     from cnnjax.sweep.config_file import load_sweep
     from cnnjax.sweep.grid import resolve_points
-    from cnnjax.sweep.launchers import SlurmOptions, run_local, submit_slurm
+    from cnnjax.sweep.launchers import run_local, submit_slurm
     from cnnjax.sweep.summary import collect, write_tables
 
     spec = _config_spec()
     points = resolve_points(config, load_sweep(spec))
     root = pathlib.Path(_WORKDIR.value)
-    root.mkdir(parents=True, exist_ok=True)
     # Overrides given on this command line apply to every point.
     extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    root_record.check_or_write(root, root_record.SWEEP_FILE, {"config": spec, "overrides": extra})
     print(f"sweep of {len(points)} points under {root}: " + ", ".join(p.name for p in points))
     if _LAUNCHER.value == "local":
         codes = run_local(spec, root, points, extra, parallel=_PARALLEL.value)
@@ -184,14 +228,15 @@ def _run_sweep(config) -> int:
         if failed:
             print(f"failed points (exit codes): {failed}; logs in {root}/<name>/launch.0.log")
         return 1 if failed else 0
-    options = SlurmOptions(partition=_PARTITION.value, account=_ACCOUNT.value, nodes=_NODES.value,
-                           tasks_per_node=_TASKS.value, gpus_per_node=_GPUS.value,
-                           cpus_per_task=_CPUS.value, time_minutes=_TIME.value)
-    submit_slurm(spec, root, points, extra, options, wait=_WAIT.value)
+    submit_slurm(spec, root, points, extra, _slurm_options(), wait=_WAIT.value)
     return 0
 
 
 def _run(config) -> int:
+    if (_SEARCH.value or _SWEEP.value) and _PARALLEL.value < 1:
+        raise ValueError(f"--parallel must be >= 1, got {_PARALLEL.value}")
+    if _SEARCH.value:
+        return _run_search(config)
     if _SWEEP.value:
         return _run_sweep(config)
     from cnnjax.train import distributed

@@ -38,6 +38,8 @@ def test_config_builds(path):
         assert jax.tree_util.tree_leaves(state.params)
         if hasattr(module, "get_sweep"):
             assert len(module.get_sweep(arg)) > 0
+        if hasattr(module, "get_search"):  # names Optuna knows, keys the config has
+            module.get_search(arg).validate(config)
 
 
 def test_every_config_states_its_launch_command_and_the_readme_names_only_real_configs():

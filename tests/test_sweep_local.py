@@ -3,8 +3,11 @@
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
+
+import pytest
 
 import train_helpers as th
 from cnnjax.sweep import __main__ as cli
@@ -43,18 +46,31 @@ def test_local_sweep_runs_every_point_then_skips_finished_ones(tmp_path):
     assert f"skipping 4 points already done: {', '.join(names)}" in proc.stdout
     assert "start " not in proc.stdout
     assert {n: (tmp_path / n / "metrics.jsonl").stat().st_mtime for n in names} == mtimes
+    # Other shared overrides on the same root: refused in one line, nothing run.
+    proc = _sweep(tmp_path, "--config.optimizer.momentum=0.5")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert ("was launched with another command (overrides: ['--config.num_epochs=1'] then, "
+            "['--config.num_epochs=1', '--config.optimizer.momentum=0.5'] now)") in proc.stderr
+    assert "start " not in proc.stdout
 
     assert cli.main(["summarize", str(tmp_path)]) == 0
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and all(0.2 < float(r["final_accuracy"]) <= 1.0 for r in rows)  # chance: 0.1
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+    with open(tmp_path / "summary_over_seeds.csv") as f:
+        points = {float(r["optimizer.learning_rate"]): r for r in csv.DictReader(f)}
+    for lr, point in points.items():
+        accs = [float(r["final_accuracy"]) for r in rows if float(r["optimizer.learning_rate"]) == lr]
+        assert int(point["count"]) == 2 and len(accs) == 2 and point["seeds"] == "0,1"
+        assert float(point["final_accuracy_mean"]) == pytest.approx(statistics.mean(accs))
+        assert float(point["final_accuracy_std"]) == pytest.approx(statistics.stdev(accs))
 
 
 def test_sweep_errors_launch_nothing(tmp_path):
     proc = _sweep(tmp_path / "bad", "--parallel=0")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --parallel must be >= 1, got 0"
-    assert not [p for p in (tmp_path / "bad").iterdir()]  # no point was prepared
+    assert not (tmp_path / "bad").exists()  # nothing was written, not even the sweep root
 
 
 def test_parallel_workers_get_disjoint_shares_of_the_cores():

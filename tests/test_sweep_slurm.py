@@ -81,3 +81,42 @@ def test_scancel_then_resubmit_resumes_from_the_checkpoint(tmp_path):
     log = (point / "launch.0.log").read_text()
     assert f"resuming at step {saved}" in log
     assert json.loads((point / "sweep_status.json").read_text())["status"] == "done"
+
+
+def test_search_as_a_job_array_with_a_requeued_worker(tmp_path):
+    """A search of 3 trials as an array of 2 workers; the worker holding a trial with a
+    checkpoint is requeued (`scontrol requeue`): it comes back as the same array task, resumes
+    that trial from its checkpoint, and the study ends with 3 complete trials, none run twice."""
+    search = REPO_ROOT / "tests" / "digits_search.py"
+    proc = _launch(f"--config={search}:none:0.05,0.1,0.2", "--search", "--launcher=slurm",
+                   "--parallel=2", f"--workdir={tmp_path}", "--config.num_train_steps=200",
+                   "--config.checkpoint_every_steps=20", "--config.eval_every_steps=100",
+                   "--config.log_every_steps=20")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = [line.split("as SLURM job ")[1].split()[0] for line in proc.stdout.splitlines()
+            if "as SLURM job" in line]
+    assert len(jobs) == 2
+    deadline = time.time() + 600
+    while not list(tmp_path.glob("trial_*/checkpoints/20")):
+        assert time.time() < deadline, "no checkpoint before the deadline"
+        time.sleep(0.5)
+    trial = list(tmp_path.glob("trial_*/checkpoints/20"))[0].parents[1]
+    worker = next(i for i in range(2) if f"in {trial}\n" in
+                  (tmp_path / "workers" / f"worker_{i}.log").read_text())
+    subprocess.run(["scontrol", "requeue", jobs[worker]], check=True)
+    deadline = time.time() + 1500
+    while subprocess.run(["squeue", "-h", "-j", ",".join(jobs)], capture_output=True,
+                         text=True).stdout.strip():
+        assert time.time() < deadline, "the array did not end"
+        time.sleep(1)
+    log = (tmp_path / "workers" / f"worker_{worker}.log").read_text()
+    number = int(trial.name.split("_")[1])
+    assert f"worker {worker}: resuming trial {number}" in log
+    assert int(log.split("resuming at step ")[1].split(";")[0]) >= 20
+    proc = subprocess.run([sys.executable, "-m", "cnnjax.sweep", "summarize", str(tmp_path)],
+                          env=th.env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(float(r["optimizer.learning_rate"]) for r in rows) == [0.05, 0.1, 0.2]
+    assert all(r["state"] == "COMPLETE" and int(r["steps"]) == 200 for r in rows), rows

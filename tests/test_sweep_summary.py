@@ -68,3 +68,25 @@ def test_point_end_line_has_its_status_accuracy_and_the_error_of_a_failed_point(
     error = "error: loss is nan at step 3; stopping; no checkpoint was saved before it"
     (diverged / "launch.0.log").write_text(f"simple_cnn on digits ...\n{error}\n")
     assert point_result(diverged) == f"failed (exit 3): {error} (log {diverged / 'launch.0.log'})"
+
+
+def test_summary_over_seeds_gives_mean_std_and_count_per_point(tmp_path, capsys):
+    accs = {(0.1, 0): 0.80, (0.1, 1): 0.90, (0.1, 2): 0.70, (0.5, 0): 0.40, (0.5, 1): 0.60}
+    for (lr, seed), acc in accs.items():
+        _write_run(tmp_path, f"lr={lr},seed={seed}",
+                   {"optimizer.learning_rate": lr, "seed": seed}, [(10, acc - 0.1), (20, acc)])
+    _write_run(tmp_path, "lr=1.0,seed=0", {"optimizer.learning_rate": 1.0, "seed": 0}, [(10, 0.1)])
+    assert cli.main(["summarize", str(tmp_path)]) == 0
+    assert "over seeds (mean, standard deviation, count)" in capsys.readouterr().out
+    with open(tmp_path / "summary_over_seeds.csv") as f:
+        rows = {float(r["optimizer.learning_rate"]): r for r in csv.DictReader(f)}
+    # Hand-computed: mean and sample standard deviation (n - 1) of 0.8, 0.9, 0.7 and of 0.4, 0.6.
+    expected = {0.1: (0.8, 0.1, 3, "0,1,2"), 0.5: (0.5, 0.1414213562373095, 2, "0,1"),
+                1.0: (0.1, None, 1, "0")}
+    assert sorted(rows) == sorted(expected)
+    for lr, (mean, std, count, seeds) in expected.items():
+        row = rows[lr]
+        assert float(row["final_accuracy_mean"]) == pytest.approx(mean, abs=1e-12)
+        assert (row["final_accuracy_std"] == "" if std is None
+                else float(row["final_accuracy_std"]) == pytest.approx(std, abs=1e-12))
+        assert int(row["count"]) == count and row["seeds"] == seeds

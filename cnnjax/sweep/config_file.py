@@ -43,3 +43,19 @@ def load_sweep(spec: str) -> list[dict[str, Any]]:
     if not hasattr(module, "get_sweep"):
         raise ValueError(f"config file {str(path)!r} defines no get_sweep(); a sweep needs one")
     return list(_call(module.get_sweep, arg))
+
+
+def load_search(spec: str):
+    """`get_search(ARG)` (or `get_search()`) of the file named by `spec`, a
+    cnnjax.sweep.search_space.Search; ValueError if the file has none or returns something else."""
+    from cnnjax.sweep.search_space import Search  # Optuna is imported only by searches.
+
+    path, arg = split_spec(spec)
+    module = load_module(path)
+    if not hasattr(module, "get_search"):
+        raise ValueError(f"config file {str(path)!r} defines no get_search(); a search needs one")
+    search = _call(module.get_search, arg)
+    if not isinstance(search, Search):
+        raise ValueError(f"get_search() of {str(path)!r} returned {type(search).__name__}, "
+                         f"expected cnnjax.sweep.search_space.Search")
+    return search

@@ -76,7 +76,7 @@ def run_name(overrides: Mapping[str, Any], all_keys: Sequence[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", ",".join(parts))
 
 
-def _check_key(config: ml_collections.ConfigDict, key: str) -> None:
+def check_key(config: ml_collections.ConfigDict, key: str) -> None:
     node: Any = config
     for i, part in enumerate(key.split(".")):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
@@ -98,7 +98,7 @@ def resolve_points(config: ml_collections.ConfigDict, sweep: Sequence[Overrides]
                          "override dict")
     keys = list(dict.fromkeys(k for point in sweep for k in point))
     for key in keys:
-        _check_key(config, key)
+        check_key(config, key)
     points = [Point(run_name(o, keys), dict(o)) for o in sweep]
     seen: dict[str, Overrides] = {}
     for p in points:

@@ -46,7 +46,7 @@ def is_finished(workdir: pathlib.Path) -> bool:
     return run_status(workdir) == "done"
 
 
-def _write_json(path: pathlib.Path, payload: dict) -> None:
+def write_json(path: pathlib.Path, payload: dict) -> None:
     # Write-then-rename: a reader never sees a half-written status.
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=1))
@@ -64,7 +64,7 @@ def prepare_point(root: pathlib.Path, point: Point) -> pathlib.Path:
     """Creates the point's workdir and records its overrides (read back by the summary)."""
     workdir = root / point.name
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_json(workdir / POINT_FILE, {"name": point.name, "overrides": point.overrides})
+    write_json(workdir / POINT_FILE, {"name": point.name, "overrides": point.overrides})
     return workdir
 
 
@@ -96,7 +96,7 @@ def run_point(command: Sequence[str], workdir: str, cpus: Sequence[int] | None =
         returncode = subprocess.call(list(command), stdout=log, stderr=subprocess.STDOUT, env=env,
                                      preexec_fn=pin)
     if os.environ.get("SLURM_PROCID", "0") == "0":
-        _write_json(path / STATUS_FILE, {"status": "done" if returncode == 0 else "failed",
+        write_json(path / STATUS_FILE, {"status": "done" if returncode == 0 else "failed",
                                           "returncode": returncode, "time": time.time()})
     return returncode
 

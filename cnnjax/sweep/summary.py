@@ -11,6 +11,8 @@ import json
 import pathlib
 from typing import Any
 
+import numpy as np
+
 from cnnjax.sweep.launchers import POINT_FILE, run_status
 from cnnjax.train.metrics import read_jsonl
 
@@ -56,14 +58,16 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def write_tables(rows: list[dict[str, Any]], root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """Writes ROOT/summary.md and ROOT/summary.csv; returns their paths."""
-    columns = _columns(rows)
-    md = root / "summary.md"
+def write_tables(rows: list[dict[str, Any]], root: pathlib.Path, columns: list[str] | None = None,
+                 stem: str = "summary") -> tuple[pathlib.Path, pathlib.Path]:
+    """Writes ROOT/<stem>.md and ROOT/<stem>.csv (columns: a sweep's by default); returns their
+    paths."""
+    columns = columns or _columns(rows)
+    md = root / f"{stem}.md"
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
     md.write_text("\n".join(lines) + "\n")
-    path_csv = root / "summary.csv"
+    path_csv = root / f"{stem}.csv"
     with open(path_csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -97,12 +101,40 @@ def plot_curves(root: pathlib.Path, names: list[str]) -> pathlib.Path:
     return out
 
 
+def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per point of the grid without its `seed` axis: the mean, sample standard
+    deviation (ddof 1; empty for one run) and count of final and best accuracy over the seeds
+    that have an eval line. Runs are grouped by their overrides other than `seed`."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = tuple((k, json.dumps(v)) for k, v in row.items()
+                    if k not in METRIC_COLUMNS + ("run", "status", "seed"))
+        groups.setdefault(key, []).append(row)
+    out = []
+    for key, members in groups.items():
+        point = {k: json.loads(v) for k, v in key}
+        seeds = [r for r in members if r.get("final_accuracy") is not None]
+        point["seeds"] = ",".join(str(r.get("seed")) for r in seeds)
+        for metric in ("final_accuracy", "best_accuracy"):
+            values = np.array([r[metric] for r in seeds], dtype=np.float64)
+            point[f"{metric}_mean"] = float(values.mean()) if len(values) else None
+            point[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+        point["count"] = len(seeds)
+        out.append(point)
+    return out
+
+
 def summarize(root: pathlib.Path) -> list[dict[str, Any]]:
-    """Writes summary.md, summary.csv and curves.png under `root`; returns the rows."""
+    """Writes summary.md, summary.csv and curves.png under `root`, and for a grid with a `seed`
+    axis summary_over_seeds.{md,csv}; returns the rows."""
     rows = collect(root)
     if not rows:
         raise ValueError(f"no run under {str(root)!r} has an eval line in metrics.jsonl or has "
                          f"failed yet")
     write_tables(rows, root)
+    if any("seed" in r for r in rows):
+        points = over_seeds(rows)
+        write_tables(points, root, list(dict.fromkeys(k for p in points for k in p)),
+                     stem="summary_over_seeds")
     plot_curves(root, [r["run"] for r in rows])
     return rows

@@ -13,6 +13,7 @@ import json
 import pathlib
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -59,6 +60,15 @@ class Preempted(Exception):
     def __init__(self, message: str, status: int = EXIT_PREEMPTED):
         super().__init__(message)
         self.status = status
+
+
+class StoppedAtEval(Exception):
+    """Raised when `train`'s `on_eval` asked to stop (e.g. a pruned search trial), after the
+    checkpoint of that evaluation's step was saved. `step` is that step."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at the evaluation of step {step}; checkpoint kept")
+        self.step = step
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -238,12 +248,16 @@ def _evaluate(eval_fn, state, eval_ds, data_sharding) -> dict[str, float]:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-          extend: bool = False) -> dict[str, float]:
+          extend: bool = False,
+          on_eval: Callable[[int, dict[str, float]], bool] | None = None) -> dict[str, float]:
     """Trains (or resumes) the run in `workdir`; returns the final eval metrics.
 
-    Raises Preempted after a SIGTERM checkpoint, FloatingPointError on a non-finite loss (the
-    last good checkpoint is kept), ValueError on a bad config, a workdir of another run, or one
-    of another length (num_epochs / num_train_steps) unless `extend`.
+    `on_eval(step, eval_metrics)` is called after every evaluation (every process gets the
+    same values); when it returns True before the last step, the run saves a checkpoint at that
+    step and raises StoppedAtEval. Raises Preempted after a SIGTERM checkpoint,
+    FloatingPointError on a non-finite loss (the last good checkpoint is kept), ValueError on a
+    bad config, a workdir of another run, or one of another length (num_epochs /
+    num_train_steps) unless `extend`.
     """
     workdir = pathlib.Path(workdir)
     pid, pcount = jax.process_index(), jax.process_count()
@@ -318,12 +332,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                 evaluated = True
                 writer.write(step, "eval", last_eval)
                 progress.eval(step, step / train_ds.steps_per_epoch, last_eval)
-            if step % config.checkpoint_every_steps == 0 or step == total or preempt:
+                # The last evaluation is reported too; stopping there changes nothing.
+                stop = on_eval is not None and on_eval(step, last_eval) and step < total
+            else:
+                stop = False
+            if step % config.checkpoint_every_steps == 0 or step == total or preempt or stop:
                 timer.pause(state)
                 if pending:
                     flush()
                 ckpt.save(state, last_eval if evaluated else None)
             timer.resume()
+            if stop:
+                ckpt.wait()
+                raise StoppedAtEval(step)
             if preempt:
                 ckpt.wait()
                 what = "Ctrl-C" if preemption.signal == signal.SIGINT else preemption.signal.name
