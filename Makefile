@@ -39,7 +39,8 @@ test: $(VENV)/.installed-test
 # steps with the kernels on 8 forced host devices (ResNet-8, about 35 CPU-seconds), MobileNetV2's
 # loss and gradients through the Pallas kernels (interpret mode) against XLA (150 s), the jvp of
 # ResNet-20's training loss on oneDNN (~25 CPU-s), oneDNN's bounded memory over 240 shapes, the
-# Ctrl-C run with grain workers, the Optuna searches of tests/test_sweep_search.py (200 CPU-s
+# Ctrl-C run with grain workers, every Pallas kernel through jvp/jacfwd/hessian/HVPs/vmap against
+# float64 and inside shard_map (interpret mode), the Optuna searches of tests/test_sweep_search.py (200 CPU-s
 # under load, 2026-12-06). The other slow tests are deeper or wider copies of models the
 # fast suite covers, or run Pallas kernels in interpret mode; `make test-all` runs them.
 SLOW_CI := \
@@ -56,7 +57,8 @@ SLOW_CI := \
 	'tests/test_kernels_models.py::test_mobilenet_v2_same_loss_and_gradients_with_pallas_and_xla' \
 	'tests/test_kernels_onednn_hardening.py::test_resident_memory_stays_bounded_over_240_shapes' \
 	'tests/test_kernels_compose.py::test_jvp_of_a_resnet_loss_on_onednn_equals_xla' \
-	'tests/test_sweep_search.py'
+	'tests/test_sweep_search.py' \
+	'tests/test_kernels_transforms.py'
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow $(SLOW_CI)
