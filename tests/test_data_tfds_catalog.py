@@ -248,10 +248,14 @@ def test_cifar10_jpeg_copy_says_so_in_tfds_description_and_metadata(tmp_path):
     assert "JPEG q75 copy" in tfds.builder_from_directory(str(path)).info.description
     assert json.loads((path / "metadata.json").read_text())["origin"] == "CIFAR-10 (JPEG q75 copy)"
     rows = tfds.data_source("cifar10", split="test", data_dir=str(tmp_path / "tfds"))
-    for row, (file, label) in zip(rows, files["test"]):
+    # Records are stored shuffled (prepare.record_order): match them to the files by their id.
+    by_id = {file.relative_to(tmp_path / "src").as_posix(): (file, label)
+             for file, label in files["test"]}
+    assert sorted(row["id"].decode() for row in rows) == sorted(by_id)
+    for row in rows:
+        file, label = by_id[row["id"].decode()]
         np.testing.assert_array_equal(row["image"], np.asarray(Image.open(file).convert("RGB")))
         assert row["label"] == label
-        assert row["id"].decode() == file.relative_to(tmp_path / "src").as_posix()
 
 
 def test_cifar100_folder_copy_has_unknown_superclasses(tmp_path):
@@ -260,9 +264,13 @@ def test_cifar100_folder_copy_has_unknown_superclasses(tmp_path):
                                  sizes=[(32, 32)])
     P.prepare("cifar100", tmp_path / "src", data_dir=str(tmp_path / "tfds"))
     rows = tfds.data_source("cifar100", split="test", data_dir=str(tmp_path / "tfds"))
-    assert [r["label"] for r in rows] == [y for _, y in files["test"]]
+    by_id = {file.relative_to(tmp_path / "src").as_posix(): (file, label)
+             for file, label in files["test"]}
     assert {int(r["coarse_label"]) for r in rows} == {-1}
-    np.testing.assert_array_equal(rows[7]["image"], np.asarray(Image.open(files["test"][7][0])))
+    for row in rows:
+        file, label = by_id[row["id"].decode()]
+        assert row["label"] == label
+        np.testing.assert_array_equal(row["image"], np.asarray(Image.open(file)))
 
 
 def _write_old_copy_by_hand(root: pathlib.Path, splits: dict, class_names) -> None:

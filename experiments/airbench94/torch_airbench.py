@@ -355,8 +355,9 @@ def machine() -> str:
     return f"{model}, {len(os.sched_getaffinity(0))} cores"
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser(description: str) -> argparse.ArgumentParser:
+    """The command-line flags both ports (this one and torch_airbench_muon.py) take."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", default="../shared/data/cifar10_jpeg", type=Path)
     p.add_argument("--cache", default="runs/airbench94_cache", type=Path)
     p.add_argument("--seed", default=0, type=int)
@@ -367,26 +368,39 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", default=None, type=Path, help="also write the result here")
     p.add_argument("--checkpoint", default=None, type=Path,
                    help="save after every epoch here; rerunning the command resumes from it")
-    args = p.parse_args(argv)
-    if args.threads < 0:
-        sys.exit(f"error: --threads={args.threads}; expected 0 (default) or a positive count")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.time()
-    data = load_cifar(args.data, args.cache)
-    result = train(data, args.seed, max_steps=args.max_steps or None,
-                   train_subset=args.train_subset or None,
-                   test_subset=args.test_subset or None, checkpoint=args.checkpoint, log=lambda s: print(s, flush=True))
+    return p
+
+
+def set_threads(threads: int) -> None:
+    if threads < 0:
+        sys.exit(f"error: --threads={threads}; expected 0 (default) or a positive count")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def record(result: dict, args: argparse.Namespace, start: float, **extra) -> None:
+    """Adds the run's provenance to `result`, prints it as one JSON line and writes --json."""
     result.update(
-        seed=args.seed, dataset="CIFAR-10 (JPEG q75 copy)", framework=f"torch {torch.__version__}",
-        threads=torch.get_num_threads(), process_seconds=round(time.time() - start, 1),
-        machine=machine(),
+        seed=args.seed, **extra, dataset="CIFAR-10 (JPEG q75 copy)",
+        framework=f"torch {torch.__version__}", threads=torch.get_num_threads(),
+        process_seconds=round(time.time() - start, 1), machine=machine(),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         command="python " + " ".join(sys.argv))
     print(json.dumps(result), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    set_threads(args.threads)
+    start = time.time()
+    data = load_cifar(args.data, args.cache)
+    result = train(data, args.seed, max_steps=args.max_steps or None,
+                   train_subset=args.train_subset or None, test_subset=args.test_subset or None,
+                   checkpoint=args.checkpoint, log=lambda s: print(s, flush=True))
+    record(result, args, start)
 
 
 if __name__ == "__main__":

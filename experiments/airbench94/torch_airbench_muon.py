@@ -16,20 +16,17 @@ epoch; the same command resumes from one. One JSON line at the end, as torch_air
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_airbench import (AlternatingFlipLoader, Net, evaluate, init_whitening,  # noqa: E402
-                            load_cifar, machine, to_tensor)
+                            load_cifar, parser, record, set_threads, to_tensor)
 
 HYP = dict(
     batch_size=2000,          # main(): batch_size = 2000
@@ -199,39 +196,17 @@ def train(data: dict, seed: int, hyp: dict = HYP, ns_dtype: torch.dtype = torch.
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="../shared/data/cifar10_jpeg", type=Path)
-    p.add_argument("--cache", default="runs/airbench94_cache", type=Path)
-    p.add_argument("--seed", default=0, type=int)
-    p.add_argument("--threads", default=0, type=int, help="torch threads (0: torch's default)")
+    p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--ns_dtype", default="bfloat16", choices=("bfloat16", "float32"))
-    p.add_argument("--max_steps", default=0, type=int, help="stop early (testing)")
-    p.add_argument("--train_subset", default=0, type=int, help="train on this many images")
-    p.add_argument("--test_subset", default=0, type=int, help="evaluate on this many images")
-    p.add_argument("--json", default=None, type=Path, help="also write the result here")
-    p.add_argument("--checkpoint", default=None, type=Path,
-                   help="save after every epoch here; rerunning the command resumes from it")
     args = p.parse_args(argv)
-    if args.threads < 0:
-        sys.exit(f"error: --threads={args.threads}; expected 0 (default) or a positive count")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     start = time.time()
     data = load_cifar(args.data, args.cache)
     result = train(data, args.seed, ns_dtype=getattr(torch, args.ns_dtype),
                    max_steps=args.max_steps or None, train_subset=args.train_subset or None,
                    test_subset=args.test_subset or None, checkpoint=args.checkpoint,
                    log=lambda s: print(s, flush=True))
-    result.update(
-        seed=args.seed, recipe="airbench94_muon", dataset="CIFAR-10 (JPEG q75 copy)",
-        framework=f"torch {torch.__version__}", ns_dtype=args.ns_dtype,
-        threads=torch.get_num_threads(), process_seconds=round(time.time() - start, 1),
-        machine=machine(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        command="python " + " ".join(sys.argv))
-    print(json.dumps(result), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    record(result, args, start, recipe="airbench94_muon", ns_dtype=args.ns_dtype)
 
 
 if __name__ == "__main__":
