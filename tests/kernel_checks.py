@@ -85,11 +85,11 @@ def equations(jaxpr):
 
 
 def matmul_operand_dtypes(jaxpr) -> list[tuple[str, str]]:
-    """(primitive, operand dtype) of every convolution (XLA's or oneDNN's custom call) and matrix
-    product, sub-jaxprs included."""
+    """(primitive, operand dtype) of every convolution (XLA's or a oneDNN pass's primitive) and
+    matrix product, sub-jaxprs included."""
     return [(eqn.primitive.name, str(v.aval.dtype)) for eqn in equations(jaxpr)
             if eqn.primitive.name in ("conv_general_dilated", "dot_general")
-            or str(eqn.params.get("target_name", "")).startswith("cnnjax_onednn")
+            or eqn.primitive.name.startswith("cnnjax_onednn")  # the oneDNN passes' primitives
             for v in eqn.invars]
 
 
