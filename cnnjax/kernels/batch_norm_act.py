@@ -22,13 +22,12 @@ Passes over the activation (viewed as (M, C): M = N*H*W rows, channels contiguou
   is a linear primitive whose transpose is the backward passes (and vice versa), so every order
   of differentiation runs these kernels; only the second-order terms (derivatives of the
   tangent and backward maps in x and the statistics) are XLA's.
-- with `axis_name` inside shard_map (synchronised batch norm), each pass exchanges its
+- with `axis_name` inside shard_map (synchronised batch norm; what the trainer's steps set on
+  several devices), each device runs the passes on its rows and each pass exchanges its
   per-channel partials across the axis: the statistics by one all-gather (ops.norm's merge),
   the tangent's and backward's sums by one all-reduce.
 XLA's lowering of the reference needs separate passes for the mean, the variance and the
-normalisation, and as many again backwards. Inside shard_map with the batch split over a mapped
-axis (`axis_name`, what the trainer's steps set on several devices), each device runs these
-passes on its rows and the statistics and gradient sums are exchanged once each way.
+normalisation, and as many again backwards.
 """
 
 from __future__ import annotations

@@ -260,6 +260,10 @@ def _update_rule(o: ml_collections.ConfigDict,
                                               b2=o.get("b2", 0.999), eps=o.get("eps", 1e-6),
                                               weight_decay=wd, mask=mask))
     elif o.name == "muon":
+        if wd and decoupled:
+            raise ValueError("optimizer.decoupled_weight_decay=True does not apply to muon, whose "
+                             "update is orthogonalised (airbench94_muon decays no filter); "
+                             "expected False")
         # cnnjax.train.muon: airbench94_muon.py's update for filter banks (momentum 0.6,
         # Nesterov, 3 Newton-Schulz steps in bfloat16, weights renormalised every step).
         return optax.chain(*chain, muon(schedule, o.get("momentum", 0.6),
