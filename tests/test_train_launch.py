@@ -213,7 +213,7 @@ def test_eval_prints_the_result_before_a_failed_write(finished, tmp_path):
     proc = th.run(workdir, "--mode=eval", check=False)
     want = th.eval_lines(finished)[-1]
     assert f"eval of step 44: loss {want['loss']:.4f}, accuracy {want['accuracy']:.4f}" in proc.stdout
-    _assert_one_line_error(proc, "the result is printed above")
+    _assert_one_line_error(proc, "the result is printed above", status=1)  # not bad input
 
 
 def test_longer_relaunch_of_a_finished_run_is_refused_unless_extended(finished, tmp_path):
