@@ -266,13 +266,11 @@ def triangle(total: int, start: float = 0.2, peak: float = 0.23, end: float = 0.
     return lambda step: float(np.interp(step, xp, fp))
 
 
-def train(data: dict, seed: int, hyp: dict = HYP, max_steps: int | None = None,
-          train_subset: int | None = None, test_subset: int | None = None, log=print,
-          checkpoint: Path | None = None) -> dict:
-    """One run; with `checkpoint`, the state is saved there after every epoch and a run
-    started again with the same arguments continues from it (bit-identical data order)."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+def split_tensors(data: dict, gen: torch.Generator, train_subset: int | None,
+                  test_subset: int | None) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, test images, test labels) of `data` as normalised NCHW
+    tensors; `train_subset` random training images drawn from `gen`, `test_subset` test
+    images from a fixed seed (the same for every run)."""
     xtr, ytr = to_tensor(data["train_x"]), torch.from_numpy(data["train_y"])
     if train_subset:
         keep = torch.randperm(len(xtr), generator=gen)[:train_subset]
@@ -281,6 +279,17 @@ def train(data: dict, seed: int, hyp: dict = HYP, max_steps: int | None = None,
     if test_subset:
         keep = torch.randperm(len(xte), generator=torch.Generator().manual_seed(0))[:test_subset]
         xte, yte = xte[keep], yte[keep]
+    return xtr, ytr, xte, yte
+
+
+def train(data: dict, seed: int, hyp: dict = HYP, max_steps: int | None = None,
+          train_subset: int | None = None, test_subset: int | None = None, log=print,
+          checkpoint: Path | None = None) -> dict:
+    """One run; with `checkpoint`, the state is saved there after every epoch and a run
+    started again with the same arguments continues from it (bit-identical data order)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    xtr, ytr, xte, yte = split_tensors(data, gen, train_subset, test_subset)
     loader = AlternatingFlipLoader(xtr, ytr, hyp["batch_size"], hyp["translate"], gen)
     total = math.ceil(len(loader) * hyp["epochs"])
     if max_steps:

@@ -26,7 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_airbench import (AlternatingFlipLoader, Net, evaluate, init_whitening,  # noqa: E402
-                            load_cifar, parser, record, set_threads, to_tensor)
+                            load_cifar, parser, record, set_threads, split_tensors)
 
 HYP = dict(
     batch_size=2000,          # main(): batch_size = 2000
@@ -115,14 +115,7 @@ def train(data: dict, seed: int, hyp: dict = HYP, ns_dtype: torch.dtype = torch.
     and `compile` (torch.compile), as the original runs fp16 channels_last compiled."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    xtr, ytr = to_tensor(data["train_x"]), torch.from_numpy(data["train_y"])
-    if train_subset:
-        keep = torch.randperm(len(xtr), generator=gen)[:train_subset]
-        xtr, ytr = xtr[keep], ytr[keep]
-    xte, yte = to_tensor(data["test_x"]), torch.from_numpy(data["test_y"])
-    if test_subset:
-        keep = torch.randperm(len(xte), generator=torch.Generator().manual_seed(0))[:test_subset]
-        xte, yte = xte[keep], yte[keep]
+    xtr, ytr, xte, yte = split_tensors(data, gen, train_subset, test_subset)
     xtr, ytr, xte, yte = (t.to(device) for t in (xtr, ytr, xte, yte))
     loader = AlternatingFlipLoader(xtr, ytr, hyp["batch_size"], hyp["translate"], gen)
     total = math.ceil(hyp["epochs"] * len(loader))
