@@ -176,6 +176,24 @@ class SlurmOptions:
     max_parallel: int = 0  # 0: no limit on simultaneously running array tasks
 
 
+def slurm_executor(root: pathlib.Path, name: str, options: SlurmOptions, **params):
+    """A submitit SLURM executor logging under ROOT/.submitit, with `options`' cpus, time, GPUs,
+    partition and account, and the job-specific `params` (nodes, tasks_per_node, ...)."""
+    import submitit  # Only SLURM sweeps and searches need it.
+
+    executor = submitit.AutoExecutor(folder=str(root / ".submitit" / "%j"), cluster="slurm")
+    params.update(cpus_per_task=options.cpus_per_task, timeout_min=options.time_minutes,
+                  name=name)
+    if options.gpus_per_node:
+        params["gpus_per_node"] = options.gpus_per_node
+    if options.partition:
+        params["slurm_partition"] = options.partition
+    if options.account:
+        params["slurm_account"] = options.account
+    executor.update_parameters(**params)
+    return executor
+
+
 def submit_slurm(config_spec: str, root: pathlib.Path, points: Sequence[Point],
                  extra_flags: Sequence[str], options: SlurmOptions, wait: bool = False) -> list:
     """Submits the unfinished points as one SLURM job array through submitit.
@@ -184,24 +202,12 @@ def submit_slurm(config_spec: str, root: pathlib.Path, points: Sequence[Point],
     whose `jax.distributed.initialize()` reads the cluster from SLURM's environment.
     Returns the submitit jobs; with `wait`, blocks until they end and raises if any failed.
     """
-    import submitit  # Only a SLURM sweep needs it.
-
     todo = unfinished(root, points)
     if not todo:
         return []
-    executor = submitit.AutoExecutor(folder=str(root / ".submitit" / "%j"), cluster="slurm")
-    params = dict(nodes=options.nodes, tasks_per_node=options.tasks_per_node,
-                  cpus_per_task=options.cpus_per_task, timeout_min=options.time_minutes,
-                  name=f"cnnjax-sweep-{root.name}")
-    if options.gpus_per_node:
-        params["gpus_per_node"] = options.gpus_per_node
-    if options.partition:
-        params["slurm_partition"] = options.partition
-    if options.account:
-        params["slurm_account"] = options.account
-    if options.max_parallel:
-        params["slurm_array_parallelism"] = options.max_parallel
-    executor.update_parameters(**params)
+    params = {"slurm_array_parallelism": options.max_parallel} if options.max_parallel else {}
+    executor = slurm_executor(root, f"cnnjax-sweep-{root.name}", options, nodes=options.nodes,
+                              tasks_per_node=options.tasks_per_node, **params)
     commands = [point_command(config_spec, root, p, extra_flags) for p in todo]
     workdirs = [str(prepare_point(root, p)) for p in todo]
     try:

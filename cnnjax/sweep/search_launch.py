@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cnnjax.sweep.launchers import LAUNCH_PY, SlurmOptions
+from cnnjax.sweep.launchers import LAUNCH_PY, SlurmOptions, slurm_executor
 
 # A worker ended by a signal (or by SIGTERM's clean save, 143) is restarted this many times; it
 # resumes its trial from the trial's checkpoint.
@@ -97,21 +97,10 @@ def submit_slurm(root: pathlib.Path, argv: Sequence[str], parallel: int,
     """Submits the `parallel` workers as one SLURM job array (one worker per array task; a
     requeued task restarts its worker, which resumes its trial). With `wait`, blocks until the
     array ends and raises RuntimeError if a worker failed. Returns the submitit jobs."""
-    import submitit
-
     if parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {parallel}")
-    executor = submitit.AutoExecutor(folder=str(root / ".submitit" / "%j"), cluster="slurm")
-    params = dict(nodes=1, tasks_per_node=1, cpus_per_task=options.cpus_per_task,
-                  timeout_min=options.time_minutes, name=f"cnnjax-search-{root.name}",
-                  slurm_additional_parameters={"requeue": True})
-    if options.gpus_per_node:
-        params["gpus_per_node"] = options.gpus_per_node
-    if options.partition:
-        params["slurm_partition"] = options.partition
-    if options.account:
-        params["slurm_account"] = options.account
-    executor.update_parameters(**params)
+    executor = slurm_executor(root, f"cnnjax-search-{root.name}", options, nodes=1,
+                              tasks_per_node=1, slurm_additional_parameters={"requeue": True})
     commands = [worker_command(argv, i) for i in range(parallel)]
     logs = [str(worker_log(root, i)) for i in range(parallel)]
     try:
