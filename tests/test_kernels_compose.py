@@ -14,6 +14,7 @@ from jax import export, lax
 
 from cnnjax import kernels, models, ops
 from cnnjax.kernels import onednn
+from cnnjax.ops import mapping
 from kernel_checks import assert_close, assert_trees_close
 
 pytestmark = pytest.mark.skipif(onednn.load()[1] is not None,
@@ -163,6 +164,17 @@ def test_the_kernels_switch_is_part_of_jits_cache_key():
         assert "cnnjax_onednn" not in jax.jit(f).lower(x, w).as_text()
     finally:
         kernels.set_default(before.kernels, interpret=before.interpret)
+
+
+def test_the_batch_split_scope_is_part_of_jits_cache_key():
+    # Ops read `batch_split_over` at trace time (batch norm synchronises, dropout slices its
+    # mask): a function jitted outside the scope must trace again inside it, and back.
+    f = jax.jit(lambda x: x + (1.0 if mapping.batch_axis() == "data" else 0.0))
+    x = jnp.zeros(2)
+    assert float(f(x)[0]) == 0.0
+    with mapping.batch_split_over("data"):
+        assert float(f(x)[0]) == 1.0
+    assert float(f(x)[0]) == 0.0
 
 
 def test_export_runs_onednn_on_the_cpu_and_xla_elsewhere():

@@ -5,8 +5,8 @@ linearize and vmap, and reverse mode runs their backward kernels;
 and oneDNN's CPU convolutions (`cnnjax.kernels.onednn`), which every convolution of `cnnjax.ops`
 goes through on an x86-64 CPU once this package is imported (`dispatch.conv_backend`).
 
-Entry points (usable under any transformation; each computes its reference unless the switch says
-"pallas" or `interpret=True`):
+Entry points (usable under any transformation; each runs its Pallas kernel on a GPU under "auto" or
+"pallas", in the Pallas interpreter with `interpret=True`, and computes its reference otherwise):
 - depthwise_conv2d(x, w, b=None, *, stride=1, padding="SAME", interpret=False)
 - max_pool2d(x, window, *, stride=None, padding=0, interpret=False)
 - avg_pool2d(x, window, *, stride=None, padding=0, count_include_pad=True, interpret=False)

@@ -122,7 +122,7 @@ def _stats_kernel(x_ref, mean_ref, m2_ref, *, g: Geometry, br: int, bc: int):
         return s1 + d, s2 + d * d
 
     zeros = jnp.zeros((br, bc), jnp.float32)
-    s1, s2 = lax.fori_loop(0, g.rows // br, body, (zeros, zeros))
+    s1, s2 = tiling.fori_loop(g.rows // br, body, (zeros, zeros))
     s1, s2 = jnp.sum(s1, axis=0), jnp.sum(s2, axis=0)
     n = jnp.clip(g.m - start, 1, g.rows).astype(jnp.float32)
     tiling.store(mean_ref, (p, cv), shift[0] + s1 / n, c_ok)
@@ -178,7 +178,7 @@ def _grad_sums_kernel(x_ref, ab_ref, mr_ref, dy_ref, *refs, g: Geometry, br: int
         return s1 + dz, s2 + dz * ((x - mean) * rstd)
 
     zeros = jnp.zeros((br, bc), jnp.float32)
-    s1, s2 = lax.fori_loop(0, g.rows // br, body, (zeros, zeros))
+    s1, s2 = tiling.fori_loop(g.rows // br, body, (zeros, zeros))
     tiling.store(s1_ref, (p, cv), jnp.sum(s1, axis=0), c_ok)
     tiling.store(s2_ref, (p, cv), jnp.sum(s2, axis=0), c_ok)
 
@@ -515,8 +515,8 @@ def batch_norm_act(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None
                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """act(batch_norm(x) + residual) with training-mode statistics over every axis but the last:
     `ops.batch_norm(x, scale, bias, train=True, residual=..., activation=..., eps=...)`, which
-    runs these kernels when the kernels switch says "pallas" (on a GPU); `interpret` runs them in
-    the Pallas interpreter whatever the switch (see cnnjax.kernels.dispatch).
+    runs these kernels on a GPU when the kernels switch says "auto" or "pallas"; `interpret` runs
+    them in the Pallas interpreter whatever the switch (see cnnjax.kernels.dispatch).
 
     Args:
       x: (..., C) activations (NHWC for images).

@@ -27,7 +27,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.experimental import pallas as pl
 from jax.interpreters import ad, batching
 
@@ -162,7 +161,7 @@ def _filter_grad_kernel(x_ref, dy_ref, part_ref, *, g: Geometry, rows: int, bw: 
         return tuple(out)
 
     zeros = tuple(jnp.zeros((bw, bc), jnp.float32) for _ in taps)
-    acc = lax.fori_loop(0, rows * col_tiles, body, zeros)
+    acc = tiling.fori_loop(rows * col_tiles, body, zeros)
     for t, a in enumerate(acc):
         tiling.store(part_ref, (p, t, c), jnp.sum(a, axis=0), c_ok)
 

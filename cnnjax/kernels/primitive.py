@@ -2,10 +2,13 @@
 (jit, grad, jvp, jacfwd, hessian, linearize, vmap, export) composes with it.
 
 `define(name, reference, platforms={"cpu": ffi_fn})` makes a `jax.extend.core.Primitive` whose
-value on each platform listed is the given JAX function (an FFI call, a Pallas kernel) and, on
-every other platform, `reference`, XLA's form of the same computation (so an export for another
-platform, or a lowering where the kernel is absent, still computes the right thing). The caller
-then gives the primitive its differentiation rules with JAX's own registries:
+value on each platform listed is the given JAX function (an FFI call) and, on every other
+platform, `reference`. The oneDNN passes give XLA's form of the same computation as `reference`,
+so an export for a GPU or TPU still computes the right thing. The Pallas passes give the
+Pallas call itself: it lowers to Triton on a GPU and runs in the interpreter on any backend,
+and the entry points bind these primitives only where one of the two runs
+(`dispatch.kernel_mode`). The caller then gives the primitive its differentiation rules with
+JAX's own registries:
 - a bilinear kernel (a convolution and its two gradient passes): `jax.interpreters.ad.defbilinear`
   with the two transpose rules, each another kernel primitive; the JVP is then the sum of the
   kernel applied to each tangent, and reverse mode runs the kernels' backward passes;

@@ -76,6 +76,12 @@ def arange(start, size: int) -> jax.Array:
     return start + jnp.arange(size, dtype=jnp.int32)
 
 
+def fori_loop(n: int, body: Callable, init):
+    """lax.fori_loop over i = 0 .. n-1 with an int32 index, also under jax_enable_x64 (where
+    Python-int bounds would make it int64 and mix with the int32 program ids and indices)."""
+    return lax.fori_loop(jnp.int32(0), jnp.int32(n), body, init)
+
+
 def div(a, b: int):
     """a // b for non-negative int32 a (truncating lax.div: jnp's floor division emits
     sign fix-ups that the Triton lowering rejects for some operand types)."""

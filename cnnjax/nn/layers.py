@@ -60,7 +60,7 @@ class Conv(nn.Module):
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if (self.groups == in_ch == self.features and self.padding_mode == "zeros"
                 and pair(self.dilation, "dilation") == (1, 1)):
-            # Depthwise: the Pallas kernel when the kernels switch says "pallas", else ops'.
+            # Depthwise: the Pallas kernel on a GPU (kernels "auto" or "pallas"), else ops'.
             return kernels.depthwise_conv2d(x, kernel, bias, stride=self.stride,
                                             padding=self.padding)
         return ops.conv2d(x, kernel, bias, stride=self.stride, padding=self.padding,
@@ -72,10 +72,11 @@ class BatchNorm(nn.Module):
     """Batch normalisation over N, H, W: `scale`/`bias` params, `mean`/`var` batch_stats; then
     the optional residual add and `activation` (a name of ops.ACTIVATIONS), fused.
 
-    Computes through ops.batch_norm, cnnjax's one batch norm (the fused Pallas kernel under
-    kernels "pallas"), and ops.update_running_stats: running = momentum * running +
+    Computes through ops.batch_norm, cnnjax's one batch norm (the fused Pallas kernel on a GPU
+    under kernels "auto" or "pallas"), and ops.update_running_stats: running = momentum * running +
     (1 - momentum) * batch; Flax's 0.9 equals PyTorch's momentum=0.1. `axis_name` merges the
-    statistics across a mapped axis (shard_map/pmap).
+    statistics across a mapped axis of an enclosing shard_map (the trainer's steps set it
+    for every batch norm through `ops.mapping.batch_split_over` instead).
     """
 
     momentum: float = 0.9

@@ -6,15 +6,16 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax.ops.activations import log_softmax
+from cnnjax.ops.precision import compute_dtype
 
 
-def _targets(labels: jax.Array, num_classes: int) -> jax.Array:
+def _targets(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
     if labels.ndim == 1:
         if not jnp.issubdtype(labels.dtype, jnp.integer):
             raise ValueError(f"1-D labels must be integer class ids, got dtype {labels.dtype}")
-        return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+        return jax.nn.one_hot(labels, num_classes, dtype=dtype)
     if labels.ndim == 2 and labels.shape[-1] == num_classes:
-        return labels.astype(jnp.float32)
+        return labels.astype(dtype)
     raise ValueError(f"labels must be (N,) class ids or (N, {num_classes}) targets, got shape "
                      f"{tuple(labels.shape)}")
 
@@ -25,17 +26,19 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *,
 
     `labels` are class ids (N,) or target distributions (N, K) (mixup, cutmix). With
     `label_smoothing` = e the targets become (1 - e) t + e / K (Szegedy et al. 2016).
-    Computed in float32 through a max-shifted log-softmax, stable for large logits.
+    Computed in float32 (float64 for float64 logits) through a max-shifted log-softmax, stable
+    for large logits.
     """
     if logits.ndim != 2:
         raise ValueError(f"logits must be (N, K), got shape {tuple(logits.shape)}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     k = logits.shape[-1]
-    t = _targets(labels, k)
+    wide = compute_dtype(logits)
+    t = _targets(labels, k, wide)
     if label_smoothing:
         t = (1.0 - label_smoothing) * t + label_smoothing / k
-    return -jnp.sum(t * log_softmax(logits.astype(jnp.float32)), axis=-1)
+    return -jnp.sum(t * log_softmax(logits.astype(wide)), axis=-1)
 
 
 def top_k_correct(logits: jax.Array, labels: jax.Array, k: int = 1) -> jax.Array:

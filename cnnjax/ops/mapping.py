@@ -5,14 +5,14 @@ and the scope that tells the ops inside such a function that the batch is split 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from collections.abc import Callable, Iterator
 
 import jax
 from jax.sharding import Mesh
 
-_batch_axis: contextvars.ContextVar[str | None] = contextvars.ContextVar("cnnjax_batch_axis",
-                                                                       default=None)
+# A JAX user context (like the kernels switch): its value is part of jit's cache key, so a jitted
+# function called inside and outside the block traces twice instead of reusing the other trace.
+_batch_axis = jax.make_user_context(default_value=None)
 
 
 def shard_map(f: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
@@ -27,16 +27,13 @@ def batch_split_over(axis_name: str) -> Iterator[None]:
     inputs as this device's equal share of a batch split over that mapped axis, so they compute
     what they would on the whole batch: `ops.batch_norm` synchronises its statistics (one
     collective each way) and `ops.dropout` keeps this device's rows of the whole batch's mask.
-    Read when a function is traced (like the kernels switch)."""
+    Read when a function is traced, and part of jit's cache key (like the kernels switch)."""
     if not isinstance(axis_name, str) or not axis_name:
         raise ValueError(f"batch_split_over needs a mesh axis name, got {axis_name!r}")
-    token = _batch_axis.set(axis_name)
-    try:
+    with _batch_axis(axis_name):
         yield
-    finally:
-        _batch_axis.reset(token)
 
 
 def batch_axis() -> str | None:
     """The mapped axis the batch is split over (`batch_split_over`), or None."""
-    return _batch_axis.get()
+    return _batch_axis.value

@@ -11,6 +11,7 @@ from jax import lax
 
 from cnnjax.ops import hooks, mapping
 from cnnjax.ops.activations import get_activation
+from cnnjax.ops.precision import compute_dtype
 
 
 def _chan_merge(a, b):
@@ -34,8 +35,8 @@ def _chan_merge(a, b):
 def _merge(parts: tuple[jax.Array, ...], count: int, axis: int) -> tuple[jax.Array, ...]:
     """Merges the (shift, mean deviation, M2) partials stacked along `axis`, each of `count`
     rows, into one per remaining position, by one reduction with Chan's merge as combiner."""
-    counts = jnp.full(parts[0].shape, count, jnp.float32)
-    zero = jnp.float32(0)
+    counts = jnp.full(parts[0].shape, count, parts[0].dtype)
+    zero = jnp.zeros((), parts[0].dtype)
     return lax.reduce((counts, *parts), (zero,) * 4, _chan_merge, (axis,))[1:]
 
 
@@ -91,7 +92,7 @@ def _block_partials(x3: jax.Array, blocks: int) -> jax.Array:
     """Stages 1 and 2 of `_moments`: the (shift K, mean deviation d, M2) float32 partials of
     `blocks` blocks of consecutive groups of x3 (N, R, C), packed as (blocks, 3, C)."""
     n, rows, c = x3.shape
-    x32 = x3.astype(jnp.float32)
+    x32 = x3.astype(compute_dtype(x3))
     shift = x32[:, 0]
     dev = x32 - shift[:, None]
     group_d = jnp.mean(dev, axis=1)
@@ -123,8 +124,8 @@ def _moments_tangent(x3: jax.Array, mean: jax.Array, dx3: jax.Array
     it into d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M, elementwise: no reduction and no
     collective in the backward pass. Under jax.checkpoint its residuals are x3 and mean, not an
     extra float32 copy of x - mean per batch norm (recomputed in the backward pass)."""
-    dx = dx3.astype(jnp.float32)
-    centred = x3.astype(jnp.float32) - mean
+    dx = dx3.astype(compute_dtype(x3))
+    centred = x3.astype(dx.dtype) - mean
     return jnp.mean(dx, axis=(0, 1)), 2.0 * jnp.mean(centred * dx, axis=(0, 1))
 
 
@@ -201,8 +202,9 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
       residual: optional array of x's shape added after the affine map (a residual block's sum).
       activation: a name of ops.ACTIVATIONS applied last ("identity": none).
     Returns:
-      (y, mean, var): y like x, computed in float32 and rounded once; in training the (biased)
-      batch statistics in float32 whatever x's dtype; in inference the given running statistics.
+      (y, mean, var): y like x, computed in float32 (float64 for float64 x) and rounded once;
+      in training the (biased) batch statistics in that dtype (float32 for bfloat16 x); in
+      inference the given running statistics.
     """
     c = x.shape[-1]
     for name, p in (("scale", scale), ("bias", bias), ("mean", mean), ("var", var)):
@@ -224,15 +226,16 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
         mean, var = batch_moments(x, axis_name)
     elif mean is None or var is None:
         raise ValueError("batch_norm with train=False needs the running mean and var")
-    inv = lax.rsqrt(var.astype(jnp.float32) + eps)
+    wide = compute_dtype(x)
+    inv = lax.rsqrt(var.astype(wide) + eps)
     if scale is not None:
-        inv = inv * scale.astype(jnp.float32)
-    shift = -mean.astype(jnp.float32) * inv
+        inv = inv * scale.astype(wide)
+    shift = -mean.astype(wide) * inv
     if bias is not None:
-        shift = shift + bias.astype(jnp.float32)
-    z = x.astype(jnp.float32) * inv + shift
+        shift = shift + bias.astype(wide)
+    z = x.astype(wide) * inv + shift
     if residual is not None:
-        z = z + residual.astype(jnp.float32)
+        z = z + residual.astype(wide)
     return act(z).astype(x.dtype), mean, var
 
 
@@ -276,26 +279,26 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
     """
     if size < 1:
         raise ValueError(f"local_response_norm size must be >= 1, got {size!r}")
-    sq = jnp.square(x.astype(jnp.float32))
+    sq = jnp.square(x.astype(compute_dtype(x)))
     half = size // 2
     widths = ((0, 0),) * (x.ndim - 1) + ((half, size - 1 - half),)
     window = (1,) * (x.ndim - 1) + (size,)
     summed = lax.reduce_window(jnp.pad(sq, widths), 0.0, lax.add, window, (1,) * x.ndim, "VALID")
-    return (x.astype(jnp.float32) / (k + alpha * summed) ** beta).astype(x.dtype)
+    return (x.astype(sq.dtype) / (k + alpha * summed) ** beta).astype(x.dtype)
 
 
 def layer_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
                eps: float = 1e-6) -> jax.Array:
     """Normalises each example over its last axis (Ba et al. 2016): (..., D) -> (..., D);
-    `scale`/`bias` are (D,) or None. Statistics in float32 whatever x's dtype."""
-    x32 = x.astype(jnp.float32)
+    `scale`/`bias` are (D,) or None. Statistics in float32 (float64 for float64 x)."""
+    x32 = x.astype(compute_dtype(x))
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
     y = (x32 - mean) * lax.rsqrt(var + eps)
     if scale is not None:
-        y = y * scale.astype(jnp.float32)
+        y = y * scale.astype(x32.dtype)
     if bias is not None:
-        y = y + bias.astype(jnp.float32)
+        y = y + bias.astype(x32.dtype)
     return y.astype(x.dtype)
 
 
@@ -306,15 +309,15 @@ def group_norm(x: jax.Array, num_groups: int, scale: jax.Array | None, bias: jax
     n, *spatial, c = x.shape
     if num_groups < 1 or c % num_groups:
         raise ValueError(f"group_norm: num_groups={num_groups!r} must divide the {c} channels")
-    g = x.astype(jnp.float32).reshape(n, *spatial, num_groups, c // num_groups)
+    g = x.astype(compute_dtype(x)).reshape(n, *spatial, num_groups, c // num_groups)
     axes = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
     mean = jnp.mean(g, axis=axes, keepdims=True)
     var = jnp.mean(jnp.square(g - mean), axis=axes, keepdims=True)
     y = ((g - mean) * lax.rsqrt(var + eps)).reshape(x.shape)
     if scale is not None:
-        y = y * scale.astype(jnp.float32)
+        y = y * scale.astype(g.dtype)
     if bias is not None:
-        y = y + bias.astype(jnp.float32)
+        y = y + bias.astype(g.dtype)
     return y.astype(x.dtype)
 
 
@@ -331,10 +334,10 @@ def weight_standardize(w: jax.Array, gain: jax.Array | None = None, *,
     fan_in = 1
     for a in axes:
         fan_in *= w.shape[a]
-    w32 = w.astype(jnp.float32)
+    w32 = w.astype(compute_dtype(w))
     mean = jnp.mean(w32, axis=axes, keepdims=True)
     var = jnp.mean(jnp.square(w32 - mean), axis=axes, keepdims=True)
     scale = lax.rsqrt(var + eps) / jnp.sqrt(float(fan_in))
     if gain is not None:
-        scale = scale * gain.astype(jnp.float32)
+        scale = scale * gain.astype(w32.dtype)
     return ((w32 - mean) * scale).astype(w.dtype)
