@@ -1,5 +1,6 @@
 """Cross-entropy and top-k accuracy against float64 formulas and PyTorch."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -74,3 +75,16 @@ def test_top_k_matches_torch_topk_without_ties(k):
                                want[mask].mean(), rtol=1e-6)
     with pytest.raises(ValueError, match="k must be"):
         ops.top_k_accuracy(jnp.asarray(logits), jnp.asarray(labels), 11)
+
+
+def test_cross_entropy_in_float64_for_float64_logits():
+    rng = np.random.default_rng(1)
+    logits, labels = rng.standard_normal((4, 7)) * 3, np.array([0, 3, 6, 2])
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    targets = np.eye(7)[labels] * 0.9 + 0.1 / 7
+    with jax.enable_x64(True):
+        got = ops.softmax_cross_entropy(jnp.asarray(logits), jnp.asarray(labels),
+                                        label_smoothing=0.1)
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(got), -(targets * log_p).sum(-1), rtol=0, atol=1e-13)

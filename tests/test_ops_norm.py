@@ -200,3 +200,35 @@ def test_dropout_scaling_rate_and_determinism():
     assert ops.dropout(key, x, 0.3, deterministic=True) is x
     with pytest.raises(ValueError, match="rate"):
         ops.dropout(key, x, 1.0, deterministic=False)
+
+
+def test_normalisations_compute_in_float64_for_float64_inputs():
+    # With jax_enable_x64, float64 inputs keep float64 throughout (a float32 accumulation would
+    # be off by ~1e-7): against the definitions in NumPy float64, to 1e-12.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5, 6)) * 2.0 + 1.0
+    scale, bias = rng.standard_normal(6), rng.standard_normal(6)
+    axes = (0, 1, 2)
+    mean, var = x.mean(axes), x.var(axes)
+    ln = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    w = rng.standard_normal((3, 3, 4, 6))
+    w_std = (w - w.mean((0, 1, 2))) / np.sqrt(w.var((0, 1, 2)) + 1e-6) / np.sqrt(36)
+    with jax.enable_x64(True):
+        y, m, v = ops.batch_norm(jnp.asarray(x), jnp.asarray(scale), jnp.asarray(bias),
+                                 train=True, activation="relu")
+        got = {"batch norm": y, "mean": m, "var": v,
+               "layer norm": ops.layer_norm(jnp.asarray(x), None, None),
+               "weight standardisation": ops.weight_standardize(jnp.asarray(w))}
+        grad = jax.grad(lambda x: jnp.sum(ops.batch_norm(x, None, None, train=True)[0] ** 3))(
+            jnp.asarray(x))
+    want = {"batch norm": np.maximum((x - mean) / np.sqrt(var + 1e-5) * scale + bias, 0),
+            "mean": mean, "var": var, "layer norm": ln, "weight standardisation": w_std}
+    for name, value in got.items():
+        assert value.dtype == jnp.float64, name
+        np.testing.assert_allclose(np.asarray(value), want[name], rtol=0, atol=1e-12,
+                                   err_msg=name)
+    # d/dx sum(xhat^3) = (g - mean(g) - xhat mean(g xhat)) / sqrt(var + eps), g = 3 xhat^2
+    xhat = (x - mean) / np.sqrt(var + 1e-5)
+    g = 3 * xhat ** 2
+    expected = (g - g.mean(axes) - xhat * (g * xhat).mean(axes)) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(np.asarray(grad), expected, rtol=0, atol=1e-10)
