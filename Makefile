@@ -58,7 +58,7 @@ SLOW_CI := \
 	'tests/test_kernels_compose.py::test_jvp_of_a_resnet_loss_on_onednn_equals_xla' \
 	'tests/test_sweep_search.py' \
 	'tests/test_kernels_transforms.py' \
-	'tests/test_kernels_models.py::test_mobilenet_v2_same_loss_and_gradients_with_pallas_as_float64_xla'
+	'tests/test_kernels_models.py::test_mobilenet_v2_pallas_equals_float64_xla'
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow $(SLOW_CI)

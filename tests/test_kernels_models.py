@@ -1,6 +1,7 @@
-"""The kernels switch end to end: its semantics and fallbacks, the Flax layers routing to the
-kernels, whole models giving the same loss and gradients with kernels "pallas" (interpreted) and
-"xla", config.model.kernels reaching the model, and the GPU benchmark's --smoke mode."""
+"""The kernels switch end to end: its semantics and fallbacks, the kernels with 64-bit types
+enabled, the Flax layers routing to the kernels, whole models giving the same loss and gradients
+with kernels "pallas" (interpreted) as with XLA, config.model.kernels reaching the model, and the
+GPU benchmark's --smoke mode."""
 
 import logging
 import sys
@@ -64,17 +65,29 @@ def test_pallas_on_cpu_falls_back_to_the_reference_with_one_log_line(monkeypatch
     assert len(lines) == 1 and "backend 'cpu'" in lines[0] and "max_pool2d" in lines[0], lines
 
 
-def test_kernels_run_with_64_bit_types_enabled():
+@pytest.mark.parametrize("name", ["depthwise_conv2d", "batch_norm_act"])
+def test_kernels_with_loops_run_with_64_bit_types_enabled(name):
     # A user with jax_enable_x64 on (float32 models): the kernels' loop indices stay int32
     # (Python-int loop bounds would make them int64 against the int32 program ids; the depthwise
     # filter gradient's index arithmetic then failed to trace). Value and gradients in the
-    # interpreter against ops' XLA reference.
+    # interpreter against ops' XLA reference, and the kernel's backward pass in the program.
     x, w = normal(6, (2, 5, 7, 8)), normal(7, (3, 3, 1, 8))
-    kernel = lambda x, w: kernels.depthwise_conv2d(x, w, stride=2, padding=1, interpret=True)
-    reference = lambda x, w: ops.depthwise_conv2d(x, w, stride=2, padding=1)
-    with jax.enable_x64(True):
-        for f in (lambda f: f, lambda f: jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), (0, 1))):
-            assert_trees_close(f(kernel)(x, w), f(reference)(x, w), jnp.float32)
+    kernel, reference = {
+        "depthwise_conv2d": (
+            lambda x, w: kernels.depthwise_conv2d(x, w, stride=2, padding=1, interpret=True),
+            lambda x, w: ops.depthwise_conv2d(x, w, stride=2, padding=1)),
+        "batch_norm_act": (
+            lambda x, w: kernels.batch_norm_act(x, w[0, 0, 0], None, activation="relu6",
+                                                interpret=True)[0],
+            lambda x, w: ops.batch_norm(x, w[0, 0, 0], None, train=True, activation="relu6")[0]),
+    }[name]
+    grad = lambda f: jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), (0, 1))
+    with jax.enable_x64(True), kernels.use("xla"):
+        backward = {"depthwise_conv2d": "depthwise_conv2d_dw[",
+                    "batch_norm_act": "batch_norm_act_bwd["}[name]
+        assert backward in str(jax.make_jaxpr(grad(kernel))(x, w))
+        for f in (lambda f: f, grad):
+            assert_trees_close(f(kernel)(x, w), f(reference)(x, w), jnp.float32, name)
 
 
 class _DepthwiseBlock(nn.Module):
@@ -191,18 +204,18 @@ def _shift_batch_norm_biases(params, by: float):
 
 
 @pytest.mark.slow
-def test_mobilenet_v2_same_loss_and_gradients_with_pallas_as_float64_xla():
+def test_mobilenet_v2_pallas_equals_float64_xla():
     """MobileNetV2 through the Pallas kernels (interpreted) against XLA in float64: loss, batch
-    statistics and every parameter's gradient.
+    statistics and every parameter's gradient, each to 2e-4 (relative L2).
 
-    The batch norms' biases start at 3 instead of 0, so ReLU6's kinks lie 3 standard deviations
-    from the mean (0.13% of the entries clipped at each end, none within rounding of a kink). At
-    the zero init a few of the ~1e6 pre-activations lie within 1e-5 of 0, where float32 rounding
-    decides the ReLU6 mask: measured 2026-12-06, one flipped entry in block 16 moved every
-    gradient below it by 3% (L2) on the Pallas path and on the oneDNN convolutions alike, while
-    XLA's float32 path happened to round like float64. With the kinks away, Pallas, oneDNN and
-    XLA float32 all agree with float64 to 2e-6 (L2, all gradients; at most 4e-5 per parameter),
-    and a kernel that dropped a term would be off by O(1)."""
+    The batch norms' biases start at 3 instead of 0, which puts ReLU6's kinks 3 standard
+    deviations from the pre-activations' mean. At the zero init some of the ~1e6 pre-activations
+    lie within rounding of 0, where float32 rounding decides the ReLU6 mask. Measured
+    2026-12-06 at these inputs: one such entry in block 16 flipped on the Pallas path and on the
+    oneDNN convolutions alike (not on XLA's float32 path), which moved every gradient below it by
+    3% (L2); with the biases at 3, Pallas, oneDNN and XLA float32 all agreed with float64 to
+    2e-6 (L2, all gradients) and to 4e-5 per parameter. 64x64, not the minimum 32x32: at 32x32
+    the last layers are 1x1 and their batch norms normalise 2 values each."""
     assert "mobilenet_v2" in models.list_models()  # a rename must fail here, not skip
     # No dropout: float64 draws other masks than float32 (and no kernel is involved).
     model = models.create("mobilenet_v2", num_classes=10, dropout_rate=0.0)
@@ -214,14 +227,16 @@ def test_mobilenet_v2_same_loss_and_gradients_with_pallas_as_float64_xla():
     with jax.enable_x64(True), kernels.use("xla"):
         wide = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), (variables, x))
         (loss_64, stats_64), grads_64 = _loss_and_grads(model, *wide, labels, None)
+    assert all(a.dtype == jnp.float64 for a in jax.tree_util.tree_leaves((loss_64, grads_64)))
     assert_close(loss, loss_64, jnp.float32, "loss")
     assert_close(flat(stats), flat(stats_64), jnp.float32, "batch statistics")
-    # Per parameter, relative L2; the floor is for the biases before a batch norm, whose
-    # gradient is zero but for rounding.
+    # The floor is for the biases of the linear projections' batch norms, which reach the loss
+    # only through a convolution and the next batch norm: their gradient is zero but rounding.
     floor = 1e-7 * np.linalg.norm(flat(grads_64))
     off = []
     for (path, g64), g in zip(jax.tree_util.tree_flatten_with_path(grads_64)[0],
-                              jax.tree_util.tree_leaves(grads)):
+                              jax.tree_util.tree_leaves(grads), strict=True):
+        g64 = np.asarray(g64)
         err, size = np.linalg.norm(np.asarray(g, np.float64) - g64), np.linalg.norm(g64)
         if err > 2e-4 * size + floor:
             off.append((jax.tree_util.keystr(path), err / size))

@@ -213,16 +213,24 @@ def test_normalisations_compute_in_float64_for_float64_inputs():
     ln = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
     w = rng.standard_normal((3, 3, 4, 6))
     w_std = (w - w.mean((0, 1, 2))) / np.sqrt(w.var((0, 1, 2)) + 1e-6) / np.sqrt(36)
+    g = x.reshape(3, 4, 5, 2, 3)  # 2 groups of 3 channels
+    gn = ((g - g.mean((1, 2, 4), keepdims=True))
+          / np.sqrt(g.var((1, 2, 4), keepdims=True) + 1e-5)).reshape(x.shape)
+    sq = np.pad(x ** 2, ((0, 0),) * 3 + ((2, 2),))  # the paper's LRN: size 5, k 2, alpha 1e-4
+    lrn = x / (2.0 + 1e-4 * sum(sq[..., i:i + 6] for i in range(5))) ** 0.75
     with jax.enable_x64(True):
         y, m, v = ops.batch_norm(jnp.asarray(x), jnp.asarray(scale), jnp.asarray(bias),
                                  train=True, activation="relu")
         got = {"batch norm": y, "mean": m, "var": v,
                "layer norm": ops.layer_norm(jnp.asarray(x), None, None),
-               "weight standardisation": ops.weight_standardize(jnp.asarray(w))}
+               "weight standardisation": ops.weight_standardize(jnp.asarray(w)),
+               "group norm": ops.group_norm(jnp.asarray(x), 2, None, None),
+               "local response norm": ops.local_response_norm(jnp.asarray(x))}
         grad = jax.grad(lambda x: jnp.sum(ops.batch_norm(x, None, None, train=True)[0] ** 3))(
             jnp.asarray(x))
     want = {"batch norm": np.maximum((x - mean) / np.sqrt(var + 1e-5) * scale + bias, 0),
-            "mean": mean, "var": var, "layer norm": ln, "weight standardisation": w_std}
+            "mean": mean, "var": var, "layer norm": ln, "weight standardisation": w_std,
+            "group norm": gn, "local response norm": lrn}
     for name, value in got.items():
         assert value.dtype == jnp.float64, name
         np.testing.assert_allclose(np.asarray(value), want[name], rtol=0, atol=1e-12,

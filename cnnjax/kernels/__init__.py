@@ -6,7 +6,8 @@ and oneDNN's CPU convolutions (`cnnjax.kernels.onednn`), which every convolution
 goes through on an x86-64 CPU once this package is imported (`dispatch.conv_backend`).
 
 Entry points (usable under any transformation; each runs its Pallas kernel on a GPU under "auto" or
-"pallas", in the Pallas interpreter with `interpret=True`, and computes its reference otherwise):
+"pallas", in the Pallas interpreter with `interpret=True` (the argument or the switch's), and its
+reference otherwise: other switches or backends, arguments the kernel does not take):
 - depthwise_conv2d(x, w, b=None, *, stride=1, padding="SAME", interpret=False)
 - max_pool2d(x, window, *, stride=None, padding=0, interpret=False)
 - avg_pool2d(x, window, *, stride=None, padding=0, count_include_pad=True, interpret=False)

@@ -34,7 +34,7 @@ from jax.interpreters import ad, batching, mlir
 
 def define(name: str, reference: Callable, platforms: Mapping[str, Callable] | None = None, *,
            abstract_eval: Callable | None = None, multiple_results: bool = False) -> Primitive:
-    """A primitive computing `reference` (XLA), lowered on each platform of `platforms` to that
+    """A primitive computing `reference`, lowered on each platform of `platforms` to that
     platform's function instead. `abstract_eval(*avals, **params)` gives the output aval(s);
     by default it is `reference`'s, by `jax.eval_shape`."""
     prim = Primitive(name)

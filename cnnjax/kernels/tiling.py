@@ -19,6 +19,7 @@ the Pallas interpreter. Conventions common to all of them:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -76,7 +77,7 @@ def arange(start, size: int) -> jax.Array:
     return start + jnp.arange(size, dtype=jnp.int32)
 
 
-def fori_loop(n: int, body: Callable, init):
+def fori_loop(n: int, body: Callable[[jax.Array, Any], Any], init: Any) -> Any:
     """lax.fori_loop over i = 0 .. n-1 with an int32 index, also under jax_enable_x64 (where
     Python-int bounds would make it int64 and mix with the int32 program ids and indices)."""
     return lax.fori_loop(jnp.int32(0), jnp.int32(n), body, init)

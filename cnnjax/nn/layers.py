@@ -75,8 +75,9 @@ class BatchNorm(nn.Module):
     Computes through ops.batch_norm, cnnjax's one batch norm (the fused Pallas kernel on a GPU
     under kernels "auto" or "pallas"), and ops.update_running_stats: running = momentum * running +
     (1 - momentum) * batch; Flax's 0.9 equals PyTorch's momentum=0.1. `axis_name` merges the
-    statistics across a mapped axis of an enclosing shard_map (the trainer's steps set it
-    for every batch norm through `ops.mapping.batch_split_over` instead).
+    statistics across a mapped axis of an enclosing shard_map. (The trainer's steps leave it
+    None and name their data axis for every batch norm with `ops.mapping.batch_split_over`,
+    on more than one device unless `per_device_batch_norm`.)
     """
 
     momentum: float = 0.9

@@ -9,7 +9,7 @@ from cnnjax.ops.activations import log_softmax
 from cnnjax.ops.precision import compute_dtype
 
 
-def _targets(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
+def _targets(labels: jax.Array, num_classes: int, dtype: jnp.dtype) -> jax.Array:
     if labels.ndim == 1:
         if not jnp.issubdtype(labels.dtype, jnp.integer):
             raise ValueError(f"1-D labels must be integer class ids, got dtype {labels.dtype}")

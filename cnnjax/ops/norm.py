@@ -55,11 +55,12 @@ def _exchange(parts: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
-    """(mean, biased variance) in float32 over axes 0 and 1 of x3 (N, R, C): N groups (the
+    """(mean, biased variance) in `compute_dtype(x3)` (float32; float64 for float64 x3) over
+    axes 0 and 1 of x3 (N, R, C): N groups (the
     examples: the axis a data-parallel step shards) of R rows, in `blocks` blocks (below).
 
     Built so that under jit, with the batch sharded, it costs one collective (an all-reduce of
-    (B, 3, C) float32) and keeps the accuracy of a two-pass:
+    (B, 3, C) partials) and keeps the accuracy of a two-pass:
       1. each group's partial (shift K, mean deviation d, M2), by a two-pass within the group
          about its first row K (a data value, so the deviations are small and exact in float32);
       2. the groups merged within each of B = gcd(N, device count) blocks of consecutive
@@ -89,12 +90,13 @@ def _moments(x3: jax.Array, blocks: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _block_partials(x3: jax.Array, blocks: int) -> jax.Array:
-    """Stages 1 and 2 of `_moments`: the (shift K, mean deviation d, M2) float32 partials of
-    `blocks` blocks of consecutive groups of x3 (N, R, C), packed as (blocks, 3, C)."""
+    """Stages 1 and 2 of `_moments`: the (shift K, mean deviation d, M2) partials of `blocks`
+    blocks of consecutive groups of x3 (N, R, C), packed as (blocks, 3, C), in
+    `compute_dtype(x3)`."""
     n, rows, c = x3.shape
-    x32 = x3.astype(compute_dtype(x3))
-    shift = x32[:, 0]
-    dev = x32 - shift[:, None]
+    wide = x3.astype(compute_dtype(x3))
+    shift = wide[:, 0]
+    dev = wide - shift[:, None]
     group_d = jnp.mean(dev, axis=1)
     group_m2 = jnp.sum(jnp.square(dev - group_d[:, None]), axis=1)
     per_block = n // blocks
@@ -119,23 +121,24 @@ def _moments_jvp(blocks, primals, tangents):
 @jax.checkpoint
 def _moments_tangent(x3: jax.Array, mean: jax.Array, dx3: jax.Array
                      ) -> tuple[jax.Array, jax.Array]:
-    """The tangents (d mean, d var), float32 (C,), of `_moments` at x3 (N, R, C) along dx3:
-    means over axes 0 and 1 of dx and 2 (x - mean) dx, linear in dx3. Reverse mode transposes
-    it into d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M, elementwise: no reduction and no
-    collective in the backward pass. Under jax.checkpoint its residuals are x3 and mean, not an
-    extra float32 copy of x - mean per batch norm (recomputed in the backward pass)."""
+    """The tangents (d mean, d var), (C,) in `compute_dtype(x3)`, of `_moments` at x3
+    (N, R, C) along dx3: means over axes 0 and 1 of dx and 2 (x - mean) dx, linear in dx3.
+    Reverse mode transposes it into d mean / dx = 1 / M, d var / dx = 2 (x - mean) / M,
+    elementwise: no reduction and no collective in the backward pass. Under jax.checkpoint its
+    residuals are x3 and mean, not an extra copy of x - mean per batch norm (recomputed in the
+    backward pass)."""
     dx = dx3.astype(compute_dtype(x3))
     centred = x3.astype(dx.dtype) - mean
     return jnp.mean(dx, axis=(0, 1)), 2.0 * jnp.mean(centred * dx, axis=(0, 1))
 
 
 def merge_across(parts: jax.Array, count: int, axis_name: str) -> tuple[jax.Array, jax.Array]:
-    """The mean and biased variance, float32 (C,), of a batch split in equal shares over mapped
-    axis `axis_name` (in shard_map), from this device's partials `parts` (3, C) float32 (shift
-    K, mean deviation d, M2 of its `count` rows; d = 0 and K the mean will do): one all-gather of
-    (devices, 3, C), merged on every device by Chan's formula as within one program (see
-    `_moments`), so every device holds the same bits. Not differentiable: callers define the
-    backward pass (`_synced_moments`; the Pallas batch-norm kernel)."""
+    """The mean and biased variance, (C,) in the partials' dtype, of a batch split in equal
+    shares over mapped axis `axis_name` (in shard_map), from this device's partials `parts`
+    (3, C) (shift K, mean deviation d, M2 of its `count` rows; d = 0 and K the mean will do):
+    one all-gather of (devices, 3, C), merged on every device by Chan's formula as within one
+    program (see `_moments`), so every device holds the same bits. Not differentiable: callers
+    define the backward pass (`_synced_moments`; the Pallas batch-norm kernel)."""
     return _merged_moments(lax.all_gather(parts, axis_name), count)
 
 
@@ -158,10 +161,11 @@ def _synced_moments_jvp(axis_name, primals, tangents):
 
 
 def batch_moments(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
-    """Mean and biased variance, float32, over every axis of x (..., C) but the last, from
-    the examples' two-pass partials merged with Chan's formula (see `_moments`). Under jit with
-    the batch sharded the statistics are global and cost one all-reduce of packed (B, 3, C)
-    partials, B = gcd(batch, device count); the backward pass is elementwise (no collective).
+    """Mean and biased variance, float32 (float64 for float64 x), over every axis of x (..., C)
+    but the last, from the examples' two-pass partials merged with Chan's formula (see
+    `_moments`). Under jit with the batch sharded the statistics are global and cost one
+    all-reduce of packed (B, 3, C) partials, B = gcd(batch, device count); the backward pass is
+    elementwise (no collective).
 
     In `shard_map`, `axis_name` (a mapped axis over which the batch is split in equal shares)
     merges the devices' partials by the same formula: one all-gather of (devices, 3, C)
@@ -291,14 +295,14 @@ def layer_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
                eps: float = 1e-6) -> jax.Array:
     """Normalises each example over its last axis (Ba et al. 2016): (..., D) -> (..., D);
     `scale`/`bias` are (D,) or None. Statistics in float32 (float64 for float64 x)."""
-    x32 = x.astype(compute_dtype(x))
-    mean = jnp.mean(x32, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-    y = (x32 - mean) * lax.rsqrt(var + eps)
+    wide = x.astype(compute_dtype(x))
+    mean = jnp.mean(wide, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(wide - mean), axis=-1, keepdims=True)
+    y = (wide - mean) * lax.rsqrt(var + eps)
     if scale is not None:
-        y = y * scale.astype(x32.dtype)
+        y = y * scale.astype(wide.dtype)
     if bias is not None:
-        y = y + bias.astype(x32.dtype)
+        y = y + bias.astype(wide.dtype)
     return y.astype(x.dtype)
 
 
@@ -334,10 +338,10 @@ def weight_standardize(w: jax.Array, gain: jax.Array | None = None, *,
     fan_in = 1
     for a in axes:
         fan_in *= w.shape[a]
-    w32 = w.astype(compute_dtype(w))
-    mean = jnp.mean(w32, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(w32 - mean), axis=axes, keepdims=True)
+    wide = w.astype(compute_dtype(w))
+    mean = jnp.mean(wide, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(wide - mean), axis=axes, keepdims=True)
     scale = lax.rsqrt(var + eps) / jnp.sqrt(float(fan_in))
     if gain is not None:
-        scale = scale * gain.astype(w32.dtype)
-    return ((w32 - mean) * scale).astype(w.dtype)
+        scale = scale * gain.astype(wide.dtype)
+    return ((wide - mean) * scale).astype(w.dtype)

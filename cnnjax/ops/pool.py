@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnnjax.ops.precision import compute_dtype
 from cnnjax.ops.shapes import Padding, explicit_padding, pair
 
 
@@ -145,7 +146,7 @@ def lp_pool(x: jax.Array, p: float, window, *, stride=None, padding: Padding = 0
     if math.isinf(p):
         return max_pool(jnp.abs(x), window, stride=stride, padding=padding)
     dims, strides, pads, extra = _windows(x, window, stride, padding, False, "lp_pool")
-    powered = jnp.abs(x.astype(jnp.float32)) ** p
+    powered = jnp.abs(x.astype(compute_dtype(x))) ** p
     sums = lax.reduce_window(powered, 0.0, lax.add, dims, strides, _full_pads(pads, extra))
     return (sums ** (1.0 / p)).astype(x.dtype)
 
@@ -164,7 +165,7 @@ def global_max_pool(x: jax.Array, keepdims: bool = False) -> jax.Array:
 
 def _bin_matrix(n: int, out: int) -> np.ndarray:
     """(out, n) averaging matrix of PyTorch's adaptive bins [floor(i n / out), ceil((i + 1) n / out))."""
-    m = np.zeros((out, n), np.float32)
+    m = np.zeros((out, n))  # float64: rounded once, to the input dtype, by the caller
     for i in range(out):
         start, end = (i * n) // out, -(-((i + 1) * n) // out)
         m[i, start:end] = 1.0 / (end - start)

@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 
 
-def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
-    """The widest of float32 and the arrays' floating dtypes (None entries ignored)."""
-    return jnp.result_type(jnp.float32, *(a.dtype for a in arrays
-                                          if a is not None and jnp.issubdtype(a.dtype,
-                                                                               jnp.floating)))
+def compute_dtype(x: jax.Array) -> jnp.dtype:
+    """The wider of float32 and x's dtype (float32 for integer x)."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return jnp.dtype(jnp.float32)
+    return jnp.promote_types(x.dtype, jnp.float32)
