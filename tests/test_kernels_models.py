@@ -228,7 +228,9 @@ def test_mobilenet_v2_pallas_equals_float64_xla():
     with jax.enable_x64(True), kernels.use("xla"):
         wide = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), (variables, x))
         (loss_64, stats_64), grads_64 = _loss_and_grads(model, *wide, labels, None)
-    assert all(a.dtype == jnp.float64 for a in jax.tree_util.tree_leaves((loss_64, grads_64)))
+    # Float64 up to the logits, which the model returns in float32 (its last op): the loss and
+    # its cotangent carry float32 rounding (~1e-7), far below the tolerances here.
+    assert all(a.dtype == jnp.float64 for a in jax.tree_util.tree_leaves((stats_64, grads_64)))
     assert_close(loss, loss_64, jnp.float32, "loss")
     assert_close(flat(stats), flat(stats_64), jnp.float32, "batch statistics")
     # The floor is for the biases of the linear projections' batch norms, which reach the loss
