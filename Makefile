@@ -41,8 +41,9 @@ test: $(VENV)/.installed-test
 # Ctrl-C run with grain workers, every Pallas kernel through jvp/jacfwd/hessian/HVPs/vmap against
 # float64 and inside shard_map (interpret mode), the Optuna searches of tests/test_sweep_search.py (200 CPU-s
 # under load, 2026-12-06), MobileNetV2's loss and gradients through the Pallas kernels against
-# XLA in float64 (70 s on idle cores, 2026-12-06). The other slow tests are deeper or wider copies of models
-# the fast suite covers, or run Pallas kernels in interpret mode; `make test-all` runs them.
+# XLA in float64 (70 s on idle cores, 2026-12-06); the whole list took 8 min 20 s there. The
+# other slow tests are deeper or wider copies of models the fast suite covers, or run Pallas
+# kernels in interpret mode; `make test-all` runs them.
 SLOW_CI := \
 	'tests/test_models_classic.py::test_deep_vgg_from_torch_matches_torch_at_full_size' \
 	'tests/test_data_prepare.py::test_shared_mnist_prepared_and_read_back' \
