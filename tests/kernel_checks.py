@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export
 from jax.sharding import NamedSharding
 
+from cnnjax import kernels
+
 # Relative to the largest magnitude of the expected array (sums that cancel to ~0 have no
 # meaningful elementwise relative error).
 TOLERANCE = {jnp.dtype(jnp.float32): 1e-5, jnp.dtype(jnp.bfloat16): 1e-2}
 TRITON_CALL = "__gpu$xla.gpu.triton"
+
+
+# The backends a kernel test runs each entry point on: "interpret" (the Pallas kernels in the
+# Pallas interpreter) and "cpu" (the CPU extension's kernels, the switch at "onednn").
+BACKENDS = ("interpret", "cpu")
+
+
+def on_backend(f, backend: str):
+    """Entry point `f` of cnnjax.kernels (taking `interpret=`) computing on `backend`."""
+    if backend == "interpret":
+        return functools.partial(f, interpret=True)
+
+    def run(*args, **kwargs):
+        with kernels.use("onednn"):
+            return f(*args, **kwargs)
+    return run
 
 
 def normal(seed: int, shape, dtype=jnp.float32) -> jax.Array:

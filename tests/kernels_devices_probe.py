@@ -6,8 +6,9 @@ batch norms, 9 convolutions), 16x16 images, batch 16, for 3 steps through the tr
 compiled steps (cnnjax.train.step.compile_steps) under kernels "auto" (oneDNN's convolutions on
 this CPU) on a mesh of 1 device and of 8, and "xla" on 8, from one initial state; every device's
 rows get their own brightness, so statistics per device differ clearly from the whole batch's.
-Also runs the Pallas batch-norm kernel (interpret mode) and ops.batch_norm's XLA path inside
-shard_map over the 8 devices on one batch, synchronised, with their gradients.
+Also runs the batch-norm kernels (the Pallas ones in interpret mode, the CPU extension's) and
+ops.batch_norm's XLA path inside shard_map over the 8 devices on one batch, synchronised, with
+their gradients.
 
 The parts named after the output path run: "trainer" (the training runs; about 30 CPU-seconds,
 mostly compiling) and "batch_norm" (the batch-norm checks). Writes an .npz of flat arrays and
@@ -20,7 +21,7 @@ prints one JSON line:
   <run>/step1/batch_stats/<path>        the running statistics after the first step
   <run>/eval/<key>                      the eval step's sums on one batch
   bn/x, bn/scale, bn/bias, bn/residual, bn/cotangent   the batch-norm check's inputs
-  bn/<path>/{y,mean,var,dx,dscale,dbias,dresidual}     path in pallas8, xla8
+  bn/<path>/{y,mean,var,dx,dscale,dbias,dresidual}     path in pallas8, cpu8, xla8
   centred/x, centred/mean, centred/var  badly centred inputs and their synchronised statistics
   JSON: {"<run>_train_hlo", "<run>_eval_hlo": the collectives of each compiled step (as
   sharded_batch_norm_probe.collectives gives them) and its oneDNN calls, "convolutions": the
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import sys
 
 import jax
@@ -52,7 +54,8 @@ from sharded_batch_norm_probe import collectives
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BATCH, SIZE, STEPS = 16, 16, 3
-ONEDNN = "cnnjax_onednn"
+CONVOLUTION = re.compile(r'custom_call_target="cnnjax_onednn_(forward|input_grad|weight_grad)"')
+BATCH_NORM = 'custom_call_target="cnnjax_onednn_norm_act"'
 
 
 def _flat(tree, prefix: str) -> dict[str, np.ndarray]:
@@ -71,7 +74,8 @@ def _batches() -> list[dict[str, np.ndarray]]:
 
 def _hlo(compiled) -> dict:
     text = compiled.as_text()
-    return {**collectives(text), "onednn": text.count(ONEDNN)}
+    return {**collectives(text), "onednn": len(CONVOLUTION.findall(text)),
+            "batch_norm_calls": text.count(BATCH_NORM)}
 
 
 def train_runs(arrays: dict, out: dict) -> None:
@@ -118,7 +122,7 @@ def train_runs(arrays: dict, out: dict) -> None:
 
 def batch_norm_runs(arrays: dict) -> None:
     """act(bn(x) + residual) in shard_map over 8 devices, synchronised, on the Pallas kernel
-    (interpret mode) and on XLA: values and the VJP of a fixed cotangent."""
+    (interpret mode), the CPU kernel and XLA: values and the VJP of a fixed cotangent."""
     rng = np.random.default_rng(1)
     shift = np.repeat(np.linspace(-2.0, 2.0, 8), 2)[:, None, None, None]
     inputs = {"x": (rng.standard_normal((16, 3, 3, 8)) * 1.5 + 0.5 + shift).astype(np.float32),
@@ -152,13 +156,13 @@ def batch_norm_runs(arrays: dict) -> None:
     batch, rep = P("data"), P()
     names = ("y", "mean", "var", "dx", "dscale", "dbias", "dresidual")
     for run, setting in (("pallas8", dict(kernels="pallas", interpret=True)),
-                         ("xla8", dict(kernels="xla"))):
+                         ("cpu8", dict(kernels="onednn")), ("xla8", dict(kernels="xla"))):
         fn = jax.jit(shard_map(local, mesh, in_specs=(batch, rep, rep, batch, batch),
                                out_specs=(batch, rep, rep, batch, rep, rep, batch)))
         with kernels.use(**setting):
             jaxpr = str(jax.make_jaxpr(fn)(*inputs.values()))
-            # The Pallas passes are primitives: the forward kernel, and under grad the
-            # backward kernel (its transpose), each bound once.
+            # The kernels' passes are primitives: the forward kernel, and under grad the
+            # backward kernel (its transpose), each bound once (backend: Pallas or the CPU's).
             arrays[f"bn/{run}/pallas_calls"] = np.asarray(
                 jaxpr.count("batch_norm_act_fwd[") + jaxpr.count("batch_norm_act_bwd["))
             values = fn(*inputs.values())

@@ -1,12 +1,15 @@
-"""Run as a subprocess by tests/test_kernels_transforms.py with XLA_FLAGS forcing 2 host devices.
+"""Run as a subprocess by tests/test_kernels_transforms.py with XLA_FLAGS forcing 2 host devices:
+`python sharded_kernel_probe.py BACKEND`, BACKEND "interpret" or "cpu".
 
-Synchronised batch norm (ops.batch_norm with axis_name) inside shard_map on the Pallas kernels
-(interpreted), each device holding half the batch, against the whole batch's definition in
+Synchronised batch norm (ops.batch_norm with axis_name) inside shard_map on the kernels of
+BACKEND (the Pallas kernels interpreted, or the CPU extension's), each device holding half the
+batch, against the whole batch's definition in
 float64: a loss of y, mean and var, its gradients in x, scale, bias and residual and a
 Hessian-vector product (forward over reverse); and the program holds the kernels. Prints "ok".
 """
 
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +36,7 @@ def loss(f, weights):
     return run
 
 
-def sharded(mesh, weights):
+def sharded(mesh, weights, backend: str):
     """The kernels' batch norm per device, statistics across axis "d"; the loss summed over
     devices and the parameter gradients reduced across them."""
     def local(x, scale, bias, res, w):
@@ -44,7 +47,7 @@ def sharded(mesh, weights):
         return jax.lax.psum(total, "d")
 
     def run(x, scale, bias, res):
-        with kernels.use("pallas", interpret=True):
+        with kernels.use("pallas", interpret=True) if backend == "interpret" else kernels.use("onednn"):
             return shard_map(local, mesh, (P("d"), P(), P(), P("d"), P("d")), P())(
                 x, scale, bias, res, weights)
     return run
@@ -60,11 +63,15 @@ def main() -> None:
     tangents = tuple(jax.random.normal(k, a.shape) for k, a in zip(jax.random.split(key[5], 4), args))
     weights = jax.random.normal(key[7], x.shape)
     every = (0, 1, 2, 3)
-    f = sharded(mesh, weights)
+    backend = sys.argv[1] if len(sys.argv) > 1 else "interpret"
+    f = sharded(mesh, weights, backend)
     got = [f(*args), jax.grad(f, every)(*args), jax.jvp(jax.grad(f, every), args, tangents)[1]]
     # grad splits the shard_map into a forward and a transposed one: walk every sub-jaxpr.
-    names = {e.primitive.name for e in equations(jax.make_jaxpr(jax.grad(f, every))(*args).jaxpr)}
+    eqns = list(equations(jax.make_jaxpr(jax.grad(f, every))(*args).jaxpr))
+    names = {e.primitive.name for e in eqns}
     assert {"batch_norm_act_fwd", "batch_norm_act_bwd"} <= names, names
+    assert all(e.params["backend"] == backend for e in eqns if e.primitive.name.startswith(
+        "batch_norm_act")), backend
     with jax.enable_x64(True):
         a64 = [jnp.asarray(np.asarray(a, np.float64)) for a in args]
         t64 = [jnp.asarray(np.asarray(t, np.float64)) for t in tangents]

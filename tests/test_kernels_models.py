@@ -139,7 +139,10 @@ def test_flax_layers_route_depthwise_conv_and_batch_norm_to_the_kernels():
     with kernels.use("pallas", interpret=True):  # the kernels' primitives
         text = jaxpr()
         assert text.count("depthwise_conv2d_fwd[") == text.count("batch_norm_act_fwd[") == 1
-    assert "depthwise_conv2d" not in jaxpr() and "batch_norm_act" not in jaxpr()
+    with kernels.use("xla"):
+        assert "depthwise_conv2d" not in jaxpr() and "batch_norm_act" not in jaxpr()
+    text = jaxpr()  # "auto" on the CPU: the CPU kernels' batch norm, the convolution on oneDNN
+    assert text.count("backend=cpu") == 1 and "depthwise_conv2d_fwd[" not in text
     _compare_models(model, x, jnp.array([1, 3]))
 
 

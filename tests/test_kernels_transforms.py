@@ -1,4 +1,4 @@
-"""Every Pallas kernel (interpreted on CPU) under jvp, linearize, jacfwd, hessian, Hessian-vector
+"""Every Pallas kernel (interpreted on CPU) and every CPU-extension kernel under jvp, linearize, jacfwd, hessian, Hessian-vector
 products both ways, grad of grad and vmap, against an independent float64 reference; reverse
 mode on the backward kernels, forward mode on the tangent kernels; batch norm's synchronised
 statistics inside shard_map; and the lowering of second-order and vmapped programs to Triton."""
@@ -15,8 +15,8 @@ import pytest
 from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public equivalent
 
 from cnnjax import kernels, ops
-from kernel_checks import (assert_transformations_match, equations, normal, primitive_counts,
-                           primitives, triton_kernels_for_gpu)
+from kernel_checks import (BACKENDS, assert_transformations_match, equations, normal, on_backend,
+                           primitive_counts, primitives, triton_kernels_for_gpu)
 
 
 def _xla(f):
@@ -50,9 +50,9 @@ def _distinct(shape, seed: int) -> jax.Array:
 POOLS = [("max_pool", 3, 2, 1), ("max_pool", 2, 2, 0), ("avg_pool", 3, 2, 1)]
 
 
-def _pool(op, window, stride, padding):
+def _pool(op, window, stride, padding, backend="interpret"):
     options = dict(window=window, stride=stride, padding=padding)
-    return (functools.partial(getattr(kernels, f"{op}2d"), interpret=True, **options),
+    return (functools.partial(on_backend(getattr(kernels, f"{op}2d"), backend), **options),
             _xla(functools.partial(getattr(ops, op), **options)))
 
 
@@ -63,7 +63,7 @@ def _depthwise():
             [normal(0, (2, 5, 4, 3)), normal(1, (3, 3, 1, 3))])
 
 
-def _batch_norm(activation: str):
+def _batch_norm(activation: str, backend: str = "interpret"):
     """The kernel, the definition in plain jnp (act(scale (x - mean) / sqrt(var + eps) + bias +
     res), mean and var over every axis but the last: independent of ops.batch_norm and the
     kernels) and arguments (x with an offset per channel, as activations have)."""
@@ -74,17 +74,18 @@ def _batch_norm(activation: str):
         z = scale * (x - mean) / jnp.sqrt(var + 1e-5) + bias + res
         return ops.get_activation(activation)(z), mean, var
 
-    kernel = lambda x, s, b, r: kernels.batch_norm_act(x, s, b, residual=r,
-                                                       activation=activation, interpret=True)
+    kernel = lambda x, s, b, r: on_backend(kernels.batch_norm_act, backend)(
+        x, s, b, residual=r, activation=activation)
     args = [normal(0, (2, 3, 2, 4)) * 2.0 + normal(1, (4,)), normal(2, (4,)), normal(3, (4,)),
             normal(4, (2, 3, 2, 4))]
     return kernel, formula, args
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op,window,stride,padding", POOLS)
-def test_pooling_composes_with_every_transformation(op, window, stride, padding):
-    kernel, reference = _pool(op, window, stride, padding)
+def test_pooling_composes_with_every_transformation(op, window, stride, padding, backend):
+    kernel, reference = _pool(op, window, stride, padding, backend)
     assert_transformations_match(kernel, reference, [_distinct((2, 5, 4, 3), window)], seed=1)
 
 
@@ -95,16 +96,26 @@ def test_depthwise_composes_with_every_transformation():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("activation", ["swish", "relu"])
-def test_batch_norm_composes_with_every_transformation(activation):
-    kernel, formula, args = _batch_norm(activation)
+@pytest.mark.parametrize("backend,activation", [("interpret", "swish"), ("interpret", "relu"),
+                                                ("cpu", "swish"), ("cpu", "relu"),
+                                                ("cpu", "gelu")])
+def test_batch_norm_composes_with_every_transformation(backend, activation):
+    kernel, formula, args = _batch_norm(activation, backend)
     assert_transformations_match(kernel, formula, args, seed=3)
 
 
+def _assert_cpu_calls(f, args, target: str, count: int) -> None:
+    """jit(f)'s program, as lowered for the CPU, holds `count` custom calls of `target`."""
+    text = jax.jit(f).lower(*args).as_text()
+    assert text.count(f"stablehlo.custom_call @{target}(") == count, text[-2000:]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op,window,stride,padding", POOLS)
-def test_pooling_programs_hold_the_kernels(op, window, stride, padding):
-    """Reverse mode runs the backward kernel; vmap is one call (traced only: cheap)."""
-    kernel, _ = _pool(op, window, stride, padding)
+def test_pooling_programs_hold_the_kernels(op, window, stride, padding, backend):
+    """Reverse mode runs the backward kernel; vmap is one call (traced only: cheap); on the CPU
+    the gradient's program is the forward (with argmax) and backward custom calls."""
+    kernel, _ = _pool(op, window, stride, padding, backend)
     x = _distinct((2, 5, 4, 3), 0)
     names = primitives(jax.grad(_loss(kernel)), x)
     forward = "max_pool2d_fwd_argmax" if op == "max_pool" else "avg_pool2d_fwd"
@@ -112,6 +123,8 @@ def test_pooling_programs_hold_the_kernels(op, window, stride, padding):
     if op == "max_pool":  # forward mode: the select kernel gathers the tangent
         assert "max_pool2d_select" in primitives(lambda x: jax.jvp(kernel, (x,), (x,)), x)
     _assert_vmap_is_one_call(kernel, [x], f"{op}2d_fwd")
+    if backend == "cpu":
+        _assert_cpu_calls(jax.grad(_loss(kernel)), [x], "cnnjax_onednn_pool", 2)
 
 
 def test_depthwise_programs_hold_the_kernels():
@@ -121,22 +134,26 @@ def test_depthwise_programs_hold_the_kernels():
     _assert_vmap_is_one_call(kernel, args, "depthwise_conv2d_fwd")  # per-example filters too
 
 
-def test_batch_norm_programs_hold_the_kernels():
-    kernel, _, args = _batch_norm("swish")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_norm_programs_hold_the_kernels(backend):
+    kernel, _, args = _batch_norm("swish", backend)
     names = primitives(jax.grad(_loss(kernel), (0, 1, 2, 3)), *args)
     assert {"batch_norm_act_fwd", "batch_norm_act_bwd"} <= names, names
     names = primitives(lambda *a: jax.jvp(kernel, a, tuple(a)), *args)
     assert "batch_norm_act_tangent" in names, names  # forward mode on the tangent kernels
     _assert_vmap_is_one_call(kernel, args, "batch_norm_act_fwd")
+    if backend == "cpu":  # statistics, normalise; gradient sums, input gradient
+        _assert_cpu_calls(jax.grad(_loss(kernel), (0, 1, 2, 3)), args, "cnnjax_onednn_norm_act", 4)
 
 
 @pytest.mark.slow
-def test_synchronised_batch_norm_runs_the_kernels_inside_shard_map():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_synchronised_batch_norm_runs_the_kernels_inside_shard_map(backend):
     """tests/sharded_kernel_probe.py on 2 forced host devices: batch_norm(axis_name=...) inside
     shard_map on the kernels equals the whole batch's statistics, gradients and HVP (float64
     formula), and its program holds the kernels' primitives."""
     proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name(
-        "sharded_kernel_probe.py"))], capture_output=True, text=True, timeout=300,
+        "sharded_kernel_probe.py")), backend], capture_output=True, text=True, timeout=300,
         env={**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok"), proc.stdout

@@ -52,14 +52,20 @@ def _tree(arrays: dict, prefix: str) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_auto_keeps_onednn_in_the_8_device_train_and_eval_steps(probe):
     """Every convolution's forward, weight gradient and input gradient (but the stem's, whose
-    input is the data) is a oneDNN call in the compiled 8-device steps, as on 1 device."""
+    input is the data) is a oneDNN call in the compiled 8-device steps, as on 1 device, and
+    every training batch norm's four passes (statistics, normalise; gradient sums, input
+    gradient) are the CPU kernel's calls; evaluation normalises with the running statistics on
+    XLA."""
     out, _ = probe
-    convs = out["convolutions"]
+    convs, norms = out["convolutions"], len(out["batch_norm_channels"])
     assert convs == 7  # ResNet-8: the stem and 3 stages of one basic block (option A shortcuts)
     for run in ("auto8", "auto1"):
         assert out[f"{run}_train_hlo"]["onednn"] == 3 * convs - 1, run
         assert out[f"{run}_eval_hlo"]["onednn"] == convs, run
-    assert out["xla8_train_hlo"]["onednn"] == out["xla8_eval_hlo"]["onednn"] == 0
+        assert out[f"{run}_train_hlo"]["batch_norm_calls"] == 4 * norms, run
+        assert out[f"{run}_eval_hlo"]["batch_norm_calls"] == 0, run
+    for step in ("train", "eval"):
+        assert out[f"xla8_{step}_hlo"]["onednn"] == out[f"xla8_{step}_hlo"]["batch_norm_calls"] == 0
 
 
 @pytest.mark.slow
@@ -145,13 +151,14 @@ def _torch_batch_norm(arrays: dict) -> dict[str, np.ndarray]:
             **{f"d{k}": t[k].grad.numpy() for k in ("x", "scale", "bias", "residual")}}
 
 
-@pytest.mark.parametrize("run", ["pallas8", "xla8"])
+@pytest.mark.parametrize("run", ["pallas8", "cpu8", "xla8"])
 def test_synchronised_batch_norm_in_shard_map_matches_torch_float64(bn_probe, run):
     """ops.batch_norm inside shard_map over 8 devices (the batch split over them), on the Pallas
-    kernel (interpret mode: its statistics and backward passes per device, exchanged once each
-    way) and on XLA: values and gradients equal the whole batch's in PyTorch float64."""
+    kernel (interpret mode) and the CPU kernel (their statistics and backward passes per device,
+    exchanged once each way) and on XLA: values and gradients equal the whole batch's in
+    PyTorch float64."""
     arrays = bn_probe
-    assert arrays[f"bn/{run}/pallas_calls"] == (2 if run == "pallas8" else 0)
+    assert arrays[f"bn/{run}/pallas_calls"] == (0 if run == "xla8" else 2)
     want = _torch_batch_norm(arrays)
     for k, v in want.items():
         assert_close(arrays[f"bn/{run}/{k}"], v, np.float32, f"{run} {k}", tol=1e-5)

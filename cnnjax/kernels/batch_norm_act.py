@@ -45,32 +45,13 @@ from jax.interpreters import ad, batching
 
 from cnnjax import ops
 from cnnjax.kernels import dispatch, primitive, tiling
+from cnnjax.kernels.activations import ACTIVATIONS
+from cnnjax.kernels.onednn import norm_act as cpu
 from cnnjax.ops.hooks import register_kernel
 from cnnjax.ops.norm import merge_across
 
 STATS_TILE_ELEMENTS = 2048
 MAP_TILE_ELEMENTS = 4096
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + jnp.exp(-z))
-
-
-def _hard_relu6(z):
-    return jnp.minimum(jnp.maximum(z, 0.0), 6.0)
-
-
-# name -> (activation, its derivative), both of the float32 pre-activation z; the same functions
-# as ops.ACTIVATIONS, written with operations the Triton backend lowers.
-ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
-    "identity": (lambda z: z, lambda z: jnp.ones_like(z)),
-    "relu": (lambda z: jnp.maximum(z, 0.0), lambda z: jnp.where(z > 0, 1.0, 0.0)),
-    "relu6": (_hard_relu6, lambda z: jnp.where((z > 0) & (z < 6), 1.0, 0.0)),
-    "swish": (lambda z: z * _sigmoid(z),
-              lambda z: _sigmoid(z) * (1.0 + z * (1.0 - _sigmoid(z)))),
-    "hard_swish": (lambda z: z * _hard_relu6(z + 3.0) / 6.0,
-                   lambda z: jnp.where(z < -3, 0.0, jnp.where(z > 3, 1.0, (2.0 * z + 3.0) / 6.0))),
-}
 
 
 class Geometry(NamedTuple):
@@ -238,13 +219,19 @@ def _reduce_grid(g: Geometry, bc: int) -> tuple[int, int]:
     return pl.cdiv(g.m, g.rows), pl.cdiv(g.c, bc)
 
 
-def _statistics(x2, g: Geometry, interpret: bool, axis_name: str | None):
+def _statistics(x2, g: Geometry, backend: str, axis_name: str | None):
     """(mean, biased variance) of x2's rows, or with `axis_name` of every device's rows."""
+    if backend == "cpu":
+        mean, var = cpu.run("stats", x2)
+        if axis_name is not None:
+            return merge_across(jnp.stack([mean, jnp.zeros_like(mean), var * g.m]), g.m,
+                                axis_name)
+        return mean, var
     bc, br = _blocks(g, x2.dtype, STATS_TILE_ELEMENTS)
     part = jax.ShapeDtypeStruct((pl.cdiv(g.m, g.rows), g.c), jnp.float32)
     means, m2s = tiling.launch(
         functools.partial(_stats_kernel, g=g, br=br, bc=bc), grid=_reduce_grid(g, bc),
-        out_shape=(part, part), interpret=interpret, name="batch_norm_stats")(x2)
+        out_shape=(part, part), interpret=backend == "interpret", name="batch_norm_stats")(x2)
     counts = jnp.asarray(_counts(g))[:, None]
     mean = jnp.sum(counts * means, axis=0) / g.m
     m2 = jnp.sum(m2s + counts * jnp.square(means - mean), axis=0)
@@ -253,11 +240,22 @@ def _statistics(x2, g: Geometry, interpret: bool, axis_name: str | None):
     return mean, m2 / g.m
 
 
-def _map_launch(kernel, g: Geometry, dtype, out_dtype, interpret: bool, name: str):
-    bc, br = _blocks(g, dtype, MAP_TILE_ELEMENTS)
+# The elementwise passes: name -> the Pallas kernel and its launch name.
+_MAPS = {"normalize": (_normalize_kernel, "batch_norm_act_fwd"),
+         "input_grad": (_input_grad_kernel, "batch_norm_act_bwd_dx"),
+         "tangent": (_tangent_kernel, "batch_norm_act_tangent")}
+
+
+def _map(pass_name: str, g: Geometry, backend: str, out_dtype, *operands):
+    """Elementwise pass `pass_name` (a key of _MAPS) on `operands`, x2 first."""
+    if backend == "cpu":
+        return cpu.run(pass_name, *operands, activation=g.activation, residual=g.residual)
+    kernel, name = _MAPS[pass_name]
+    bc, br = _blocks(g, operands[0].dtype, MAP_TILE_ELEMENTS)
     return tiling.launch(
         functools.partial(kernel, g=g, br=br, bc=bc), grid=(pl.cdiv(g.m, br), pl.cdiv(g.c, bc)),
-        out_shape=jax.ShapeDtypeStruct((g.m, g.c), out_dtype), interpret=interpret, name=name)
+        out_shape=jax.ShapeDtypeStruct((g.m, g.c), out_dtype), interpret=backend == "interpret",
+        name=name)(*operands)
 
 
 def _affine_map(scale, bias, mean, var, eps: float):
@@ -267,10 +265,15 @@ def _affine_map(scale, bias, mean, var, eps: float):
     return rstd, jnp.stack([a, bias.astype(jnp.float32) - mean * a])
 
 
-def _sums(x2, ab, mean, rstd, grad, res, g: Geometry, interpret: bool):
+def _sums(x2, ab, mean, rstd, grad, res, g: Geometry, backend: str):
     """Per channel: sums over the rows of dz and dz * xhat, dz = grad * act'(z) (and dz itself
     with a residual, else None): the reduction pass of the backward and (with identity
     activation, no residual) of the tangent."""
+    if backend == "cpu":
+        s1, s2, *dz = cpu.run("sums", x2, ab, jnp.stack([mean, rstd]), grad,
+                              *(() if res is None else (res,)), activation=g.activation,
+                              residual=g.residual)
+        return s1, s2, dz[0] if g.residual else None
     bc = tiling.channel_block(g.c, jnp.dtype(x2.dtype).itemsize)
     br = tiling.span_block(g.m, bc, STATS_TILE_ELEMENTS)
     part = jax.ShapeDtypeStruct((pl.cdiv(g.m, g.rows), g.c), jnp.float32)
@@ -278,7 +281,7 @@ def _sums(x2, ab, mean, rstd, grad, res, g: Geometry, interpret: bool):
     src = (x2, ab, jnp.stack([mean, rstd]), grad) + ((res,) if g.residual else ())
     s1, s2, *dz = tiling.launch(
         functools.partial(_grad_sums_kernel, g=g, br=br, bc=bc), grid=_reduce_grid(g, bc),
-        out_shape=outs, interpret=interpret, name="batch_norm_act_bwd_sums")(*src)
+        out_shape=outs, interpret=backend == "interpret", name="batch_norm_act_bwd_sums")(*src)
     return jnp.sum(s1, axis=0), jnp.sum(s2, axis=0), dz[0] if g.residual else None
 
 
@@ -288,7 +291,7 @@ def _rows(g: Geometry, axis_name):
 
 
 # The passes, each a primitive (cnnjax.kernels.primitive) on x viewed as (M, C), with the static
-# parameters g (Geometry), eps, interpret and axis_name (None, or inside shard_map the mapped
+# parameters g (Geometry), eps, backend (BACKENDS) and axis_name (None, or inside shard_map the mapped
 # axis whose shards share the statistics: their partials cross it once per pass):
 #   batch_norm_act_fwd(x, scale, bias, [res]) -> (y, mean, var)
 #   batch_norm_act_tangent(x, scale, bias, [res], mean, var | tx, tscale, tbias, [tres])
@@ -297,11 +300,10 @@ def _rows(g: Geometry, axis_name):
 #       -> (dx, dscale, dbias, [dres]): its transpose, the backward kernels, and vice versa.
 # The second-order terms (the tangent and backward passes' derivatives in x, scale, bias, res,
 # mean, var) are XLA's derivative of `_tangent_formula`, the same map in plain JAX.
-def _forward(x2, scale, bias, *res, g: Geometry, eps: float, interpret: bool, axis_name):
-    mean, var = _statistics(x2, g, interpret, axis_name)
+def _forward(x2, scale, bias, *res, g: Geometry, eps: float, backend: str, axis_name):
+    mean, var = _statistics(x2, g, backend, axis_name)
     ab = _affine_map(scale, bias, mean, var, eps)[1]
-    y = _map_launch(_normalize_kernel, g, x2.dtype, x2.dtype, interpret,
-                    "batch_norm_act_fwd")(x2, ab, *res)
+    y = _map("normalize", g, backend, x2.dtype, x2, ab, *res)
     return y, mean, var
 
 
@@ -330,41 +332,40 @@ def _tangent_coefficients(fixed, s1, s2, m, t_scale, t_bias, eps: float):
     return s1 / m, 2.0 * s2 / (m * rstd), coef
 
 
-def _tangent(*operands, g: Geometry, eps: float, interpret: bool, axis_name):
+def _tangent(*operands, g: Geometry, eps: float, backend: str, axis_name):
     fixed, (tx, t_scale, t_bias, *t_res) = _split(g, operands)
     x2, scale, bias, res, mean, var = fixed
     rstd, ab = _affine_map(scale, bias, mean, var, eps)
     plain = g._replace(activation="identity", residual=False)
-    s1, s2, _ = _sums(x2, ab, mean, rstd, tx, None, plain, interpret)
-    if axis_name is not None:
-        s1, s2 = lax.psum((s1, s2), axis_name)
+    s1, s2, _ = _sums(x2, ab, mean, rstd, tx, None, plain, backend)
+    if axis_name is not None:  # one (2, C) all-reduce
+        s1, s2 = lax.psum(jnp.stack([s1, s2]), axis_name)
     t_mean, t_var, coef = _tangent_coefficients(fixed, s1, s2, _rows(g, axis_name), t_scale,
                                                 t_bias, eps)
     extra = (res, *t_res) if g.residual else ()
-    ty = _map_launch(_tangent_kernel, g, x2.dtype, tx.dtype, interpret,
-                     "batch_norm_act_tangent")(x2, tx, coef, *extra)
+    ty = _map("tangent", g, backend, tx.dtype, x2, tx, coef, *extra)
     return ty, t_mean, t_var
 
 
-def _backward(*operands, g: Geometry, eps: float, interpret: bool, axis_name):
+def _backward(*operands, g: Geometry, eps: float, backend: str, axis_name):
     fixed, (dy, d_mean, d_var) = _split(g, operands)
     x2, scale, bias, res, mean, var = fixed
     rstd, ab = _affine_map(scale, bias, mean, var, eps)
-    s1, s2, d_res = _sums(x2, ab, mean, rstd, dy, res, g, interpret)
-    # scale and bias get this shard's sums (the caller reduces parameter gradients across
-    # shards); x gets the sums over every shard, as every shard's y depends on its statistics.
-    t1, t2, d_mean, d_var = (s1, s2, d_mean, d_var) if axis_name is None else lax.psum(
-        (s1, s2, d_mean, d_var), axis_name)
-    m = _rows(g, axis_name)
-    gamma = scale.astype(jnp.float32)
+    s1, s2, d_res = _sums(x2, ab, mean, rstd, dy, res, g, backend)
     # dx = gamma rstd (dz - mean(dz) - xhat mean(dz xhat)) + d_mean / M + 2 d_var (x - mean) / M,
     # with xhat = (x - mean) rstd, written as A dz + B' xhat + D and then as A dz + B x + D'.
-    a_coef = gamma * rstd
-    b_hat = -a_coef * t2 / m + 2.0 * d_var / (m * rstd)
-    d_coef = -a_coef * t1 / m + d_mean / m
+    # x gets the sums over every shard (every shard's y depends on the statistics): the two
+    # per-channel sums D and B' need are combined first, so one (2, C) all-reduce carries them
+    # (A is the same on every shard). scale and bias get this shard's sums (the caller reduces
+    # parameter gradients across shards).
+    a_coef = scale.astype(jnp.float32) * rstd
+    sums = jnp.stack([d_mean - a_coef * s1, 2.0 * d_var / rstd - a_coef * s2])
+    if axis_name is not None:
+        sums = lax.psum(sums, axis_name)
+    m = _rows(g, axis_name)
+    d_coef, b_hat = sums[0] / m, sums[1] / m
     coef = jnp.stack([a_coef, b_hat * rstd, d_coef - b_hat * rstd * mean, ab[0], ab[1]])
-    dx = _map_launch(_input_grad_kernel, g, x2.dtype, x2.dtype, interpret,
-                     "batch_norm_act_bwd_dx")(x2, d_res if g.residual else dy, coef)
+    dx = _map("input_grad", g, backend, x2.dtype, x2, d_res if g.residual else dy, coef)
     grads = (dx, s2.astype(scale.dtype), s1.astype(bias.dtype))
     return grads + ((d_res,) if g.residual else ())
 
@@ -423,7 +424,7 @@ def _fwd_jvp(primals, tangents, **params):
 def _second_order(kind: str):
     """The derivative of the tangent (kind "tangent") or backward pass in its fixed operands,
     by XLA from `_tangent_formula` (the backward pass being its transpose)."""
-    def rule(fixed, linear, fixed_tangents, *, g, eps, interpret, axis_name):
+    def rule(fixed, linear, fixed_tangents, *, g, eps, backend, axis_name):
         def value(*f):
             fx = _split(g, list(f) + [None] * 3)[0]
             if kind == "tangent":
@@ -471,6 +472,8 @@ def reference(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
 
 
 def _unsupported(x, residual, activation: str) -> str | None:
+    """Why no backend's kernels take these arguments, or None (each also has dtypes of its
+    own)."""
     if activation not in ACTIVATIONS:
         return f"activation {activation!r} (the kernel fuses {sorted(ACTIVATIONS)})"
     if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
@@ -478,7 +481,7 @@ def _unsupported(x, residual, activation: str) -> str | None:
                 f"{x.dtype}{list(x.shape)} (the kernel adds a residual of x's shape and dtype)")
     if x.ndim < 2:
         return f"{x.ndim}-D input (the kernel takes (..., C) with at least one batch axis)"
-    return tiling.unsupported_dtype(x)
+    return None
 
 
 def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
@@ -492,8 +495,12 @@ def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
     if reason is None and axis_name is not None and (
             axis_name not in jax.sharding.get_abstract_mesh().manual_axes):
         reason = f"axis_name {axis_name!r} is not a shard_map axis"
-    mode = dispatch.kernel_mode("batch_norm_act", reason, interpret)
-    if mode is None:
+    mode = dispatch.kernel_mode("batch_norm_act", reason or tiling.unsupported_dtype(x), interpret)
+    if mode is not None:
+        backend = "interpret" if mode else "triton"
+    elif dispatch.cpu_kernel("batch_norm_act", reason or cpu.unsupported(x, activation)):
+        backend = "cpu"
+    else:
         return None
     c = x.shape[-1]
     m = x.size // c
@@ -501,7 +508,7 @@ def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
     scale = jnp.ones((c,), jnp.float32) if scale is None else scale
     bias = jnp.zeros((c,), jnp.float32) if bias is None else bias
     res = () if residual is None else (residual.reshape(m, c),)
-    y, mean, var = fwd_p.bind(x.reshape(m, c), scale, bias, *res, g=g, eps=eps, interpret=mode,
+    y, mean, var = fwd_p.bind(x.reshape(m, c), scale, bias, *res, g=g, eps=eps, backend=backend,
                               axis_name=axis_name)
     return y.reshape(x.shape), mean, var
 

@@ -117,6 +117,15 @@ def kernel_mode(op: str, unsupported: str | None, interpret: bool) -> bool | Non
     return interpret
 
 
+def _extension_loads() -> bool:
+    """Whether the CPU extension is built and loaded (`onednn.load`); if not, logs why once."""
+    reason = onednn.load()[1]
+    if reason is not None:
+        log_once(f"cnnjax.kernels: the CPU extension is unavailable, every convolution and batch "
+                 f"norm runs on XLA: {reason}")
+    return reason is None
+
+
 def conv_backend(x: jax.Array, w: jax.Array, strides: tuple[int, int],
                  padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
                  groups: int, input_shape: tuple[int, ...] | None = None) -> jax.Array | None:
@@ -135,10 +144,7 @@ def conv_backend(x: jax.Array, w: jax.Array, strides: tuple[int, int],
             log_once(f"cnnjax.kernels: convolutions run on XLA: oneDNN computes on the CPU, the "
                      f"backend is {jax.default_backend()!r}")
         return None
-    reason = onednn.load()[1]
-    if reason is not None:
-        log_once(f"cnnjax.kernels: oneDNN convolutions unavailable, every convolution runs on "
-                 f"XLA: {reason}")
+    if not _extension_loads():
         return None
     reason = onednn.unsupported(x, w)
     if reason is not None:
@@ -147,6 +153,21 @@ def conv_backend(x: jax.Array, w: jax.Array, strides: tuple[int, int],
     if input_shape is not None:
         return onednn.conv2d_input_grad(x, w, input_shape, strides, padding, dilation, groups)
     return onednn.conv2d(x, w, strides, padding, dilation, groups)
+
+
+def cpu_kernel(op: str, unsupported: str | None) -> bool:
+    """Whether entry point `op` runs its CPU kernel (the CPU extension's, `cnnjax.kernels.onednn`):
+    the switch says "auto" or "onednn", the backend is the CPU, the extension loads and
+    `unsupported` (why the kernel cannot take these arguments) is None. Logs once why not where
+    the switch asked for it."""
+    if current().kernels not in ("auto", "onednn") or jax.default_backend() != "cpu":
+        return False
+    if not _extension_loads():
+        return False
+    if unsupported is not None:
+        log_once(f"cnnjax.kernels.{op} falls back to the XLA reference: {unsupported}")
+        return False
+    return True
 
 
 class KernelScoped:

@@ -29,6 +29,7 @@ from jax.interpreters import ad, batching
 
 from cnnjax import ops
 from cnnjax.kernels import dispatch, primitive, tiling
+from cnnjax.kernels.onednn import pool as cpu
 from cnnjax.ops.shapes import Padding, explicit_padding, pair
 
 # Window positions are unrolled in the kernels and stored as int8 for max pooling's backward.
@@ -169,14 +170,23 @@ def _avg_grad_kernel(dy_ref, dx_ref, *, g: Geometry, bw: int, bc: int):
     tiling.store(dx_ref, (row, iw[:, None], c[None, :]), acc, (iw < g.w)[:, None] & c_ok[None, :])
 
 
-def _run(kernel, g: Geometry, src, rows: int, cols: int, outs, interpret: bool, name: str):
-    """Launches `kernel` over (rows, column tiles, channel tiles) of the result."""
+# Each pass's name -> its name in the CPU extension.
+_CPU_PASSES = {"max_pool2d_fwd": "max", "max_pool2d_fwd_argmax": "max_argmax",
+               "max_pool2d_select": "max_select", "max_pool2d_bwd": "max_grad",
+               "avg_pool2d_fwd": "avg", "avg_pool2d_bwd": "avg_grad"}
+
+
+def _run(kernel, g: Geometry, src, rows: int, cols: int, outs, backend: str, name: str):
+    """Launches `kernel` over (rows, column tiles, channel tiles) of the result; on the "cpu"
+    backend runs the same pass of the CPU extension (`cnnjax.kernels.onednn.pool`) instead."""
+    if backend == "cpu":
+        return cpu.run(_CPU_PASSES[name], *src, g=g)
     bc = tiling.channel_block(g.c, jnp.dtype(src[0].dtype).itemsize)
     bw = tiling.span_block(max(g.w, g.wo), bc, TILE_ELEMENTS)
     return tiling.launch(
         functools.partial(kernel, g=g, bw=bw, bc=bc),
-        grid=(rows, pl.cdiv(cols, bw), pl.cdiv(g.c, bc)), out_shape=outs, interpret=interpret,
-        name=name)(*src)
+        grid=(rows, pl.cdiv(cols, bw), pl.cdiv(g.c, bc)), out_shape=outs,
+        interpret=backend == "interpret", name=name)(*src)
 
 
 def _out(g: Geometry, dtype):
@@ -204,40 +214,41 @@ def _max_select_kernel(arg_ref, t_ref, ty_ref, *, g: Geometry, bw: int, bc: int)
 
 
 # The passes, each a primitive (cnnjax.kernels.primitive) taking arrays viewed as
-# (N*H, W, C) rows and the static Geometry `g` and `interpret`:
+# (N*H, W, C) rows and the static Geometry `g` and `backend` ("triton" or "interpret": the
+# Pallas kernels; "cpu": the CPU extension's passes):
 #   max_pool2d_fwd(x) -> y                  the primal value (no argmax written)
 #   max_pool2d_fwd_argmax(x) -> (y, arg)    under differentiation
 #   max_pool2d_select(arg, t) -> t at arg   the tangent: linear in t
 #   max_pool2d_bwd(arg, dy) -> dx           its transpose, the gradient
 #   avg_pool2d_fwd(x) -> y, avg_pool2d_bwd(dy) -> dx: linear, each the other's transpose.
-def _max_fwd(x3, *, g: Geometry, interpret: bool):
-    return _run(_max_kernel, g, (x3,), g.n * g.ho, g.wo, _out(g, x3.dtype), interpret,
+def _max_fwd(x3, *, g: Geometry, backend: str):
+    return _run(_max_kernel, g, (x3,), g.n * g.ho, g.wo, _out(g, x3.dtype), backend,
                 "max_pool2d_fwd")
 
 
-def _max_fwd_argmax(x3, *, g: Geometry, interpret: bool):
+def _max_fwd_argmax(x3, *, g: Geometry, backend: str):
     return _run(_max_kernel, g, (x3,), g.n * g.ho, g.wo, (_out(g, x3.dtype), _out(g, jnp.int8)),
-                interpret, "max_pool2d_fwd_argmax")
+                backend, "max_pool2d_fwd_argmax")
 
 
-def _max_select(arg, t3, *, g: Geometry, interpret: bool):
-    return _run(_max_select_kernel, g, (arg, t3), g.n * g.ho, g.wo, _out(g, t3.dtype), interpret,
+def _max_select(arg, t3, *, g: Geometry, backend: str):
+    return _run(_max_select_kernel, g, (arg, t3), g.n * g.ho, g.wo, _out(g, t3.dtype), backend,
                 "max_pool2d_select")
 
 
-def _max_grad(arg, dy3, *, g: Geometry, interpret: bool):
+def _max_grad(arg, dy3, *, g: Geometry, backend: str):
     # dx has the output gradient's dtype, which is the input's.
-    return _run(_max_grad_kernel, g, (arg, dy3), g.n * g.h, g.w, _in(g, dy3.dtype), interpret,
+    return _run(_max_grad_kernel, g, (arg, dy3), g.n * g.h, g.w, _in(g, dy3.dtype), backend,
                 "max_pool2d_bwd")
 
 
-def _avg_fwd(x3, *, g: Geometry, interpret: bool):
-    return _run(_avg_kernel, g, (x3,), g.n * g.ho, g.wo, _out(g, x3.dtype), interpret,
+def _avg_fwd(x3, *, g: Geometry, backend: str):
+    return _run(_avg_kernel, g, (x3,), g.n * g.ho, g.wo, _out(g, x3.dtype), backend,
                 "avg_pool2d_fwd")
 
 
-def _avg_grad(dy3, *, g: Geometry, interpret: bool):
-    return _run(_avg_grad_kernel, g, (dy3,), g.n * g.h, g.w, _in(g, dy3.dtype), interpret,
+def _avg_grad(dy3, *, g: Geometry, backend: str):
+    return _run(_avg_grad_kernel, g, (dy3,), g.n * g.h, g.w, _in(g, dy3.dtype), backend,
                 "avg_pool2d_bwd")
 
 
@@ -247,7 +258,7 @@ def _aval(shape: jax.ShapeDtypeStruct):
 
 def _define(fn, name: str, out, multiple_results: bool = False):
     """The pass `fn` as a primitive; `out(g, *operand avals)` its output shape(s)."""
-    def abstract_eval(*avals, g, interpret):
+    def abstract_eval(*avals, g, backend):
         shapes = out(g, *avals)
         return [_aval(s) for s in shapes] if multiple_results else _aval(shapes)
     return primitive.define(name, fn, abstract_eval=abstract_eval,
@@ -263,20 +274,20 @@ avg_fwd_p = _define(_avg_fwd, "avg_pool2d_fwd", lambda g, x: _out(g, x.dtype))
 avg_grad_p = _define(_avg_grad, "avg_pool2d_bwd", lambda g, dy: _in(g, dy.dtype))
 
 
-def _max_argmax_jvp(primals, tangents, *, g, interpret):
+def _max_argmax_jvp(primals, tangents, *, g, backend):
     # Max pooling is piecewise linear: its tangent takes t at each window's chosen position
     # (the kernel's tie and NaN rule), with no dependence on x beyond that choice. So the
     # derivative of every order goes through the same choice, and second derivatives taken
     # either way (forward-over-reverse, reverse-over-forward) agree, with PyTorch's too.
     (x3,), (t3,) = primals, tangents
-    y, arg = max_fwd_argmax_p.bind(x3, g=g, interpret=interpret)
+    y, arg = max_fwd_argmax_p.bind(x3, g=g, backend=backend)
     ty = (ad.Zero(jax.typeof(y).to_tangent_aval()) if type(t3) is ad.Zero
-          else max_select_p.bind(arg, t3, g=g, interpret=interpret))
+          else max_select_p.bind(arg, t3, g=g, backend=backend))
     return (y, arg), (ty, ad.Zero(jax.typeof(arg).to_tangent_aval()))
 
 
-def _max_jvp(primals, tangents, *, g, interpret):
-    (y, _), (ty, _) = _max_argmax_jvp(primals, tangents, g=g, interpret=interpret)
+def _max_jvp(primals, tangents, *, g, backend):
+    (y, _), (ty, _) = _max_argmax_jvp(primals, tangents, g=g, backend=backend)
     return y, ty
 
 
@@ -292,11 +303,11 @@ primitive.def_linear(avg_grad_p, 0, lambda cts, fixed, **p: [avg_fwd_p.bind(cts[
 
 def _batcher(prim):
     """vmap folds the mapped axis into the images: one call on B * N images."""
-    def rule(args, dims, *, g, interpret):
+    def rule(args, dims, *, g, backend):
         args = primitive.at_front(args, dims)
         b = args[0].shape[0]
         out = prim.bind(*(a.reshape(b * a.shape[1], *a.shape[2:]) for a in args),
-                        g=g._replace(n=b * g.n), interpret=interpret)
+                        g=g._replace(n=b * g.n), backend=backend)
         unfold = lambda o: o.reshape(b, o.shape[0] // b, *o.shape[1:])
         if prim.multiple_results:
             return [unfold(o) for o in out], [0] * len(out)
@@ -308,12 +319,12 @@ for _p in (max_fwd_p, max_fwd_argmax_p, max_select_p, max_grad_p, avg_fwd_p, avg
     batching.primitive_batchers[_p] = _batcher(_p)
 
 
-def _max_pool(x3, g: Geometry, interpret: bool):
-    return max_fwd_p.bind(x3, g=g, interpret=interpret)
+def _max_pool(x3, g: Geometry, backend: str):
+    return max_fwd_p.bind(x3, g=g, backend=backend)
 
 
-def _avg_pool(x3, g: Geometry, interpret: bool):
-    return avg_fwd_p.bind(x3, g=g, interpret=interpret)
+def _avg_pool(x3, g: Geometry, backend: str):
+    return avg_fwd_p.bind(x3, g=g, backend=backend)
 
 
 def _geometry(x: jax.Array, out_shape, window, stride, padding, include_pad: bool) -> Geometry:
@@ -328,13 +339,16 @@ def _geometry(x: jax.Array, out_shape, window, stride, padding, include_pad: boo
 def _pool(op: str, x: jax.Array, reference, impl, geometry_args, interpret: bool) -> jax.Array:
     out = jax.eval_shape(reference, x)  # validates the arguments as the reference does
     g = _geometry(x, out.shape, *geometry_args)
-    reason = tiling.unsupported_dtype(x)
-    if g.kh * g.kw > MAX_WINDOW:
-        reason = f"window {g.kh}x{g.kw} (the kernel takes at most {MAX_WINDOW} values)"
-    mode = dispatch.kernel_mode(op, reason, interpret)
-    if mode is None:
+    window = (f"window {g.kh}x{g.kw} (the kernel takes at most {MAX_WINDOW} values)"
+              if g.kh * g.kw > MAX_WINDOW else None)
+    mode = dispatch.kernel_mode(op, window or tiling.unsupported_dtype(x), interpret)
+    if mode is not None:
+        backend = "interpret" if mode else "triton"
+    elif dispatch.cpu_kernel(op, window or cpu.unsupported(x)):
+        backend = "cpu"
+    else:
         return reference(x)
-    return impl(x.reshape(g.n * g.h, g.w, g.c), g, mode).reshape(out.shape)
+    return impl(x.reshape(g.n * g.h, g.w, g.c), g, backend).reshape(out.shape)
 
 
 def max_pool2d(x: jax.Array, window, *, stride=None, padding: Padding = 0,

@@ -1,15 +1,17 @@
-"""Compiles the oneDNN convolution handlers (`conv.cc`) once per machine and registers them with
-XLA's CPU platform.
+"""Compiles the CPU extension (`conv.cc`: oneDNN's convolutions; `norm_act.cc`: the batch-norm
+passes; `pool.cc`: pooling) once per machine and registers its handlers with XLA's CPU platform.
 
-The first `load()` in a process compiles `conv.cc` with the system C++ compiler (`$CXX`, else
-`g++`) against the XLA FFI headers jaxlib ships (`jax.ffi.include_dir()`) and oneDNN from the
-`onednn-devel-cpu-gomp` / `onednn-cpu-gomp` wheels, into
+The first `load()` in a process compiles both sources into one library with the system C++
+compiler (`$CXX`, else `g++`; `-O3 -march=native`, so the batch-norm loops use the widest vectors
+the CPU has) against the XLA FFI headers jaxlib ships (`jax.ffi.include_dir()`) and oneDNN from
+the `onednn-devel-cpu-gomp` / `onednn-cpu-gomp` wheels, into
 `$CNNJAX_CACHE_DIR/onednn/` (default `~/.cache/cnnjax/onednn/`) under a name hashed from the
-source, the jaxlib and oneDNN versions and the compiler, so a later process (or a new version)
-finds it or builds its own; the library is written to a temporary file and renamed into place,
+sources, the jaxlib and oneDNN versions, the compiler and the CPU's instruction-set flags, so a
+later process (or a new version, or a node of another CPU sharing the cache) finds it or builds
+its own; the library is written to a temporary file and renamed into place,
 and its size and SHA-256 are recorded next to it (`conv-<key>.so.sha256`). A library is loaded
 only when it matches its record: a truncated or corrupted file (a full disk, a killed copy) is
-rebuilt, never `dlopen`ed. A compile takes ~10-20 s.
+rebuilt, never `dlopen`ed. A compile takes ~20-30 s.
 
 Threads: the loader sets oneDNN's OpenMP team to the cores this process was given
 (`cnnjax.cores.usable_cores`: SLURM_CPUS_PER_TASK, else the CPU affinity), unless OMP_NUM_THREADS
@@ -38,10 +40,12 @@ import jax
 
 from cnnjax.cores import usable_cores
 
-SOURCE = pathlib.Path(__file__).with_name("conv.cc")
-# Pass name -> the handler symbol in conv.cc, registered as the FFI target "cnnjax_onednn_<pass>".
+SOURCES = tuple(pathlib.Path(__file__).with_name(name) for name in ("conv.cc", "norm_act.cc",
+                                                                      "pool.cc"))
+# Handler name -> its symbol in the sources, registered as the FFI target "cnnjax_onednn_<name>".
 HANDLERS = {"forward": "CnnjaxOnednnConvForward", "input_grad": "CnnjaxOnednnConvInputGrad",
-            "weight_grad": "CnnjaxOnednnConvWeightGrad"}
+            "weight_grad": "CnnjaxOnednnConvWeightGrad", "norm_act": "CnnjaxCpuNormAct",
+            "pool": "CnnjaxCpuPool"}
 
 
 def target_name(pass_name: str) -> str:
@@ -73,8 +77,8 @@ def _compile(compiler: str, include: pathlib.Path, libdir: pathlib.Path, out: pa
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
-    cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w", str(SOURCE),
-           "-o", tmp,
+    cmd = [compiler, "-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fopenmp", "-w",
+           *map(str, SOURCES), "-o", tmp,
            f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{libdir}", "-l:libdnnl.so.3",
            f"-Wl,-rpath,{libdir}"]
     try:
@@ -126,14 +130,25 @@ def _build() -> pathlib.Path:
                            f"onednn-cpu-gomp onednn-devel-cpu-gomp)") from None
     compiler_id = subprocess.run([compiler, "--version"], capture_output=True,
                                  text=True).stdout.splitlines()[:1]
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), jax.__version__, version, str(libdir),
-                                    *compiler_id]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([*(s.read_text() for s in SOURCES), jax.__version__, version,
+                                    str(libdir), *compiler_id, _cpu_flags()]).encode()
+                         ).hexdigest()[:16]
     out = cache_dir() / f"conv-{key}.so"
     if not _intact(out):
         _compile(compiler, include, libdir, out)
         if not _intact(out):
             raise RuntimeError(f"the library just built at {out} does not match its checksum")
     return out
+
+
+def _cpu_flags() -> str:
+    """The CPU's instruction-set flags (the first "flags" line of /proc/cpuinfo): the library is
+    built for this CPU (-march=native)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""
 
 
 def team_size() -> int:

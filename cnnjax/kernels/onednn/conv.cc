@@ -492,6 +492,9 @@ extern "C" int CnnjaxOnednnRun(int pass, int bf16, int any_activations, const in
   return why.empty() ? 0 : 1;
 }
 
+// The team size the loader set (0: OpenMP's default), for the batch-norm passes (norm_act.cc).
+int CnnjaxTeamSize() { return g_threads.load(); }
+
 // The OpenMP team size of every later call (the loader passes the cores this process was
 // given); `threads` <= 0 leaves OpenMP's default.
 extern "C" void CnnjaxOnednnSetThreads(int threads) { g_threads.store(threads); }
