@@ -194,3 +194,31 @@ def test_second_order_and_vmap_lower_to_triton(monkeypatch, f, shapes):
                    for p, n in counts.items() if p.startswith(tuple(TRITON_PER_PRIMITIVE)))
         assert want >= 4, counts  # forward, backward and tangent kernels at least
         assert triton_kernels_for_gpu(program, args, monkeypatch) == want
+
+
+def test_cpu_kernels_export_to_cuda_and_tpu_as_xla():
+    """A gradient traced on the CPU kernels (batch norm + GELU, max and average pooling) exports
+    for the CPU (their custom calls) and for a GPU or TPU (each pass lowers to XLA), and the
+    exported CPU program equals the XLA path in float64."""
+    from jax import export
+
+    def loss(x, s, b):
+        y = kernels.batch_norm_act(x, s, b, activation="gelu")[0]
+        return jnp.sum(jnp.sin(kernels.max_pool2d(y, 3, stride=2, padding=1))) + jnp.sum(
+            jnp.cos(kernels.avg_pool2d(y, 2)))
+
+    args = [normal(0, (2, 6, 6, 5)) * 2.0 + normal(1, (5,)), normal(2, (5,)), normal(3, (5,))]
+    grads = jax.grad(loss, (0, 1, 2))
+    targets = ("cnnjax_onednn_norm_act", "cnnjax_onednn_pool")
+    with kernels.use("onednn"):
+        exported = export.export(
+            jax.jit(grads), platforms=["cpu", "cuda", "tpu"],
+            disabled_checks=[export.DisabledSafetyCheck.custom_call(t) for t in targets])(*args)
+        gpu_only = export.export(jax.jit(grads), platforms=["cuda"])(*args).mlir_module()
+    assert all(f"@{t}(" in exported.mlir_module() for t in targets)
+    assert "custom_call @cnnjax_onednn" not in gpu_only
+    with jax.enable_x64(True), kernels.use("xla"):
+        want = grads(*(jnp.asarray(np.asarray(a, np.float64)) for a in args))
+    for got, ref in zip(exported.call(*args), want):
+        np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(ref), rtol=0,
+                                   atol=1e-4 * float(np.max(np.abs(ref))))

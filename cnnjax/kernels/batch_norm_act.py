@@ -1,16 +1,20 @@
 """Training-mode batch normalisation fused with an optional residual add and an activation, as
-Pallas kernels with a kernel backward pass.
+kernels with kernel backward and tangent passes: Pallas kernels (a GPU; the Pallas interpreter
+elsewhere) and the CPU extension's (`cnnjax.kernels.onednn.norm_act`), the same passes on either
+backend (the primitives' `backend` parameter: "triton", "interpret" or "cpu").
 
     y = act(batch_norm(x) + residual),  returned with the batch mean and (biased) variance
 
 equal to `ops.batch_norm(x, scale, bias, train=True, eps=eps)`, then `+ residual`, then
-`ops.get_activation(activation)`. Statistics are over every axis but the last, in float32.
+`ops.get_activation(activation)` (the fused ones, GELU included: `cnnjax.kernels.activations`).
+Statistics are over every axis but the last, in float32.
 
 Passes over the activation (viewed as (M, C): M = N*H*W rows, channels contiguous):
 - statistics: one read of x. Each program owns (R rows, BC channels) and streams (BR, BC)
   tiles, accumulating shifted sums elementwise and reducing once (see `_stats_kernel`). XLA
   merges the few hundred per-program (mean, M2) partials exactly (Chan et al.'s pairwise form,
-  which has no E[x^2] - E[x]^2 cancellation).
+  which has no E[x^2] - E[x]^2 cancellation). The CPU pass accumulates shifted sums in float64
+  per block of rows and merges the blocks the same way, in a fixed order.
 - normalise: one read of x (and the residual), one write of y; the per-channel affine map
   (scale * rstd, bias - mean * scale * rstd) is folded in XLA beforehand.
 - backward: a reduction pass reads x, dy (and the residual) and returns per-program sums of
@@ -25,9 +29,10 @@ Passes over the activation (viewed as (M, C): M = N*H*W rows, channels contiguou
 - with `axis_name` inside shard_map (synchronised batch norm; what the trainer's steps set on
   several devices), each device runs the passes on its rows and each pass exchanges its
   per-channel partials across the axis: the statistics by one all-gather (ops.norm's merge),
-  the tangent's and backward's sums by one all-reduce.
+  the tangent's and backward's sums by one all-reduce of (2, C).
 XLA's lowering of the reference needs separate passes for the mean, the variance and the
-normalisation, and as many again backwards.
+normalisation, and as many again backwards; on the CPU, inside a whole training step, it also
+evaluates GELU's erf as a separate fusion (experiments/results/cpu_step.md section 7).
 """
 
 from __future__ import annotations
@@ -487,8 +492,9 @@ def _unsupported(x, residual, activation: str) -> str | None:
 def _kernel(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None,
             residual: jax.Array | None, activation: str, eps: float, axis_name=None,
             interpret: bool = False) -> tuple[jax.Array, jax.Array, jax.Array] | None:
-    """The kernels on validated arguments, or None when the switch (or an argument the kernel
-    does not take) keeps ops.batch_norm's XLA path. Registered as ops.batch_norm's kernel.
+    """The kernels on validated arguments (Pallas where `dispatch.kernel_mode` says so, else the
+    CPU kernels where `dispatch.cpu_kernel` does), or None when the switch (or an argument the
+    kernels do not take) keeps ops.batch_norm's XLA path. Registered as ops.batch_norm's kernel.
     With `axis_name` (synchronised statistics) the kernels run inside shard_map, whose shards
     exchange their partials within the kernels' passes; under vmap or pmap's axis they do not."""
     reason = _unsupported(x, residual, activation)
@@ -522,8 +528,9 @@ def batch_norm_act(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None
                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """act(batch_norm(x) + residual) with training-mode statistics over every axis but the last:
     `ops.batch_norm(x, scale, bias, train=True, residual=..., activation=..., eps=...)`, which
-    runs these kernels on a GPU when the kernels switch says "auto" or "pallas"; `interpret` runs
-    them in the Pallas interpreter whatever the switch (see cnnjax.kernels.dispatch).
+    runs these kernels on a GPU when the kernels switch says "auto" or "pallas" and on an x86-64
+    CPU when it says "auto" or "onednn"; `interpret` runs the Pallas kernels in the Pallas
+    interpreter whatever the switch (see cnnjax.kernels.dispatch).
 
     Args:
       x: (..., C) activations (NHWC for images).

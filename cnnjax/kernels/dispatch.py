@@ -1,16 +1,18 @@
-"""The switch between XLA's lowering of the `cnnjax.ops` references, the Pallas kernels and
-oneDNN's CPU convolutions.
+"""The switch between XLA's lowering of the `cnnjax.ops` references, the Pallas kernels and the
+CPU extension (oneDNN's convolutions, cnnjax's batch-norm and pooling kernels).
 
 `kernels` is one of
-- "auto" (the default): the Pallas kernels on a GPU, oneDNN's convolutions on an x86-64 CPU,
-  XLA's lowering of the references otherwise, on any number of devices;
+- "auto" (the default): the Pallas kernels on a GPU, the CPU extension on an x86-64 CPU, XLA's
+  lowering of the references otherwise, on any number of devices;
 - "xla": every entry point and convolution computes its `cnnjax.ops` reference with XLA;
 - "pallas": the Pallas kernels, where they can run (convolutions other than depthwise on XLA);
-- "onednn": every convolution of `cnnjax.ops` (conv2d and everything built on it) on oneDNN
-  (`cnnjax.kernels.onednn`), the rest on XLA.
+- "onednn": on the CPU, the CPU extension (`cnnjax.kernels.onednn`): every convolution of
+  `cnnjax.ops` (conv2d and everything built on it) on oneDNN, every training batch norm
+  (`ops.batch_norm`, with its residual add and activation) and the pooling entry points on the
+  extension's kernels; the rest on XLA.
 On several devices the kernels run per device inside `shard_map`, as cnnjax.train's steps
 compute the model (the batch norms synchronised over the mapped axis): neither the Pallas calls
-nor the oneDNN custom calls define a sharding rule, so under plain jit over a sharded batch XLA
+nor the CPU custom calls define a sharding rule, so under plain jit over a sharded batch XLA
 would gather the whole batch to every call.
 
 Set it for a block of code with `use(...)`, for the whole process with `set_default(...)`, or for
@@ -22,9 +24,10 @@ Under "pallas" a kernel runs compiled on a GPU; elsewhere (CPU, TPU) the entry p
 to the reference unless `interpret` is set, which runs the kernel in the Pallas interpreter on
 any backend (slow; for tests). Shapes and dtypes a kernel does not handle fall back too. Under
 "auto" and "onednn" on the CPU backend, `conv_backend` (registered in `cnnjax.ops.hooks` by
-`cnnjax.kernels`) sends each convolution to oneDNN; where the oneDNN extension cannot be built or
-loaded (not x86-64 Linux, no C++ compiler, no oneDNN wheel, a failed build) or oneDNN does not
-take a convolution's dtype, it stays on XLA. Every fallback logs one warning per distinct
+`cnnjax.kernels`) sends each convolution to oneDNN and `cpu_kernel` the batch norms and pooling
+to the extension's kernels; where the extension cannot be built or loaded (not x86-64 Linux, no
+C++ compiler, no oneDNN wheel, a failed build) or a kernel does not take the arguments (float64
+or float16, an activation it does not fuse), they stay on XLA. Every fallback logs one warning per distinct
 reason, so it is visible once and never floods the log.
 """
 

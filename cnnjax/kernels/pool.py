@@ -1,5 +1,6 @@
-"""Max and average pooling (NHWC) as Pallas kernels with kernel backward and tangent passes
-(primitives: see the list above `_max_fwd`).
+"""Max and average pooling (NHWC) as kernels with kernel backward and tangent passes (primitives:
+see the list above `_max_fwd`): Pallas kernels (a GPU; the Pallas interpreter elsewhere) and the
+CPU extension's (`cnnjax.kernels.onednn.pool`), the same passes and rules on either backend.
 
 Equal to `cnnjax.ops.max_pool` / `ops.avg_pool` for any window, stride, padding and ceil_mode
 they accept (max pooling's gradient in windows with NaNs: see below); windows of more than
@@ -356,8 +357,9 @@ def max_pool2d(x: jax.Array, window, *, stride=None, padding: Padding = 0,
     """Max pooling, (N, H, W, C) -> (N, H', W', C), equal to `ops.max_pool(x, window,
     stride=stride, padding=padding, ceil_mode=ceil_mode)`; `stride` defaults to the window.
 
-    Runs the Pallas kernels when the kernels switch says "pallas" (on a GPU) or `interpret` is
-    set; see cnnjax.kernels.dispatch.
+    Runs the Pallas kernels when the kernels switch says "auto" or "pallas" on a GPU (or
+    `interpret` is set), the CPU kernels when it says "auto" or "onednn" on an x86-64 CPU; see
+    cnnjax.kernels.dispatch.
     """
     reference = functools.partial(ops.max_pool, window=window, stride=stride, padding=padding,
                                   ceil_mode=ceil_mode)
@@ -370,8 +372,9 @@ def avg_pool2d(x: jax.Array, window, *, stride=None, padding: Padding = 0,
     """Average pooling, (N, H, W, C) -> (N, H', W', C), equal to `ops.avg_pool(x, window,
     stride=stride, padding=padding, count_include_pad=count_include_pad, ceil_mode=ceil_mode)`.
 
-    Runs the Pallas kernels when the kernels switch says "pallas" (on a GPU) or `interpret` is
-    set; see cnnjax.kernels.dispatch.
+    Runs the Pallas kernels when the kernels switch says "auto" or "pallas" on a GPU (or
+    `interpret` is set), the CPU kernels when it says "auto" or "onednn" on an x86-64 CPU; see
+    cnnjax.kernels.dispatch.
     """
     reference = functools.partial(ops.avg_pool, window=window, stride=stride, padding=padding,
                                   count_include_pad=count_include_pad, ceil_mode=ceil_mode)

@@ -5,7 +5,8 @@ whiten: 2x2 convolution, 24 filters, no padding (its kernel is set from the trai
 patch statistics by `cnnjax.ops.whitening` and frozen; its bias trains, starting at zero as
 airbench94.py's Conv.reset_parameters sets it) -> GELU -> three blocks
 [3x3 conv -> 2x2 max-pool -> BN -> GELU -> 3x3 conv -> BN -> GELU] of widths 64, 256, 256 ->
-3x3 max-pool -> linear (no bias) -> x 1/9.
+3x3 max-pool -> linear (no bias) -> x 1/9. Each GELU after a batch norm is fused into it (one
+kernel forward and backward on the CPU and the GPU; the same function).
 airbench94_muon.py (configs/airbench94_muon.py) uses the same network with three changes, the
 model's fields: the whitening bias from PyTorch's default uniform (`whiten_bias="torch"`), the
 head's weights rescaled to unit standard deviation at init (`head_unit_std`), and the logits

@@ -190,9 +190,9 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
     Szegedy 2015), then an optional residual add and activation, in one function.
 
     This is cnnjax's only batch norm: the Flax layer (cnnjax.nn.BatchNorm) and the pure residual
-    blocks (cnnjax.ops.residual) call it, and in training it runs the fused Pallas kernel when
-    the kernels switch says so (cnnjax.kernels.dispatch; with `axis_name` too, inside
-    shard_map).
+    blocks (cnnjax.ops.residual) call it, and in training it runs the fused kernel (Pallas on a
+    GPU, the CPU extension's on an x86-64 CPU) when the kernels switch says so
+    (cnnjax.kernels.dispatch; with `axis_name` too, inside shard_map).
 
     Args:
       x: (..., C) activations; the first axis is the batch (see `batch_moments`).
@@ -222,7 +222,7 @@ def batch_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, *,
     if train:
         if axis_name is None:
             axis_name = mapping.batch_axis()
-        fused = hooks.kernel("batch_norm")  # the Pallas kernel, when cnnjax.kernels is imported
+        fused = hooks.kernel("batch_norm")  # the kernels, when cnnjax.kernels is imported
         if fused is not None:
             out = fused(x, scale, bias, residual, activation, eps, axis_name)
             if out is not None:
