@@ -28,6 +28,10 @@ def on_backend(f, backend: str):
     if backend == "interpret":
         return functools.partial(f, interpret=True)
 
+    from cnnjax.kernels import onednn
+    reason = onednn.load()[1]
+    assert reason is None, f"the CPU extension did not load: {reason}"  # no silent XLA fallback
+
     def run(*args, **kwargs):
         with kernels.use("onednn"):
             return f(*args, **kwargs)

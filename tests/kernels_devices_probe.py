@@ -163,7 +163,7 @@ def batch_norm_runs(arrays: dict) -> None:
             jaxpr = str(jax.make_jaxpr(fn)(*inputs.values()))
             # The kernels' passes are primitives: the forward kernel, and under grad the
             # backward kernel (its transpose), each bound once (backend: Pallas or the CPU's).
-            arrays[f"bn/{run}/pallas_calls"] = np.asarray(
+            arrays[f"bn/{run}/kernel_calls"] = np.asarray(
                 jaxpr.count("batch_norm_act_fwd[") + jaxpr.count("batch_norm_act_bwd["))
             values = fn(*inputs.values())
         arrays.update({f"bn/{run}/{k}": np.asarray(v) for k, v in zip(names, values)})

@@ -47,7 +47,9 @@ def sharded(mesh, weights, backend: str):
         return jax.lax.psum(total, "d")
 
     def run(x, scale, bias, res):
-        with kernels.use("pallas", interpret=True) if backend == "interpret" else kernels.use("onednn"):
+        setting = (kernels.use("pallas", interpret=True) if backend == "interpret"
+                   else kernels.use("onednn"))
+        with setting:
             return shard_map(local, mesh, (P("d"), P(), P(), P("d"), P("d")), P())(
                 x, scale, bias, res, weights)
     return run

@@ -153,23 +153,44 @@ def test_gelu_and_its_derivative_match_float64_erf_everywhere():
     # Both implementations of the erf-free normal CDF (the jnp one the Pallas kernels lower,
     # the C++ one of the CPU kernels) on a dense grid through both branches (|z| < sqrt 2 and
     # above), the far tails and the extremes, within a few float32 ulps of |z| (or of 1).
-    z = np.concatenate([np.linspace(-12, 12, 20001), [-60.0, -20.0, 20.0, 60.0]]).astype(np.float32)
+    z = np.concatenate([np.linspace(-12, 12, 20001),
+                        [-1e20, -1e15, -60.0, -20.0, 20.0, 60.0, 1e15, 1e20]]).astype(np.float32)
     value, grad = _gelu64(z.astype(np.float64))
+    tail = (z > -12) & (z < -3)  # GELU ~ -1e-3 .. -1e-32 there: relative accuracy counts
+
+    def check(got_value, got_grad):
+        got_value, got_grad = (np.asarray(a, np.float64).ravel() for a in (got_value, got_grad))
+        tol = 4e-7 * np.maximum(np.abs(z), 1.0)
+        np.testing.assert_array_less(np.abs(got_value - value), tol)
+        np.testing.assert_array_less(np.abs(got_grad - grad), tol)
+        np.testing.assert_array_less(np.abs(got_value[tail] / value[tail] - 1.0), 2e-5)
+
     cdf, density = jax.jit(normal_cdf)(jnp.asarray(z))
-    tol = 4e-7 * np.maximum(np.abs(z), 1.0)
-    np.testing.assert_array_less(np.abs(z * np.asarray(cdf, np.float64) - value), tol)
-    np.testing.assert_array_less(np.abs(np.asarray(cdf + z * density, np.float64) - grad), tol)
+    check(z * cdf, cdf + z * density)
     # The CPU passes: normalise with a = 1, b = 0 is gelu(z); the input gradient with dy = 1,
     # A = 1 and B = D = 0 is gelu'(z).
-    x = jnp.asarray(z).reshape(-1, 5)
+    x = jnp.asarray(np.append(z, [np.inf, np.inf])).reshape(-1, 5)
     ab = jnp.stack([jnp.ones(5), jnp.zeros(5)])
     coef = jnp.stack([jnp.ones(5), jnp.zeros(5), jnp.zeros(5), jnp.ones(5), jnp.zeros(5)])
-    with kernels.use("onednn"):
-        y = jax.jit(lambda x: norm_act.run("normalize", x, ab, activation="gelu"))(x)
-        dy = jax.jit(lambda x: norm_act.run("input_grad", x, jnp.ones_like(x), coef,
-                                            activation="gelu"))(x)
-    np.testing.assert_array_less(np.abs(np.asarray(y, np.float64).ravel() - value), tol)
-    np.testing.assert_array_less(np.abs(np.asarray(dy, np.float64).ravel() - grad), tol)
+    y = jax.jit(lambda x: norm_act.run("normalize", x, ab, activation="gelu"))(x).ravel()
+    dy = jax.jit(lambda x: norm_act.run("input_grad", x, jnp.ones_like(x), coef,
+                                        activation="gelu"))(x).ravel()
+    check(y[:-2], dy[:-2])
+    assert float(y[-1]) == np.inf and float(dy[-1]) == 1.0  # gelu(inf) = inf, gelu'(inf) = 1
+
+
+def test_cpu_kernels_gelu_coefficients_equal_the_pallas_ones():
+    """norm_act.cc's erf series and erfc fit are activations.py's, rounded to float32 (the two
+    backends' GELUs may not drift apart)."""
+    import pathlib
+    import re
+
+    from cnnjax.kernels import activations
+    source = (pathlib.Path(norm_act.__file__).with_name("norm_act.cc")).read_text()
+    for name, want in (("kErfSeries", activations.ERF_SERIES), ("kErfcFit", activations.ERFC_FIT)):
+        body = re.search(name + r"\[\d+\] = \{(.*?)\};", source, re.S).group(1)
+        got = [float(v.strip().rstrip("f")) for v in body.split(",")]
+        np.testing.assert_array_equal(np.float32(got), np.float32(want), err_msg=name)
 
 
 @pytest.mark.parametrize("switch", [("pallas", True), ("onednn", False)], ids=["pallas", "cpu"])
@@ -206,13 +227,14 @@ def test_wrong_parameter_shape_raises_like_the_reference():
         kernels.batch_norm_act(normal(0, (2, 3, 3, 4)), normal(1, (5,)), None)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_forward_and_backward_lower_to_triton(monkeypatch, dtype):
+@pytest.mark.parametrize("dtype,activation", [(jnp.float32, "swish"), (jnp.bfloat16, "swish"),
+                                              (jnp.float32, "gelu")])
+def test_forward_and_backward_lower_to_triton(monkeypatch, dtype, activation):
     x, scale, bias, res = _inputs((4, 14, 14, 144), True, True, dtype, 0)
 
     def fwd_bwd(x, s, b, r):
         out, pullback = jax.vjp(lambda *a: kernels.batch_norm_act(
-            *a[:3], residual=a[3], activation="swish"), x, s, b, r)
+            *a[:3], residual=a[3], activation=activation), x, s, b, r)
         return out, pullback(out)
 
     with kernels.use("pallas"):  # statistics, normalise; gradient sums, input gradient

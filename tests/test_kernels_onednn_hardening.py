@@ -256,3 +256,27 @@ def test_resident_memory_stays_bounded_over_240_shapes():
     early, late, plans = done.stdout.split()
     assert int(plans) == 16
     assert float(late) - float(early) < 8.0, (early, late)
+
+
+@pytest.mark.parametrize("target,operands,attributes,out,reason", [
+    ("norm_act", [(4, 3), (3, 3)], {"pass": 1, "activation": 0, "residual": False}, [(4, 3)],
+     "operand 1 of pass 1 has the wrong shape or dtype"),  # ab must be (2, C)
+    ("norm_act", [(4, 3)], {"pass": 9, "activation": 0, "residual": False}, [(3,), (3,)],
+     "unknown pass or activation 9/0"),
+    ("pool", [(8, 4, 3)], {"pass": 0, "geometry": (2, 4, 4, 3, 2, 2, 2, 2, 2, 2, 0, 0, 1, 0, 0)},
+     [(4, 3, 3)], "result 0 of pass 0 does not match the geometry"),  # (N*H', W', C) = (4, 2, 3)
+    ("pool", [(8, 4, 3)], {"pass": 0, "geometry": (2, 4, 4, 3, 2, 2, 0, 2, 2, 2, 0, 0, 1, 0, 0)},
+     [(4, 2, 3)], "malformed geometry")])
+def test_batch_norm_and_pooling_handlers_reject_malformed_calls(target, operands, attributes,
+                                                                out, reason):
+    # The handlers check every operand and result against the call's geometry before touching
+    # memory: a wrong call is a one-line error, never a read or write out of bounds.
+    onednn.build.require()
+    call = jax.ffi.ffi_call(onednn.build.target_name(target),
+                            [jax.ShapeDtypeStruct(s, jnp.float32) for s in out])
+    attrs = {k: (np.asarray(v, np.int64) if isinstance(v, tuple) else
+                 v if isinstance(v, bool) else np.int64(v)) for k, v in attributes.items()}
+    with pytest.raises(jax.errors.JaxRuntimeError) as raised:
+        jax.block_until_ready(call(*(jnp.ones(s, jnp.float32) for s in operands), **attrs))
+    message = str(raised.value)
+    assert reason in message and "\n" not in message.strip(), message

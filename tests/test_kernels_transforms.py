@@ -1,5 +1,5 @@
-"""Every Pallas kernel (interpreted on CPU) and every CPU-extension kernel under jvp, linearize, jacfwd, hessian, Hessian-vector
-products both ways, grad of grad and vmap, against an independent float64 reference; reverse
+"""Every Pallas kernel (interpreted on CPU) and every CPU-extension kernel under jvp, linearize,
+jacfwd, hessian, Hessian-vector products both ways, grad of grad and vmap, against an independent float64 reference; reverse
 mode on the backward kernels, forward mode on the tangent kernels; batch norm's synchronised
 statistics inside shard_map; and the lowering of second-order and vmapped programs to Triton."""
 

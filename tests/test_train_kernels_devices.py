@@ -158,7 +158,7 @@ def test_synchronised_batch_norm_in_shard_map_matches_torch_float64(bn_probe, ru
     exchanged once each way) and on XLA: values and gradients equal the whole batch's in
     PyTorch float64."""
     arrays = bn_probe
-    assert arrays[f"bn/{run}/pallas_calls"] == (0 if run == "xla8" else 2)
+    assert arrays[f"bn/{run}/kernel_calls"] == (0 if run == "xla8" else 2)
     want = _torch_batch_norm(arrays)
     for k, v in want.items():
         assert_close(arrays[f"bn/{run}/{k}"], v, np.float32, f"{run} {k}", tol=1e-5)

@@ -1,7 +1,9 @@
 """The activations the batch-norm kernels fuse, each with its derivative, as functions of the
 float32 pre-activation z, written with operations every kernel backend lowers (Pallas' Triton
 backend has exp but no erf): the same functions as `cnnjax.ops.ACTIVATIONS`. The CPU kernels
-(`onednn/norm_act.cc`) evaluate the same formulas, with the same coefficients, in C++.
+(`onednn/norm_act.cc`) evaluate the same formulas with the same coefficients in C++ (plus an
+fma-compensated z^2 in exp(-z^2 / 2) and caps against overflow; a test keeps the coefficients
+equal).
 
 Derivatives at a kink take the one-sided value below: relu'(0) = 0, relu6'(0) = relu6'(6) = 0,
 hard_swish'(+-3) = the inner branch's.

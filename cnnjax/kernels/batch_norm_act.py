@@ -38,7 +38,6 @@ evaluates GELU's erf as a separate fusion (experiments/results/cpu_step.md secti
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -296,8 +295,9 @@ def _rows(g: Geometry, axis_name):
 
 
 # The passes, each a primitive (cnnjax.kernels.primitive) on x viewed as (M, C), with the static
-# parameters g (Geometry), eps, backend (BACKENDS) and axis_name (None, or inside shard_map the mapped
-# axis whose shards share the statistics: their partials cross it once per pass):
+# parameters g (Geometry), eps, backend ("triton", "interpret" or "cpu") and axis_name (None, or
+# inside shard_map the mapped axis whose shards share the statistics: their partials cross it
+# once per pass):
 #   batch_norm_act_fwd(x, scale, bias, [res]) -> (y, mean, var)
 #   batch_norm_act_tangent(x, scale, bias, [res], mean, var | tx, tscale, tbias, [tres])
 #       -> (ty, tmean, tvar): the JVP's tangent, linear in the operands after the bar;
@@ -361,7 +361,8 @@ def _backward(*operands, g: Geometry, eps: float, backend: str, axis_name):
     # with xhat = (x - mean) rstd, written as A dz + B' xhat + D and then as A dz + B x + D'.
     # x gets the sums over every shard (every shard's y depends on the statistics): the two
     # per-channel sums D and B' need are combined first, so one (2, C) all-reduce carries them
-    # (A is the same on every shard). scale and bias get this shard's sums (the caller reduces
+    # (A = scale rstd is the same on every shard: scale is replicated, the statistics
+    # synchronised). scale and bias get this shard's sums (the caller reduces
     # parameter gradients across shards).
     a_coef = scale.astype(jnp.float32) * rstd
     sums = jnp.stack([d_mean - a_coef * s1, 2.0 * d_var / rstd - a_coef * s2])

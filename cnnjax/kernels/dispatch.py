@@ -27,8 +27,8 @@ any backend (slow; for tests). Shapes and dtypes a kernel does not handle fall b
 `cnnjax.kernels`) sends each convolution to oneDNN and `cpu_kernel` the batch norms and pooling
 to the extension's kernels; where the extension cannot be built or loaded (not x86-64 Linux, no
 C++ compiler, no oneDNN wheel, a failed build) or a kernel does not take the arguments (float64
-or float16, an activation it does not fuse), they stay on XLA. Every fallback logs one warning per distinct
-reason, so it is visible once and never floods the log.
+or float16, an activation it does not fuse), they stay on XLA. Every fallback logs one warning
+per distinct reason, so it is visible once and never floods the log.
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ def _extension_loads() -> bool:
     """Whether the CPU extension is built and loaded (`onednn.load`); if not, logs why once."""
     reason = onednn.load()[1]
     if reason is not None:
-        log_once(f"cnnjax.kernels: the CPU extension is unavailable, every convolution and batch "
-                 f"norm runs on XLA: {reason}")
+        log_once(f"cnnjax.kernels: the CPU extension is unavailable, every convolution, batch "
+                 f"norm and pooling runs on XLA: {reason}")
     return reason is None
 
 

@@ -73,8 +73,8 @@ class BatchNorm(nn.Module):
     the optional residual add and `activation` (a name of ops.ACTIVATIONS), fused.
 
     Computes through ops.batch_norm, cnnjax's one batch norm (the fused kernel under kernels
-    "auto": Pallas on a GPU, the CPU extension's on an x86-64 CPU), and ops.update_running_stats: running = momentum * running +
-    (1 - momentum) * batch; Flax's 0.9 equals PyTorch's momentum=0.1. `axis_name` merges the
+    "auto": Pallas on a GPU, the CPU extension's on an x86-64 CPU), and
+    ops.update_running_stats: running = momentum * running + (1 - momentum) * batch; Flax's 0.9 equals PyTorch's momentum=0.1. `axis_name` merges the
     statistics across a mapped axis of an enclosing shard_map. (The trainer's steps leave it
     None and name their data axis for every batch norm with `ops.mapping.batch_split_over`,
     on more than one device unless `per_device_batch_norm`.)

@@ -1,7 +1,7 @@
 """Compiles the CPU extension (`conv.cc`: oneDNN's convolutions; `norm_act.cc`: the batch-norm
 passes; `pool.cc`: pooling) once per machine and registers its handlers with XLA's CPU platform.
 
-The first `load()` in a process compiles both sources into one library with the system C++
+The first `load()` in a process compiles the sources into one library with the system C++
 compiler (`$CXX`, else `g++`; `-O3 -march=native`, so the batch-norm loops use the widest vectors
 the CPU has) against the XLA FFI headers jaxlib ships (`jax.ffi.include_dir()`) and oneDNN from
 the `onednn-devel-cpu-gomp` / `onednn-cpu-gomp` wheels, into
@@ -42,6 +42,7 @@ from cnnjax.cores import usable_cores
 
 SOURCES = tuple(pathlib.Path(__file__).with_name(name) for name in ("conv.cc", "norm_act.cc",
                                                                       "pool.cc"))
+HEADERS = (pathlib.Path(__file__).with_name("cpu_common.h"),)  # hashed into the cache key too
 # Handler name -> its symbol in the sources, registered as the FFI target "cnnjax_onednn_<name>".
 HANDLERS = {"forward": "CnnjaxOnednnConvForward", "input_grad": "CnnjaxOnednnConvInputGrad",
             "weight_grad": "CnnjaxOnednnConvWeightGrad", "norm_act": "CnnjaxCpuNormAct",
@@ -130,7 +131,8 @@ def _build() -> pathlib.Path:
                            f"onednn-cpu-gomp onednn-devel-cpu-gomp)") from None
     compiler_id = subprocess.run([compiler, "--version"], capture_output=True,
                                  text=True).stdout.splitlines()[:1]
-    key = hashlib.sha256("\n".join([*(s.read_text() for s in SOURCES), jax.__version__, version,
+    key = hashlib.sha256("\n".join([*(s.read_text() for s in SOURCES + HEADERS), jax.__version__,
+                                    version,
                                     str(libdir), *compiler_id, _cpu_flags()]).encode()
                          ).hexdigest()[:16]
     out = cache_dir() / f"conv-{key}.so"
@@ -170,3 +172,11 @@ def load() -> tuple[ctypes.CDLL | None, str | None]:
         jax.ffi.register_ffi_target(target_name(pass_name), jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
     return lib, None
+
+
+def require() -> None:
+    """Loads the extension (registering its FFI targets); raises RuntimeError with the reason
+    where it is unavailable."""
+    reason = load()[1]
+    if reason is not None:
+        raise RuntimeError(f"the CPU extension (oneDNN) is unavailable: {reason}")

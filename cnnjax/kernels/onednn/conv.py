@@ -166,19 +166,13 @@ batching.primitive_batchers[input_grad_p] = _batching(input_grad_p, 0)
 batching.primitive_batchers[weight_grad_p] = _batching(weight_grad_p, None)
 
 
-def _require_extension() -> None:
-    reason = build.load()[1]
-    if reason is not None:
-        raise RuntimeError(f"oneDNN convolutions unavailable: {reason}")
-
-
 def conv2d(x: jax.Array, w: jax.Array, strides: tuple[int, int],
            padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
            groups: int, *, any_activations: bool = False) -> jax.Array:
     """(N, H, W, C) x (kh, kw, C // groups, O) -> (N, H', W', O) on oneDNN; see the module
     docstring, for arguments where `unsupported(x, w)` is None. Raises RuntimeError where the
     extension is unavailable (`build.load()` says why)."""
-    _require_extension()
+    build.require()
     spec = ConvSpec.create(x.shape, w.shape, strides, padding, dilation, groups, any_activations)
     return forward_p.bind(x, w, spec=spec)
 
@@ -190,7 +184,7 @@ def conv2d_input_grad(dy: jax.Array, w: jax.Array, input_shape: tuple[int, int, 
     """The input gradient of `conv2d(x, w, ...)` for x of `input_shape` at the output cotangent
     dy, i.e. the transposed convolution of dy; differentiable like `conv2d`. dy's shape must be
     conv2d's output shape."""
-    _require_extension()
+    build.require()
     spec = ConvSpec.create(input_shape, w.shape, strides, padding, dilation, groups)
     if spec.output_shape != tuple(dy.shape):
         raise ValueError(f"dy has shape {tuple(dy.shape)}, the convolution of an input "

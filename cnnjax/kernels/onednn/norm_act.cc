@@ -43,43 +43,26 @@
 #include <utility>
 #include <vector>
 
+#include "cpu_common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
-int CnnjaxTeamSize();  // conv.cc: the loader's thread count (0: OpenMP's default)
-
 namespace {
 
-// The element functions must inline into the row loops, or GCC does not vectorise them.
-#define CNNJAX_INLINE inline __attribute__((always_inline))
+using namespace cnnjax_cpu;
 
 enum Activation { kIdentity, kRelu, kRelu6, kSwish, kHardSwish, kGelu, kActivations };
 enum Pass { kStats, kNormalize, kSums, kInputGrad, kTangent, kPasses };
 
-constexpr int64_t kBlocks = 64;             // the most blocks a reduction splits its rows into
-constexpr int64_t kSerialElements = 32768;  // smaller calls run on the calling thread
-
-using Bf16 = uint16_t;  // a bfloat16's bits (a plain integer, so loads of it vectorise)
-
-CNNJAX_INLINE float ToFloat(float v) { return v; }
-CNNJAX_INLINE float ToFloat(Bf16 v) { return __builtin_bit_cast(float, uint32_t(v) << 16); }
-
-CNNJAX_INLINE void Store(float* p, float v) { *p = v; }
-// Round to nearest even, as XLA converts; a NaN stays a (quiet) NaN.
-CNNJAX_INLINE void Store(Bf16* p, float v) {
-  const uint32_t u = __builtin_bit_cast(uint32_t, v);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-  *p = uint16_t(nan ? ((u >> 16) | 0x40u) : rounded);
-}
+constexpr int64_t kBlocks = 64;  // the most blocks a reduction splits its rows into
 
 // exp(x) for float32 x: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial to degree
 // 7 (truncation below 6e-9 relative), times 2^k built in the exponent bits. x is clamped to
-// [-87.3, 88.7] so that 2^k stays a normal number: below e^-87.3 the result is ~1e-38 rather
-// than a denormal or 0, which no caller here can tell from 0.
+// [-87.3, 88.3] so that 2^k stays a normal number: below e^-87.3 the result is ~1e-38 rather
+// than a denormal or 0, which no caller here can tell from 0 (Phi sets its own zero).
 CNNJAX_INLINE float Exp(float x) {
-  x = std::min(std::max(x, -87.3f), 88.7f);
+  x = std::min(std::max(x, -87.3f), 88.3f);
   // k = x / ln2 rounded to the nearest integer by adding 1.5 * 2^23 (its float then holds k in
   // the low mantissa bits); std::floor would stop GCC from vectorising the loop.
   const float shifted = std::fma(x, 1.44269504f, 12582912.0f);
@@ -135,9 +118,12 @@ CNNJAX_INLINE float Horner(const float (&c)[N], float v) {
 CNNJAX_INLINE Normal Phi(float z) {
   const float u = std::fabs(z) * 0.707106781f;
   // u^2 = z^2 / 2 with z^2's rounding error carried (fma), so that E keeps its relative
-  // accuracy in the far tail (z = -12: u^2 = 72, whose rounding alone would cost 4e-6).
-  const float zz = z * z, zz_error = std::fma(z, z, -zz);
-  const float e = Exp(-0.5f * zz) * (1.0f - 0.5f * zz_error);
+  // accuracy in the far tail (z = -12: u^2 = 72, whose rounding alone would cost 4e-6); |z| is
+  // capped first so z^2 cannot overflow, and E is 0 where exp(-z^2 / 2) is below float32's
+  // smallest normal (|z| > 13.2).
+  const float za = std::min(std::fabs(z), 13.2f);
+  const float zz = za * za, zz_error = std::fma(za, za, -zz);
+  const float e = std::fabs(z) < 13.2f ? Exp(-0.5f * zz) * (1.0f - 0.5f * zz_error) : 0.0f;
   const float v = u * u;
   const float erf_small = u * Horner(kErfSeries, v);
   const float uc = std::max(u, 1.0f);
@@ -189,18 +175,10 @@ struct Operands {
   T* out;                       // y, dz, dx or ty
 };
 
-int Team() {
-  const int team = CnnjaxTeamSize();
-  return team > 0 ? team : omp_get_max_threads();
-}
-
 // Runs body(part, row_begin, row_end) over the rows, split into `parts` contiguous ranges.
 template <typename Body>
 void ParallelRows(int64_t m, int64_t c, int64_t parts, const Body& body) {
-  const int team = Team();
-  const bool serial = m * c < kSerialElements || team == 1;
-#pragma omp parallel for schedule(static) num_threads(team) if (!serial)
-  for (int64_t p = 0; p < parts; ++p) body(p, m * p / parts, m * (p + 1) / parts);
+  ParallelParts(parts, m * c, [&](int64_t p, int) { body(p, m * p / parts, m * (p + 1) / parts); });
 }
 
 int64_t Blocks(int64_t m) { return std::max<int64_t>(1, std::min(m, kBlocks)); }
@@ -209,11 +187,12 @@ int64_t Blocks(int64_t m) { return std::max<int64_t>(1, std::min(m, kBlocks)); }
 template <typename T>
 void Statistics(const Operands<T>& op, float* mean_out, float* var_out) {
   const int64_t m = op.m, c = op.c, blocks = Blocks(m);
-  std::vector<double> part(size_t(blocks) * 2 * c);  // per block: mean (c), M2 (c)
+  // Per block: mean, M2 (the results), and its shifted sums and shift (scratch); allocated
+  // here, outside the threads, so that an allocation failure is an error, not an abort.
+  std::vector<double> part(size_t(blocks) * 5 * c, 0.0);
   ParallelRows(m, c, blocks, [&](int64_t blk, int64_t r0, int64_t r1) {
-    double* mean = part.data() + blk * 2 * c;
-    double* m2 = mean + c;
-    std::vector<double> s1(c, 0.0), s2(c, 0.0), shift(c);
+    double* mean = part.data() + blk * 5 * c;
+    double *m2 = mean + c, *s1 = mean + 2 * c, *s2 = mean + 3 * c, *shift = mean + 4 * c;
     const T* first = op.x + r0 * c;
     for (int64_t j = 0; j < c; ++j) shift[j] = ToFloat(first[j]);
     for (int64_t r = r0; r < r1; ++r) {
@@ -235,7 +214,7 @@ void Statistics(const Operands<T>& op, float* mean_out, float* var_out) {
     double n = 0, mu = 0, m2 = 0;
     for (int64_t b = 0; b < blocks; ++b) {
       const double nb = double(m * (b + 1) / blocks - m * b / blocks);
-      const double mb = part[(b * 2) * c + j], m2b = part[(b * 2 + 1) * c + j];
+      const double mb = part[(b * 5) * c + j], m2b = part[(b * 5 + 1) * c + j];
       const double total = n + nb, delta = mb - mu;
       mu += delta * nb / total;
       m2 += m2b + delta * delta * n * nb / total;
@@ -397,6 +376,8 @@ constexpr int kRets[kPasses][2] = {{2, 2}, {1, 1}, {2, 3}, {1, 1}, {1, 1}};
 // Which operands are float32 (k, C) tables (bit i: operand i), and their k.
 constexpr int kTables[kPasses] = {0, 0b10, 0b110, 0b100, 0b100};
 constexpr int kTableRows[kPasses][3] = {{0, 0, 0}, {0, 2, 0}, {0, 2, 2}, {0, 0, 5}, {0, 0, 5}};
+// Which results are (C,) float32 (bit i: result i; the others are (M, C) of x's dtype).
+constexpr int kVectorResults[kPasses] = {0b11, 0, 0b011, 0, 0};
 
 template <typename T>
 ffi::Error Run(int pass, int activation, bool residual, const std::vector<void*>& in,
@@ -462,7 +443,9 @@ ffi::Error NormAct(ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t pas
   auto x = args.get<ffi::AnyBuffer>(0);
   if (!x.has_value()) return x.error();
   const auto dims = x->dimensions();
-  if (dims.size() != 2) return ffi::Error::InvalidArgument("cnnjax CPU batch norm: x must be (M, C)");
+  if (dims.size() != 2) {
+    return ffi::Error::InvalidArgument("cnnjax CPU batch norm: x must be (M, C)");
+  }
   const int64_t m = dims[0], c = dims[1];
   const ffi::DataType type = x->element_type();
   if (type != ffi::DataType::F32 && type != ffi::DataType::BF16) {
@@ -486,9 +469,28 @@ ffi::Error NormAct(ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t pas
   for (size_t i = 0; i < rets.size(); ++i) {
     auto r = rets.get<ffi::AnyBuffer>(i);
     if (!r.has_value()) return r.error();
+    const auto d = (*r)->dimensions();
+    const bool vector = (kVectorResults[pass] >> i) & 1;
+    const bool ok = vector ? ((*r)->element_type() == ffi::DataType::F32 && d.size() == 1 &&
+                              d[0] == c)
+                           : ((*r)->element_type() == type && d.size() == 2 && d[0] == m &&
+                              d[1] == c);
+    if (!ok) {
+      return ffi::Error::InvalidArgument("cnnjax CPU batch norm: result " + std::to_string(i) +
+                                         " of pass " + std::to_string(pass) + " has the wrong " +
+                                         "shape or dtype");
+    }
     out.push_back((*r)->untyped_data());
   }
-  if (m == 0 || c == 0) return ffi::Error::Success();
+  if (m == 0) {  // no rows (the Python side keeps these on XLA): statistics NaN, sums 0
+    for (size_t i = 0; i < out.size(); ++i) {
+      if ((kVectorResults[pass] >> i) & 1) {
+        std::fill_n(static_cast<float*>(out[i]), c, pass == kStats ? NAN : 0.0f);
+      }
+    }
+    return ffi::Error::Success();
+  }
+  if (c == 0) return ffi::Error::Success();
   try {
     return type == ffi::DataType::F32
                ? Run<float>(int(pass), int(activation), residual, in, out, m, c)

@@ -32,6 +32,7 @@ DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
 def _ffi(pass_name: str):
     def call(*operands, activation: str, residual: bool, out):
+        build.require()  # registers the FFI target (a pass bound directly, not via dispatch)
         return jax.ffi.ffi_call(build.target_name("norm_act"), out)(
             *operands, **{"pass": np.int64(PASSES.index(pass_name))},
             activation=np.int64(list(ACTIVATIONS).index(activation)), residual=residual)
@@ -116,6 +117,8 @@ def unsupported(x: jax.Array, activation: str) -> str | None:
     """Why the CPU passes cannot take activations x with `activation`, or None."""
     if jnp.dtype(x.dtype) not in DTYPES:
         return f"dtype {x.dtype} (the CPU kernel takes float32 and bfloat16)"
+    if x.size == 0:
+        return f"empty input {tuple(x.shape)}"
     if activation not in ACTIVATIONS:
         return f"activation {activation!r} (the CPU kernel fuses {sorted(ACTIVATIONS)})"
     return None

@@ -1,6 +1,7 @@
 // Max and average pooling (cnnjax.kernels.pool) on the CPU, as one XLA FFI handler: NHWC
-// activations, float32 or bfloat16, any window (up to 64 values: the window position of a
-// maximum is an int8), stride, padding and ceil_mode overhang, float32 accumulation.
+// activations, float32 or bfloat16, any window (up to 127 values: the window position of a
+// maximum is an int8; cnnjax.kernels.pool sends at most 64), stride, padding and ceil_mode
+// overhang, float32 accumulation.
 //
 //   pass 0 max            (x) -> y
 //   pass 1 max + argmax   (x) -> (y, arg)      arg: the window position (row-major) of the max
@@ -31,28 +32,16 @@
 #include <string>
 #include <vector>
 
+#include "cpu_common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
-int CnnjaxTeamSize();  // conv.cc: the loader's thread count (0: OpenMP's default)
-
 namespace {
 
-#define CNNJAX_INLINE inline __attribute__((always_inline))
+using namespace cnnjax_cpu;
 
 enum Pass { kMax, kMaxArgmax, kMaxSelect, kMaxGrad, kAvg, kAvgGrad, kPasses };
-
-using Bf16 = uint16_t;  // a bfloat16's bits
-
-CNNJAX_INLINE float ToFloat(float v) { return v; }
-CNNJAX_INLINE float ToFloat(Bf16 v) { return __builtin_bit_cast(float, uint32_t(v) << 16); }
-CNNJAX_INLINE void Store(float* p, float v) { *p = v; }
-CNNJAX_INLINE void Store(Bf16* p, float v) {  // round to nearest even; NaN stays NaN
-  const uint32_t u = __builtin_bit_cast(uint32_t, v);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  *p = uint16_t((u & 0x7FFFFFFFu) > 0x7F800000u ? ((u >> 16) | 0x40u) : rounded);
-}
 
 struct Geometry {
   int64_t n, h, w, c, ho, wo, kh, kw, sh, sw, pad_top, pad_left, include_pad, pad_bottom,
@@ -71,19 +60,6 @@ struct Geometry {
     return float(std::max<int64_t>(count, 1));
   }
 };
-
-int Team() {
-  const int team = CnnjaxTeamSize();
-  return team > 0 ? team : omp_get_max_threads();
-}
-
-// body(i) for i in [0, count), over the team unless the call is small.
-template <typename Body>
-void ParallelFor(int64_t count, int64_t elements, const Body& body) {
-  const int team = Team();
-#pragma omp parallel for schedule(static) num_threads(team) if (elements >= 32768 && team > 1)
-  for (int64_t i = 0; i < count; ++i) body(i);
-}
 
 // One output row (n, oh): every window of the row, every channel.
 template <typename T, bool kArgmax>
@@ -117,14 +93,25 @@ void MaxRow(const Geometry& g, const T* __restrict x, T* __restrict y, int8_t* _
   }
 }
 
+// Elements a pass touches: what decides whether it runs on the team.
+int64_t Work(const Geometry& g) { return g.n * g.ho * g.wo * g.c * g.kh * g.kw; }
+
+// Per-thread scratch (float32 accumulators), allocated before the threads start so that an
+// allocation failure is an error, not an abort inside the parallel region.
+struct Scratch {
+  std::vector<float> data;
+  int64_t per_thread;
+  Scratch(int64_t per_thread) : data(size_t(Team()) * per_thread), per_thread(per_thread) {}
+  float* For(int thread) { return data.data() + thread * per_thread; }
+};
+
 template <typename T, bool kArgmax>
 void Max(const Geometry& g, const T* x, T* y, int8_t* arg) {
-  ParallelFor(g.n * g.ho, g.n * g.ho * g.wo * g.c * g.kh * g.kw, [&](int64_t row) {
-    thread_local std::vector<float> best;
-    thread_local std::vector<int8_t> pos;
-    best.resize(g.c);
-    pos.resize(g.c);
-    MaxRow<T, kArgmax>(g, x, y, arg, row / g.ho, row % g.ho, best.data(), pos.data());
+  Scratch best(g.c);
+  std::vector<int8_t> positions(size_t(Team()) * g.c);
+  ParallelParts(g.n * g.ho, Work(g), [&](int64_t row, int thread) {
+    MaxRow<T, kArgmax>(g, x, y, arg, row / g.ho, row % g.ho, best.For(thread),
+                       positions.data() + thread * g.c);
   });
 }
 
@@ -132,14 +119,13 @@ void Max(const Geometry& g, const T* x, T* y, int8_t* arg) {
 template <typename T>
 void MaxSelect(const Geometry& g, const int8_t* arg, const T* t, T* ty) {
   const int64_t c = g.c;
-  ParallelFor(g.n * g.ho, g.n * g.ho * g.wo * c * g.kh * g.kw, [&](int64_t row) {
+  Scratch acc(c);
+  ParallelParts(g.n * g.ho, Work(g), [&](int64_t row, int thread) {
     const int64_t n = row / g.ho, oh = row % g.ho;
-    thread_local std::vector<float> acc;
-    acc.resize(c);
+    float* __restrict a = acc.For(thread);
     for (int64_t ow = 0; ow < g.wo; ++ow) {
       const int64_t o = (row * g.wo + ow) * c;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      float* __restrict a = acc.data();
+      std::fill(a, a + c, 0.0f);
       for (int64_t di = 0; di < g.kh; ++di) {
         const int64_t ih = oh * g.sh + di - g.pad_top;
         if (ih < 0 || ih >= g.h) continue;
@@ -164,10 +150,10 @@ void MaxSelect(const Geometry& g, const int8_t* arg, const T* t, T* ty) {
 template <typename T, bool kMaxPool>
 void ScatterGrad(const Geometry& g, const int8_t* arg, const T* dy, T* dx) {
   const int64_t c = g.c, image = g.h * g.w * c;
-  ParallelFor(g.n, g.n * g.ho * g.wo * c * g.kh * g.kw, [&](int64_t n) {
-    thread_local std::vector<float> acc;
-    acc.assign(size_t(image), 0.0f);
-    float* __restrict a = acc.data();
+  Scratch acc(image);
+  ParallelParts(g.n, Work(g), [&](int64_t n, int thread) {
+    float* __restrict a = acc.For(thread);
+    std::fill(a, a + image, 0.0f);
     for (int64_t oh = 0; oh < g.ho; ++oh) {
       for (int64_t ow = 0; ow < g.wo; ++ow) {
         const int64_t o = ((n * g.ho + oh) * g.wo + ow) * c;
@@ -202,13 +188,12 @@ void ScatterGrad(const Geometry& g, const int8_t* arg, const T* dy, T* dx) {
 template <typename T>
 void Avg(const Geometry& g, const T* x, T* y) {
   const int64_t c = g.c;
-  ParallelFor(g.n * g.ho, g.n * g.ho * g.wo * c * g.kh * g.kw, [&](int64_t row) {
+  Scratch acc(c);
+  ParallelParts(g.n * g.ho, Work(g), [&](int64_t row, int thread) {
     const int64_t n = row / g.ho, oh = row % g.ho;
-    thread_local std::vector<float> acc;
-    acc.resize(c);
+    float* __restrict a = acc.For(thread);
     for (int64_t ow = 0; ow < g.wo; ++ow) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      float* __restrict a = acc.data();
+      std::fill(a, a + c, 0.0f);
       for (int64_t di = 0; di < g.kh; ++di) {
         const int64_t ih = oh * g.sh + di - g.pad_top;
         if (ih < 0 || ih >= g.h) continue;
@@ -257,6 +242,19 @@ void Run(int pass, const Geometry& g, const std::vector<void*>& in, const std::v
 
 constexpr int kArgs[kPasses] = {1, 1, 2, 2, 1, 1};
 constexpr int kRets[kPasses] = {1, 2, 1, 1, 1, 1};
+// Each operand and result: 'i' an input-shaped (N*H, W, C) array, 'o' an output-shaped
+// (N*H', W', C) one, 'a' an output-shaped int8 argmax; of the activations' dtype unless 'a'.
+constexpr const char* kArgKinds[kPasses] = {"i", "i", "ai", "ao", "i", "o"};
+constexpr const char* kRetKinds[kPasses] = {"o", "oa", "o", "i", "o", "i"};
+
+// Whether buffer b is of `kind` for geometry g and activation dtype `type`.
+bool Matches(const ffi::AnyBuffer& b, char kind, const Geometry& g, ffi::DataType type) {
+  const auto d = b.dimensions();
+  const bool input = kind == 'i';
+  const ffi::DataType want = kind == 'a' ? ffi::DataType::S8 : type;
+  return b.element_type() == want && d.size() == 3 && d[0] == g.n * (input ? g.h : g.ho) &&
+         d[1] == (input ? g.w : g.wo) && d[2] == g.c;
+}
 
 ffi::Error Pool(ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t pass,
                 ffi::Span<const int64_t> geometry) {
@@ -270,26 +268,41 @@ ffi::Error Pool(ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t pass,
   }
   Geometry g;
   std::memcpy(&g, geometry.begin(), sizeof(Geometry));
-  if (g.kh * g.kw > 127) {
-    return ffi::Error::InvalidArgument("cnnjax CPU pooling: window of more than 127 values");
+  if (g.kh < 1 || g.kw < 1 || g.kh * g.kw > 127 || g.sh < 1 || g.sw < 1 ||
+      std::min({g.n, g.h, g.w, g.c, g.ho, g.wo, g.pad_top, g.pad_left}) < 0) {
+    return ffi::Error::InvalidArgument("cnnjax CPU pooling: malformed geometry (a window of 1 "
+                                       "to 127 values, positive strides, no negative size)");
+  }
+  auto last = args.get<ffi::AnyBuffer>(args.size() - 1);  // the activations (x, t or dy)
+  if (!last.has_value()) return last.error();
+  const ffi::DataType type = last->element_type();
+  if (type != ffi::DataType::F32 && type != ffi::DataType::BF16) {
+    return ffi::Error::InvalidArgument("cnnjax CPU pooling: dtype must be f32 or bf16");
   }
   std::vector<void*> in, out;
-  ffi::DataType type = ffi::DataType::INVALID;
   for (size_t i = 0; i < args.size(); ++i) {
     auto a = args.get<ffi::AnyBuffer>(i);
     if (!a.has_value()) return a.error();
-    if (a->element_type() != ffi::DataType::S8) type = a->element_type();
+    if (!Matches(*a, kArgKinds[pass][i], g, type)) {
+      return ffi::Error::InvalidArgument("cnnjax CPU pooling: operand " + std::to_string(i) +
+                                         " of pass " + std::to_string(pass) +
+                                         " does not match the geometry");
+    }
     in.push_back(a->untyped_data());
   }
   for (size_t i = 0; i < rets.size(); ++i) {
     auto r = rets.get<ffi::AnyBuffer>(i);
     if (!r.has_value()) return r.error();
+    if (!Matches(**r, kRetKinds[pass][i], g, type)) {
+      return ffi::Error::InvalidArgument("cnnjax CPU pooling: result " + std::to_string(i) +
+                                         " of pass " + std::to_string(pass) +
+                                         " does not match the geometry");
+    }
     out.push_back((*r)->untyped_data());
   }
-  if (type != ffi::DataType::F32 && type != ffi::DataType::BF16) {
-    return ffi::Error::InvalidArgument("cnnjax CPU pooling: dtype must be f32 or bf16");
+  if (g.n * g.h * g.w * g.c == 0) {  // cnnjax.kernels.pool keeps empty inputs on XLA
+    return ffi::Error::InvalidArgument("cnnjax CPU pooling: empty input");
   }
-  if (g.n * g.h * g.w * g.c == 0) return ffi::Error::Success();  // (an empty output: loops skip)
   try {
     if (type == ffi::DataType::F32) {
       Run<float>(int(pass), g, in, out);

@@ -63,7 +63,8 @@ def _max_xla(x3, *, g):
 
 def _max_select_xla(arg, t3, *, g):
     arg = arg.reshape(g.n, g.ho, g.wo, g.c)
-    out = sum(jnp.where(arg == t, v, 0.0) for t, v in enumerate(_views(t3.astype(jnp.float32), g, 0.0)))
+    views = _views(t3.astype(jnp.float32), g, 0.0)
+    out = sum(jnp.where(arg == t, v, 0.0) for t, v in enumerate(views))
     return _rows(out.astype(t3.dtype), g)
 
 
@@ -107,6 +108,8 @@ def _define(pass_name: str, reference):
     multiple = pass_name == "max_argmax"
 
     def cpu(*operands, g):
+        build.require()  # registers the FFI target (a pass bound directly, not via dispatch)
+        assert len(g) == 15, g  # pool.cc reads exactly these 15 fields
         out = _outputs(pass_name, g, operands[-1].dtype)
         result = jax.ffi.ffi_call(build.target_name("pool"), out)(
             *operands, **{"pass": np.int64(PASSES.index(pass_name))},
@@ -136,4 +139,6 @@ def unsupported(x: jax.Array) -> str | None:
     """Why the CPU passes cannot pool x, or None."""
     if jnp.dtype(x.dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
         return f"dtype {x.dtype} (the CPU kernel takes float32 and bfloat16)"
+    if x.size == 0:
+        return f"empty input {tuple(x.shape)}"
     return None
