@@ -268,7 +268,7 @@ def test_without_the_extension_everything_runs_on_xla_with_one_log_line(tmp_path
     assert done.returncode == 0, done.stderr
     logged = [line for line in done.stderr.splitlines() if "cnnjax.kernels" in line]
     assert len(logged) == 1, done.stderr
-    assert "the CPU extension is unavailable, every convolution, batch norm and pooling runs on "
-                          "XLA" in logged[0]
+    assert ("the CPU extension is unavailable, every convolution, batch norm and pooling runs on "
+            "XLA") in logged[0]
     reason = "no C++ compiler" if X86_LINUX else "x86-64 Linux"
     assert reason in logged[0] and reason in done.stdout

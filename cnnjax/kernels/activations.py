@@ -60,7 +60,7 @@ def _hard_relu6(z):
 
 def _gelu_grad(z):
     cdf, density = normal_cdf(z)
-    return cdf + z * density
+    return cdf + jnp.where(density > 0, z * density, 0.0)  # gelu'(+-inf): 1, 0 (no inf * 0)
 
 
 # name -> (activation, its derivative). The order is the CPU kernels' activation code.

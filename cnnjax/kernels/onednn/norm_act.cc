@@ -161,7 +161,7 @@ CNNJAX_INLINE float ActGrad(float z) {
   }
   if constexpr (A == kGelu) {
     const Normal n = Phi(z);
-    return n.cdf + z * n.density;
+    return n.cdf + (n.density > 0.0f ? z * n.density : 0.0f);  // gelu'(+-inf): 1, 0 (no inf * 0)
   }
 }
 
