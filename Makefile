@@ -41,7 +41,9 @@ test: $(VENV)/.installed-test
 # Ctrl-C run with grain workers, every Pallas kernel through jvp/jacfwd/hessian/HVPs/vmap against
 # float64 and inside shard_map (interpret mode), the Optuna searches of tests/test_sweep_search.py (200 CPU-s
 # under load, 2026-12-06), MobileNetV2's loss and gradients through the Pallas kernels against
-# XLA in float64 (70 s on idle cores, 2026-12-06); the whole list took 8 min 20 s there. The
+# XLA in float64 (70 s on idle cores, 2026-12-06), and three end-to-end checks moved out of the
+# fast suite to keep it under 25 minutes (the GPU pack's dry run, a local sweep, the benchmark's
+# options reaching the step: ~230 CPU-s); the list without those three took 8 min 20 s. The
 # other slow tests are deeper or wider copies of models the fast suite covers, or run Pallas
 # kernels in interpret mode; `make test-all` runs them.
 SLOW_CI := \
@@ -59,7 +61,10 @@ SLOW_CI := \
 	'tests/test_kernels_compose.py::test_jvp_of_a_resnet_loss_on_onednn_equals_xla' \
 	'tests/test_sweep_search.py' \
 	'tests/test_kernels_transforms.py' \
-	'tests/test_kernels_models.py::test_mobilenet_v2_pallas_equals_float64_xla'
+	'tests/test_kernels_models.py::test_mobilenet_v2_pallas_equals_float64_xla' \
+	'tests/test_gpu_pack.py::test_dry_run_runs_every_stage_without_tfds_or_grain' \
+	'tests/test_sweep_local.py::test_local_sweep_runs_every_point_then_skips_finished_ones' \
+	'tests/test_benchmark.py::test_xla_options_remat_and_kernels_reach_the_step'
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow $(SLOW_CI)

@@ -27,6 +27,7 @@ def test_bad_arguments_are_refused():
         benchmark.main(["--model=lenet5", "--batch=0"])
 
 
+@pytest.mark.slow  # ~60 CPU-seconds; in make test-slow (CI)
 def test_xla_options_remat_and_kernels_reach_the_step():
     # XLA's memory-minimising scheduler must shrink the plan of the same step: proof that the
     # option reaches the compile and that the planned-memory figure measures the plan (with XLA's

@@ -25,6 +25,7 @@ CONFIG = "configs/airbench94.py:smoke"
 MUON_CONFIG = "configs/airbench94_muon.py:smoke"
 
 
+@pytest.mark.slow  # ~100 CPU-seconds; in make test-slow (CI)
 def test_dry_run_runs_every_stage_without_tfds_or_grain(tmp_path):
     script = textwrap.dedent(f"""
         import runpy, sys

@@ -21,6 +21,7 @@ def _sweep(root, *flags):
                            *flags], env=th.env(), capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # ~70 CPU-seconds; in make test-slow (CI)
 def test_local_sweep_runs_every_point_then_skips_finished_ones(tmp_path):
     proc = _sweep(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
