@@ -61,6 +61,19 @@ struct Geometry {
   }
 };
 
+// body(t, ih, iw) for each position t (row-major) of window (oh, ow) that lies inside the input.
+template <typename Body>
+CNNJAX_INLINE void ForWindow(const Geometry& g, int64_t oh, int64_t ow, const Body& body) {
+  for (int64_t di = 0; di < g.kh; ++di) {
+    const int64_t ih = oh * g.sh + di - g.pad_top;
+    if (ih < 0 || ih >= g.h) continue;
+    for (int64_t dj = 0; dj < g.kw; ++dj) {
+      const int64_t iw = ow * g.sw + dj - g.pad_left;
+      if (iw >= 0 && iw < g.w) body(int8_t(di * g.kw + dj), ih, iw);
+    }
+  }
+}
+
 // One output row (n, oh): every window of the row, every channel.
 template <typename T, bool kArgmax>
 void MaxRow(const Geometry& g, const T* __restrict x, T* __restrict y, int8_t* __restrict arg,
@@ -69,23 +82,16 @@ void MaxRow(const Geometry& g, const T* __restrict x, T* __restrict y, int8_t* _
   for (int64_t ow = 0; ow < g.wo; ++ow) {
     std::fill(best, best + c, -std::numeric_limits<float>::infinity());
     std::fill(pos, pos + c, int8_t(0));
-    for (int64_t di = 0; di < g.kh; ++di) {
-      const int64_t ih = oh * g.sh + di - g.pad_top;
-      if (ih < 0 || ih >= g.h) continue;
-      for (int64_t dj = 0; dj < g.kw; ++dj) {
-        const int64_t iw = ow * g.sw + dj - g.pad_left;
-        if (iw < 0 || iw >= g.w) continue;
-        const T* v = x + ((n * g.h + ih) * g.w + iw) * c;
-        const int8_t t = int8_t(di * g.kw + dj);
+    ForWindow(g, oh, ow, [&](int8_t t, int64_t ih, int64_t iw) {
+      const T* __restrict v = x + ((n * g.h + ih) * g.w + iw) * c;
 #pragma omp simd
-        for (int64_t j = 0; j < c; ++j) {
-          const float f = ToFloat(v[j]);
-          const bool take = f > best[j] || f != f;  // strict: ties keep the first; NaN wins
-          best[j] = take ? f : best[j];
-          if constexpr (kArgmax) pos[j] = take ? t : pos[j];
-        }
+      for (int64_t j = 0; j < c; ++j) {
+        const float f = ToFloat(v[j]);
+        const bool take = f > best[j] || f != f;  // strict: ties keep the first; NaN wins
+        best[j] = take ? f : best[j];
+        if constexpr (kArgmax) pos[j] = take ? t : pos[j];
       }
-    }
+    });
     const int64_t o = ((n * g.ho + oh) * g.wo + ow) * c;
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) Store(y + o + j, best[j]);
@@ -115,9 +121,10 @@ void Max(const Geometry& g, const T* x, T* y, int8_t* arg) {
   });
 }
 
-// ty = t at each window's chosen position.
-template <typename T>
-void MaxSelect(const Geometry& g, const int8_t* arg, const T* t, T* ty) {
+// Window sums: y = t at each window's chosen position (kSelect: max pooling's tangent), or the
+// window's values summed and divided by its divisor (average pooling).
+template <typename T, bool kSelect>
+void WindowSums(const Geometry& g, const int8_t* arg, const T* x, T* y) {
   const int64_t c = g.c;
   Scratch acc(c);
   ParallelParts(g.n * g.ho, Work(g), [&](int64_t row, int thread) {
@@ -126,21 +133,21 @@ void MaxSelect(const Geometry& g, const int8_t* arg, const T* t, T* ty) {
     for (int64_t ow = 0; ow < g.wo; ++ow) {
       const int64_t o = (row * g.wo + ow) * c;
       std::fill(a, a + c, 0.0f);
-      for (int64_t di = 0; di < g.kh; ++di) {
-        const int64_t ih = oh * g.sh + di - g.pad_top;
-        if (ih < 0 || ih >= g.h) continue;
-        for (int64_t dj = 0; dj < g.kw; ++dj) {
-          const int64_t iw = ow * g.sw + dj - g.pad_left;
-          if (iw < 0 || iw >= g.w) continue;
-          const T* __restrict v = t + ((n * g.h + ih) * g.w + iw) * c;
+      ForWindow(g, oh, ow, [&](int8_t pos, int64_t ih, int64_t iw) {
+        const T* __restrict v = x + ((n * g.h + ih) * g.w + iw) * c;
+        if constexpr (kSelect) {
           const int8_t* __restrict chosen = arg + o;
-          const int8_t pos = int8_t(di * g.kw + dj);
 #pragma omp simd
           for (int64_t j = 0; j < c; ++j) a[j] += chosen[j] == pos ? ToFloat(v[j]) : 0.0f;
-        }
-      }
+        } else {
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) Store(ty + o + j, a[j]);
+          for (int64_t j = 0; j < c; ++j) a[j] += ToFloat(v[j]);
+        }
+      });
+      const float scale = kSelect ? 1.0f : 1.0f / g.Divisor(oh, ow);
+      T* __restrict out = y + o;
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) Store(out + j, a[j] * scale);
     }
   });
 }
@@ -159,57 +166,22 @@ void ScatterGrad(const Geometry& g, const int8_t* arg, const T* dy, T* dx) {
         const int64_t o = ((n * g.ho + oh) * g.wo + ow) * c;
         const T* __restrict d = dy + o;
         const float scale = kMaxPool ? 1.0f : 1.0f / g.Divisor(oh, ow);
-        for (int64_t di = 0; di < g.kh; ++di) {
-          const int64_t ih = oh * g.sh + di - g.pad_top;
-          if (ih < 0 || ih >= g.h) continue;
-          for (int64_t dj = 0; dj < g.kw; ++dj) {
-            const int64_t iw = ow * g.sw + dj - g.pad_left;
-            if (iw < 0 || iw >= g.w) continue;
-            float* __restrict target = a + (ih * g.w + iw) * c;
-            if constexpr (kMaxPool) {
-              const int8_t* __restrict chosen = arg + o;
-              const int8_t pos = int8_t(di * g.kw + dj);
+        ForWindow(g, oh, ow, [&](int8_t pos, int64_t ih, int64_t iw) {
+          float* __restrict target = a + (ih * g.w + iw) * c;
+          if constexpr (kMaxPool) {
+            const int8_t* __restrict chosen = arg + o;
 #pragma omp simd
-              for (int64_t j = 0; j < c; ++j) target[j] += chosen[j] == pos ? ToFloat(d[j]) : 0.0f;
-            } else {
+            for (int64_t j = 0; j < c; ++j) target[j] += chosen[j] == pos ? ToFloat(d[j]) : 0.0f;
+          } else {
 #pragma omp simd
-              for (int64_t j = 0; j < c; ++j) target[j] += ToFloat(d[j]) * scale;
-            }
+            for (int64_t j = 0; j < c; ++j) target[j] += ToFloat(d[j]) * scale;
           }
-        }
+        });
       }
     }
     T* __restrict out = dx + n * image;
 #pragma omp simd
     for (int64_t j = 0; j < image; ++j) Store(out + j, a[j]);
-  });
-}
-
-template <typename T>
-void Avg(const Geometry& g, const T* x, T* y) {
-  const int64_t c = g.c;
-  Scratch acc(c);
-  ParallelParts(g.n * g.ho, Work(g), [&](int64_t row, int thread) {
-    const int64_t n = row / g.ho, oh = row % g.ho;
-    float* __restrict a = acc.For(thread);
-    for (int64_t ow = 0; ow < g.wo; ++ow) {
-      std::fill(a, a + c, 0.0f);
-      for (int64_t di = 0; di < g.kh; ++di) {
-        const int64_t ih = oh * g.sh + di - g.pad_top;
-        if (ih < 0 || ih >= g.h) continue;
-        for (int64_t dj = 0; dj < g.kw; ++dj) {
-          const int64_t iw = ow * g.sw + dj - g.pad_left;
-          if (iw < 0 || iw >= g.w) continue;
-          const T* __restrict v = x + ((n * g.h + ih) * g.w + iw) * c;
-#pragma omp simd
-          for (int64_t j = 0; j < c; ++j) a[j] += ToFloat(v[j]);
-        }
-      }
-      const float inv = 1.0f / g.Divisor(oh, ow);
-      T* __restrict out = y + (row * g.wo + ow) * c;
-#pragma omp simd
-      for (int64_t j = 0; j < c; ++j) Store(out + j, a[j] * inv);
-    }
   });
 }
 
@@ -224,15 +196,15 @@ void Run(int pass, const Geometry& g, const std::vector<void*>& in, const std::v
                    static_cast<int8_t*>(out[1]));
       break;
     case kMaxSelect:
-      MaxSelect<T>(g, static_cast<const int8_t*>(in[0]), static_cast<const T*>(in[1]),
-                   static_cast<T*>(out[0]));
+      WindowSums<T, true>(g, static_cast<const int8_t*>(in[0]), static_cast<const T*>(in[1]),
+                          static_cast<T*>(out[0]));
       break;
     case kMaxGrad:
       ScatterGrad<T, true>(g, static_cast<const int8_t*>(in[0]), static_cast<const T*>(in[1]),
                            static_cast<T*>(out[0]));
       break;
     case kAvg:
-      Avg<T>(g, static_cast<const T*>(in[0]), static_cast<T*>(out[0]));
+      WindowSums<T, false>(g, nullptr, static_cast<const T*>(in[0]), static_cast<T*>(out[0]));
       break;
     case kAvgGrad:
       ScatterGrad<T, false>(g, nullptr, static_cast<const T*>(in[0]), static_cast<T*>(out[0]));
