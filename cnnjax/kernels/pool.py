@@ -129,17 +129,9 @@ def _max_grad_kernel(arg_ref, dy_ref, dx_ref, *, g: Geometry, bw: int, bc: int):
     tiling.store(dx_ref, (row, iw[:, None], c[None, :]), acc, (iw < g.w)[:, None] & c_ok[None, :])
 
 
-def _count(o, s: int, pad: int, pad_end: int, k: int, size: int, include_pad: bool):
-    """Values of window o along one axis that count in the average: those inside the input,
-    or with `include_pad` inside the explicitly padded input."""
-    start = o * s - pad
-    lo, hi = (-pad, size + pad_end) if include_pad else (0, size)
-    return jnp.minimum(start + k, hi) - jnp.maximum(start, lo)
-
-
 def _divisor(g: Geometry, oh, ow):
-    ch = _count(oh, g.sh, g.pad_top, g.pad_bottom, g.kh, g.h, g.include_pad)
-    cw = _count(ow, g.sw, g.pad_left, g.pad_right, g.kw, g.w, g.include_pad)
+    ch = cpu.window_count(oh, g.sh, g.pad_top, g.pad_bottom, g.kh, g.h, g.include_pad)
+    cw = cpu.window_count(ow, g.sw, g.pad_left, g.pad_right, g.kw, g.w, g.include_pad)
     # Lanes outside the output count <= 0; 1 keeps their (masked) quotient finite.
     return jnp.maximum(ch * cw, 1).astype(jnp.float32)
 

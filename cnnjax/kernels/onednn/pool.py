@@ -68,15 +68,20 @@ def _max_select_xla(arg, t3, *, g):
     return _rows(out.astype(t3.dtype), g)
 
 
-def _divisor(g: Any) -> np.ndarray:
-    """(H', W', 1) divisors of the average (pool.py's `_count` rule)."""
-    def count(o, s, pad, pad_end, k, size):
-        start = o * s - pad
-        lo, hi = (-pad, size + pad_end) if g.include_pad else (0, size)
-        return np.minimum(start + k, hi) - np.maximum(start, lo)
-    ch = count(np.arange(g.ho), g.sh, g.pad_top, g.pad_bottom, g.kh, g.h)
-    cw = count(np.arange(g.wo), g.sw, g.pad_left, g.pad_right, g.kw, g.w)
-    return np.maximum(ch[:, None] * cw[None, :], 1).astype(np.float32)[..., None]
+def window_count(o, s: int, pad: int, pad_end: int, k: int, size: int, include_pad: bool):
+    """Values of window o along one axis that count in the average: those inside the input,
+    or with `include_pad` inside the explicitly padded input (never the ceil_mode overhang).
+    The rule of every backend's divisor (pool.cc's Geometry::Count is its C++ copy)."""
+    start = o * s - pad
+    lo, hi = (-pad, size + pad_end) if include_pad else (0, size)
+    return jnp.minimum(start + k, hi) - jnp.maximum(start, lo)
+
+
+def _divisor(g: Any) -> jax.Array:
+    """(H', W', 1) divisors of the average."""
+    ch = window_count(np.arange(g.ho), g.sh, g.pad_top, g.pad_bottom, g.kh, g.h, g.include_pad)
+    cw = window_count(np.arange(g.wo), g.sw, g.pad_left, g.pad_right, g.kw, g.w, g.include_pad)
+    return jnp.maximum(ch[:, None] * cw[None, :], 1).astype(jnp.float32)[..., None]
 
 
 def _avg_xla(x3, *, g):
