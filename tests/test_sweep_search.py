@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -138,10 +137,7 @@ def test_sigkilled_worker_resumes_its_trial_from_the_checkpoint(tmp_path):
          f"--workdir={tmp_path}", "--parallel=1", *flags], env=th.env(), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     trial = tmp_path / "trial_0000"
-    deadline = time.time() + 600
-    while not (trial / "checkpoints" / "20").is_dir():
-        assert time.time() < deadline and search.poll() is None, "no checkpoint in time"
-        time.sleep(0.1)
+    th.wait_for_checkpoint(trial, at_least=20, procs=[search])
     os.kill(int((tmp_path / "workers" / "worker_0.pid").read_text()), signal.SIGKILL)
     out, _ = search.communicate(timeout=2400)
     assert search.returncode == 0, out

@@ -62,10 +62,7 @@ def test_scancel_then_resubmit_resumes_from_the_checkpoint(tmp_path):
     job_ids = sorted({line.rsplit(" ", 1)[-1].split("_")[0] for line in proc.stdout.splitlines()
                       if "as SLURM job" in line})
     point = tmp_path / "learning_rate=0.02,seed=0"
-    deadline = time.time() + 600
-    while not (point / "checkpoints" / "22").is_dir():
-        assert time.time() < deadline, "no checkpoint before the deadline"
-        time.sleep(0.5)
+    th.wait_for_checkpoint(point)
     subprocess.run(["scancel", *job_ids], check=True)
     deadline = time.time() + 300
     while subprocess.run(["squeue", "-h", "-j", ",".join(job_ids)], capture_output=True,
@@ -86,21 +83,21 @@ def test_scancel_then_resubmit_resumes_from_the_checkpoint(tmp_path):
 def test_search_as_a_job_array_with_a_requeued_worker(tmp_path):
     """A search of 3 trials as an array of 2 workers; the worker holding a trial with a
     checkpoint is requeued (`scontrol requeue`): it comes back as the same array task, resumes
-    that trial from its checkpoint, and the study ends with 3 complete trials, none run twice."""
-    search = REPO_ROOT / "tests" / "digits_search.py"
+    that trial from its checkpoint, and the study ends with 3 complete trials, none run twice.
+
+    A trial is 1,000 steps (several seconds even at the digits' ~20k images/s) so that the requeue
+    lands while the trial that wrote the first checkpoint is still running."""
+    search, steps = REPO_ROOT / "tests" / "digits_search.py", 1000
     proc = _launch(f"--config={search}:none:0.05,0.1,0.2", "--search", "--launcher=slurm",
-                   "--parallel=2", f"--workdir={tmp_path}", "--config.num_train_steps=200",
-                   "--config.checkpoint_every_steps=20", "--config.eval_every_steps=100",
-                   "--config.log_every_steps=20")
+                   "--parallel=2", f"--workdir={tmp_path}", f"--config.num_train_steps={steps}",
+                   "--config.checkpoint_every_steps=50", "--config.eval_every_steps=500",
+                   "--config.log_every_steps=50")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jobs = [line.split("as SLURM job ")[1].split()[0] for line in proc.stdout.splitlines()
             if "as SLURM job" in line]
     assert len(jobs) == 2
-    deadline = time.time() + 600
-    while not list(tmp_path.glob("trial_*/checkpoints/20")):
-        assert time.time() < deadline, "no checkpoint before the deadline"
-        time.sleep(0.5)
-    trial = list(tmp_path.glob("trial_*/checkpoints/20"))[0].parents[1]
+    first = th.wait_for_checkpoint(tmp_path, "trial_*/checkpoints/*")
+    trial = first.parents[1]
     worker = next(i for i in range(2) if f"in {trial}\n" in
                   (tmp_path / "workers" / f"worker_{i}.log").read_text())
     subprocess.run(["scontrol", "requeue", jobs[worker]], check=True)
@@ -112,11 +109,11 @@ def test_search_as_a_job_array_with_a_requeued_worker(tmp_path):
     log = (tmp_path / "workers" / f"worker_{worker}.log").read_text()
     number = int(trial.name.split("_")[1])
     assert f"worker {worker}: resuming trial {number}" in log
-    assert int(log.split("resuming at step ")[1].split(";")[0]) >= 20
+    assert int(log.split("resuming at step ")[1].split(";")[0]) >= int(first.name)
     proc = subprocess.run([sys.executable, "-m", "cnnjax.sweep", "summarize", str(tmp_path)],
                           env=th.env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(float(r["optimizer.learning_rate"]) for r in rows) == [0.05, 0.1, 0.2]
-    assert all(r["state"] == "COMPLETE" and int(r["steps"]) == 200 for r in rows), rows
+    assert all(r["state"] == "COMPLETE" and int(r["steps"]) == steps for r in rows), rows

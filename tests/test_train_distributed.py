@@ -130,7 +130,6 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     """JAX's preemption sync point (no per-step gather): SIGTERM to process 1 alone makes both
     save one checkpoint at the step they agree on and exit 143."""
     import signal
-    import time
 
     port = _free_port()
     flags = ("--config.num_train_steps=2000", "--config.checkpoint_every_steps=6",
@@ -139,11 +138,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
         th.launch_cmd(tmp_path / "multi", *flags, f"--coordinator_address=127.0.0.1:{port}",
                       "--num_processes=2", f"--process_id={i}"),
         env=th.env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    deadline = time.time() + 300
-    while not (tmp_path / "multi" / "checkpoints" / "6").is_dir():
-        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
+    th.wait_for_checkpoint(tmp_path / "multi", procs=procs, timeout=300)
     procs[1].send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [143, 143], outs

@@ -5,7 +5,6 @@ import pathlib
 import re
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -24,14 +23,6 @@ def reference(tmp_path_factory):
     return workdir
 
 
-def _wait_for_checkpoint(workdir: pathlib.Path, proc: subprocess.Popen, step: int) -> None:
-    deadline = time.time() + 300
-    while not (workdir / "checkpoints" / str(step)).is_dir():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-
-
 def _assert_same_run(workdir, reference):
     assert th.eval_lines(workdir) == th.eval_lines(reference)  # bit for bit: exact floats
     got, want = th.flat(th.final_params(workdir)), th.flat(th.final_params(reference))
@@ -43,7 +34,7 @@ def _assert_same_run(workdir, reference):
 def test_sigkill_after_a_checkpoint_then_relaunch(reference, tmp_path):
     proc = subprocess.Popen(th.launch_cmd(tmp_path, *FLAGS), env=th.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    _wait_for_checkpoint(tmp_path, proc, 12)
+    th.wait_for_checkpoint(tmp_path, at_least=12, procs=[proc], timeout=300)
     proc.send_signal(signal.SIGKILL)
     # The kill landed on a running process (a run that had already finished exits 0), and the
     # relaunch resumes from a checkpoint before the end, so it has steps left to redo.
@@ -64,7 +55,7 @@ def test_sigterm_saves_at_a_step_boundary_and_exits_143(tmp_path):
     workdir = tmp_path / "preempted"
     proc = subprocess.Popen(th.launch_cmd(workdir, *flags), env=th.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    _wait_for_checkpoint(workdir, proc, 6)
+    th.wait_for_checkpoint(workdir, procs=[proc], timeout=300)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out
@@ -85,7 +76,7 @@ def test_corrupt_latest_checkpoint_is_skipped_kept_and_the_run_finishes_from_the
     flags = (*FLAGS, "--config.checkpoint_every_steps=1")
     proc = subprocess.Popen(th.launch_cmd(tmp_path, *flags), env=th.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    _wait_for_checkpoint(tmp_path, proc, 12)
+    th.wait_for_checkpoint(tmp_path, at_least=12, procs=[proc], timeout=300)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     root = tmp_path / "checkpoints"

@@ -28,10 +28,7 @@ def test_ctrl_c_with_grain_workers_saves_once_quietly_and_exits_130(tmp_path):
              "--config.checkpoint_every_steps=2", "--config.eval_every_steps=1000")
     proc = subprocess.Popen(th.launch_cmd(workdir, *flags), env=th.env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300
-    while not (workdir / "checkpoints" / "2").is_dir():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.05)
+    th.wait_for_checkpoint(workdir, procs=[proc], timeout=300)
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: every process of the group
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)

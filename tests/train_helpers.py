@@ -8,6 +8,8 @@ import pathlib
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -35,6 +37,27 @@ def run(workdir, *flags, devices=1, config=SMOKE, check=True) -> subprocess.Comp
     if check and proc.returncode != 0:
         raise AssertionError(f"launch.py exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def wait_for_checkpoint(root: pathlib.Path, pattern: str = "checkpoints/*", *, at_least: int = 0,
+                        procs: Sequence[subprocess.Popen] = (), timeout: float = 600,
+                        poll: float = 0.05) -> pathlib.Path:
+    """The first committed checkpoint at step >= at_least (a directory named by its step) seen
+    under root/pattern while every one of procs still runs.
+
+    Any step from at_least on counts, never one exact step: a run keeps only its last
+    `keep_checkpoints`, so on a fast machine a given step can be written and deleted between two
+    polls (a CI run lost a test to that)."""
+    deadline = time.time() + timeout
+    while True:
+        for p in procs:
+            assert p.poll() is None, f"exited {p.returncode} before a checkpoint:\n{p.communicate()}"
+        done = [p for p in root.glob(pattern)
+                if p.name.isdigit() and int(p.name) >= at_least and p.is_dir()]
+        if done:
+            return min(done, key=lambda p: int(p.name))
+        assert time.time() < deadline, f"no checkpoint under {root}/{pattern} in {timeout} s"
+        time.sleep(poll)
 
 
 def eval_lines(workdir) -> list[dict]:
