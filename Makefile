@@ -43,8 +43,8 @@ test: $(VENV)/.installed-test
 # under load, 2026-12-06), MobileNetV2's loss and gradients through the Pallas kernels against
 # XLA in float64 (70 s on idle cores, 2026-12-06), and three end-to-end checks moved out of the
 # fast suite to keep it under 25 minutes (the GPU pack's dry run, a local sweep, the benchmark's
-# options reaching the step: ~230 CPU-s); the whole list took 13 min 39 s on idle cores (46 tests,
-# 2026-12-06, third session; 8 min 20 s before those three and the CPU kernels' tests). The
+# options reaching the step: ~230 CPU-s); the whole list took 10 min 38 s on idle cores (46 tests,
+# 2026-12-06, fourth session; 13 min 39 s in the third; 8 min 20 s before those three and the CPU kernels' tests). The
 # other slow tests are deeper or wider copies of models the fast suite covers, or run Pallas
 # kernels in interpret mode; `make test-all` runs them.
 SLOW_CI := \
