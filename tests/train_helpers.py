@@ -50,13 +50,17 @@ def wait_for_checkpoint(root: pathlib.Path, pattern: str = "checkpoints/*", *, a
     polls (a CI run lost a test to that)."""
     deadline = time.time() + timeout
     while True:
-        for p in procs:
-            assert p.poll() is None, f"exited {p.returncode} before a checkpoint:\n{p.communicate()}"
         done = [p for p in root.glob(pattern)
                 if p.name.isdigit() and int(p.name) >= at_least and p.is_dir()]
-        if done:
+        ended = [p for p in procs if p.poll() is not None]
+        if done and not ended:
             return min(done, key=lambda p: int(p.name))
-        assert time.time() < deadline, f"no checkpoint under {root}/{pattern} in {timeout} s"
+        if ended or time.time() > deadline:
+            for p in procs:
+                p.kill()  # a process left waiting for an ended peer would never exit
+            why = (f"exited {ended[0].returncode} before a checkpoint:\n{ended[0].communicate()}"
+                   if ended else f"no checkpoint under {root}/{pattern} in {timeout} s")
+            raise AssertionError(why)
         time.sleep(poll)
 
 
