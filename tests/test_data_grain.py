@@ -208,6 +208,33 @@ def test_augment_hook_runs_per_batch_with_randomness_from_seed_and_step(data_dir
         np.testing.assert_array_equal(g["u"], r["u"])
 
 
+def _strided_large(batch, rng):
+    """Each image tiled to 128 x 160 pixels and mirrored: a 480 KB batch as a strided view,
+    the kind the decoder and the translations hand over."""
+    del rng
+    return {**batch, "image": np.tile(batch["image"], (1, 32, 32, 1))[:, :, ::-1]}
+
+
+def test_workers_stop_at_once_when_closed_with_large_strided_batches(data_dir):
+    """Two workers whose batches are larger than a pipe's buffer and not C-contiguous, their
+    queues full when the stream is closed: the close takes well under grain's 25-s kill timeout
+    (50 s before the batches were made contiguous in the workers) and leaves no worker behind;
+    the batches are those of the in-process stream."""
+    import multiprocessing
+    import time
+
+    stream = _source(data_dir, seed=3, augment=_strided_large, worker_count=2).batches()
+    got = [next(stream) for _ in range(2)]
+    time.sleep(3)  # the workers fill their queues and block on their pipes
+    start = time.perf_counter()
+    stream.close()
+    assert time.perf_counter() - start < 10
+    assert not [p for p in multiprocessing.active_children() if "grain" in p.name]
+    want = _take(_source(data_dir, seed=3, augment=_strided_large), 2)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g["image"], w["image"])
+
+
 def test_bad_arguments(data_dir):
     with pytest.raises(ValueError, match="exceeds the 37 training examples"):
         _source(data_dir, batch_size=64)

@@ -153,6 +153,8 @@ class GrainSource:
             steps = grain.MapDataset.range(start_step, start_step + _ENDLESS).map(self.train_batch)
         else:
             steps = grain.MapDataset.range(self.steps_per_epoch).map(self.eval_batch)
+        if self.worker_count:
+            steps = steps.map(_contiguous)
         # One reading thread a step ahead per process; more would multiply batch memory.
         stream = steps.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
         if self.worker_count:
@@ -174,6 +176,14 @@ class GrainSource:
                 yield batch
         finally:
             iterator.close()  # stops grain's worker processes and threads
+
+
+def _contiguous(batch: Batch) -> Batch:
+    """`batch` with C-contiguous arrays, built in the worker. grain hands only those over in
+    shared memory and pickles any other array through the worker's pipe: a strided image batch
+    (as the decoder and the augmentations make) then fills the pipe, and at shutdown the worker
+    hangs flushing it until grain kills it (25 s per worker), leaking the batch's blocks."""
+    return {k: np.ascontiguousarray(v) for k, v in batch.items()}
 
 
 def _ignore_sigint(worker_index: int, worker_count: int) -> None:
